@@ -1,0 +1,118 @@
+"""Performance-estimation interface: how good is an architecture, at what cost."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from nasforge.data import Dataset
+    from nasforge.spaces.base import Arch, SearchSpace
+
+Status = Literal["ok", "failed"]
+
+
+@dataclass
+class Result:
+    """What an estimator says about one architecture.
+
+    ``metrics`` is what search strategies may look at (e.g. ``val_accuracy`` in [0, 1],
+    ``params``, ``flops``, ``latency_ms``). ``report`` holds values kept for reporting
+    only, which strategies must never see (e.g. a benchmark table's test accuracy).
+    ``cost`` is the wall-clock seconds the estimate took.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    cost: float = 0.0
+    status: Status = "ok"
+    error: str | None = None
+    report: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def failed(cls, error: str, cost: float = 0.0) -> Result:
+        return cls(metrics={}, cost=cost, status="failed", error=error)
+
+    def visible(self) -> Result:
+        """A copy without the report-only values: what a strategy is told."""
+        return Result(dict(self.metrics), self.cost, self.status, self.error, {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "cost": self.cost,
+            "status": self.status,
+            "error": self.error,
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Result:
+        return cls(
+            metrics=dict(d.get("metrics") or {}),
+            cost=float(d.get("cost") or 0.0),
+            status=d.get("status", "ok"),
+            error=d.get("error"),
+            report=dict(d.get("report") or {}),
+        )
+
+
+class Estimator(ABC):
+    """Base class of performance estimators.
+
+    Subclasses implement :meth:`_evaluate`; :meth:`evaluate` wraps it so that any
+    exception or non-finite metric becomes a ``failed`` result with its error text
+    instead of stopping the search. ``fidelity`` (e.g. ``{"epochs": 2}``) overrides the
+    estimator's own settings for one call, for multi-fidelity strategies.
+    """
+
+    name: str = "estimator"
+    #: whether the estimator needs a dataset (a table lookup does not)
+    needs_data: bool = True
+
+    def evaluate(
+        self,
+        arch: Arch,
+        space: SearchSpace,
+        data: Dataset | None = None,
+        fidelity: Mapping[str, Any] | None = None,
+    ) -> Result:
+        t0 = time.perf_counter()
+        try:
+            res = self._evaluate(arch, space, data, dict(fidelity or {}))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # a broken candidate must not stop the search
+            tb = traceback.format_exc(limit=4)
+            return Result.failed(f"{type(e).__name__}: {e}\n{tb}", time.perf_counter() - t0)
+        if not res.cost:
+            res.cost = time.perf_counter() - t0
+        bad = [k for k, v in res.metrics.items() if not _finite(v)]
+        if res.ok and bad:
+            return Result(res.metrics, res.cost, "failed", f"non-finite metric(s): {bad}", res.report)
+        return res
+
+    @abstractmethod
+    def _evaluate(
+        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
+    ) -> Result:
+        """Estimate ``arch``; may raise, the caller turns that into a failed result."""
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, stored with a run so it can be resumed."""
+        return {}
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return True

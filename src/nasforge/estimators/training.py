@@ -1,0 +1,1 @@
+"""PLACEHOLDER: the training estimator is being written."""

@@ -1,0 +1,293 @@
+"""Search-space interface and the architecture value type.
+
+Every space in nasforge describes an architecture as a fixed, ordered list of
+categorical *choices* (edge ops, kernel sizes, widths, ...). That one convention gives
+every space sampling, mutation, crossover, neighbourhoods, one-hot encodings and an
+Optuna mapping for free; a space only has to say how to *build* a network, and may
+override the string form or the canonicalization of inactive choices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch.nn as nn
+
+from nasforge.errors import ArchParseError
+
+Value = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One categorical decision of a space: its name and the options it can take."""
+
+    name: str
+    options: tuple[Value, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.options) < 1:
+            raise ValueError(f"choice {self.name!r} has no options")
+        if len(set(self.options)) != len(self.options):
+            raise ValueError(f"choice {self.name!r} has duplicate options")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An immutable, hashable architecture of one space.
+
+    ``items`` are the (choice name, value) pairs in the space's order, already
+    canonical (so two equal networks compare equal); ``text`` is the canonical string.
+    Create them with :meth:`SearchSpace.make` or :meth:`SearchSpace.parse`.
+    """
+
+    space: str
+    items: tuple[tuple[str, Value], ...]
+    text: str = field(compare=False, hash=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __getitem__(self, name: str) -> Value:
+        for k, v in self.items:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    @property
+    def values(self) -> tuple[Value, ...]:
+        return tuple(v for _, v in self.items)
+
+    def as_dict(self) -> dict[str, Value]:
+        return dict(self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form: ``{"space", "arch" (canonical string), "choices" (name -> value)}``."""
+        return {"space": self.space, "arch": self.text, "choices": dict(self.items)}
+
+
+class SearchSpace(ABC):
+    """Base class of all search spaces (see module docstring).
+
+    Subclasses set ``name``, implement :meth:`choices` and :meth:`build`, and may
+    override :meth:`canonicalize`, :meth:`is_active`, :meth:`format` / :meth:`parse`.
+    Randomness always comes from a ``numpy.random.Generator`` passed in by the caller.
+    """
+
+    name: str = "space"
+
+    # -- what a space must say -------------------------------------------------------
+    @abstractmethod
+    def choices(self) -> tuple[Choice, ...]:
+        """The ordered decisions that make up an architecture."""
+
+    @abstractmethod
+    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        """A freshly initialized ``torch.nn.Module`` for ``arch`` on inputs of ``input_shape`` (C, H, W)."""
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this space with ``spaces.get(name, **config)``."""
+        return {}
+
+    # -- hooks for conditional spaces --------------------------------------------------
+    def canonicalize(self, values: dict[str, Value]) -> dict[str, Value]:
+        """Map values to the canonical representative (e.g. reset inactive choices)."""
+        return values
+
+    def is_active(self, name: str, values: Mapping[str, Value]) -> bool:
+        """Whether choice ``name`` influences the network given the other values."""
+        return True
+
+    # -- construction ------------------------------------------------------------------
+    def _choice_map(self) -> dict[str, Choice]:
+        cache = self.__dict__.get("_choice_cache")
+        if cache is None:
+            cache = {c.name: c for c in self.choices()}
+            self.__dict__["_choice_cache"] = cache
+        return cache
+
+    def make(self, values: Mapping[str, Value] | Sequence[Value]) -> Arch:
+        """Validate and canonicalize ``values`` (by name or in order) into an :class:`Arch`."""
+        choices = self.choices()
+        if isinstance(values, Mapping):
+            unknown = set(values) - {c.name for c in choices}
+            if unknown:
+                raise ArchParseError(
+                    f"{self.name}: unknown choice(s) {sorted(unknown)}; "
+                    f"valid choices: {[c.name for c in choices]}"
+                )
+            missing = [c.name for c in choices if c.name not in values]
+            if missing:
+                raise ArchParseError(f"{self.name}: missing choice(s) {missing}")
+            vals = {c.name: values[c.name] for c in choices}
+        else:
+            values = list(values)
+            if len(values) != len(choices):
+                raise ArchParseError(
+                    f"{self.name}: expected {len(choices)} values, got {len(values)}"
+                )
+            vals = {c.name: v for c, v in zip(choices, values, strict=True)}
+        for c in choices:
+            v = vals[c.name]
+            # match by value, bools only to bools; store the option itself (3.0 -> 3)
+            match = [o for o in c.options if o == v and isinstance(o, bool) == isinstance(v, bool)]
+            if not match:
+                raise ArchParseError(
+                    f"{self.name}: bad value {v!r} for {c.name!r}; options are {list(c.options)}"
+                )
+            vals[c.name] = match[0]
+        vals = self.canonicalize(vals)
+        items = tuple((c.name, vals[c.name]) for c in choices)
+        arch = Arch(self.name, items, "")
+        object.__setattr__(arch, "text", self.format(arch))
+        return arch
+
+    # -- string and JSON forms ------------------------------------------------------------
+    def format(self, arch: Arch) -> str:
+        """Canonical string. Default: ``name=value`` pairs of the active choices, ``;``-joined."""
+        d = arch.as_dict()
+        return ";".join(f"{k}={v}" for k, v in arch.items if self.is_active(k, d))
+
+    def parse(self, text: str) -> Arch:
+        """Inverse of :meth:`format`; raises :class:`ArchParseError` naming the bad token."""
+        text = text.strip()
+        cmap = self._choice_map()
+        values: dict[str, Value] = {}
+        for tok in filter(None, (t.strip() for t in text.split(";"))):
+            if "=" not in tok:
+                raise ArchParseError(f"{self.name}: bad token {tok!r} in {text!r}: expected name=value")
+            k, raw = (s.strip() for s in tok.split("=", 1))
+            if k not in cmap:
+                raise ArchParseError(
+                    f"{self.name}: bad token {tok!r}: unknown choice {k!r}; valid: {list(cmap)}"
+                )
+            values[k] = _coerce(raw, cmap[k], tok, self.name)
+        # inactive choices may be omitted: fill them with the first option
+        for c in self.choices():
+            values.setdefault(c.name, c.options[0])
+        arch = self.make(values)
+        return arch
+
+    def to_json(self, arch: Arch) -> str:
+        return json.dumps(arch.to_json(), sort_keys=True)
+
+    def from_json(self, doc: str | Mapping[str, Any]) -> Arch:
+        """Arch from its JSON form (a string or an already-parsed mapping)."""
+        if isinstance(doc, str):
+            try:
+                doc = json.loads(doc)
+            except json.JSONDecodeError as e:
+                raise ArchParseError(f"not valid JSON: {e}") from None
+        if not isinstance(doc, Mapping):
+            raise ArchParseError("architecture JSON must be an object")
+        if doc.get("space", self.name) != self.name:
+            raise ArchParseError(f"architecture is for space {doc.get('space')!r}, not {self.name!r}")
+        if "choices" in doc:
+            arch = self.make(dict(doc["choices"]))
+            if "arch" in doc and doc["arch"] != arch.text:
+                raise ArchParseError(
+                    f"architecture JSON is inconsistent: 'arch' {doc['arch']!r} != choices {arch.text!r}"
+                )
+            return arch
+        if "arch" in doc:
+            return self.parse(str(doc["arch"]))
+        raise ArchParseError("architecture JSON needs an 'arch' or a 'choices' field")
+
+    # -- exploration operators -----------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """Uniformly random choice values (canonicalized)."""
+        return self.make([c.options[int(rng.integers(len(c.options)))] for c in self.choices()])
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """Change one active choice to another option; always returns a different arch if one exists."""
+        d = arch.as_dict()
+        cands = [c for c in self.choices() if len(c.options) > 1 and self.is_active(c.name, d)]
+        if not cands:
+            return arch
+        for _ in range(32):
+            c = cands[int(rng.integers(len(cands)))]
+            others = [o for o in c.options if o != d[c.name]]
+            new = dict(d)
+            new[c.name] = others[int(rng.integers(len(others)))]
+            child = self.make(new)
+            if child != arch:
+                return child
+        return child
+
+    def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+        """Uniform crossover: each choice taken from either parent with probability 1/2."""
+        da, db = a.as_dict(), b.as_dict()
+        return self.make({k: (da[k] if rng.random() < 0.5 else db[k]) for k in da})
+
+    def neighbors(self, arch: Arch) -> list[Arch]:
+        """All distinct archs that differ from ``arch`` in exactly one active choice."""
+        d = arch.as_dict()
+        out: dict[Arch, None] = {}
+        for c in self.choices():
+            if not self.is_active(c.name, d):
+                continue
+            for o in c.options:
+                if o == d[c.name]:
+                    continue
+                n = self.make({**d, c.name: o})
+                if n != arch:
+                    out[n] = None
+        return list(out)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Fixed-length one-hot vector (inactive choices all-zero), for predictors."""
+        d = arch.as_dict()
+        parts = []
+        for c in self.choices():
+            v = np.zeros(len(c.options), dtype=np.float32)
+            if self.is_active(c.name, d):
+                v[c.options.index(d[c.name])] = 1.0
+            parts.append(v)
+        return np.concatenate(parts)
+
+    @property
+    def encoding_size(self) -> int:
+        return sum(len(c.options) for c in self.choices())
+
+    @property
+    def size(self) -> int:
+        """Number of distinct (canonical) architectures."""
+        return math.prod(len(c.options) for c in self.choices())
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every distinct architecture once, in a fixed order."""
+        seen: set[Arch] = set()
+        for vals in itertools.product(*(c.options for c in self.choices())):
+            a = self.make(vals)
+            if a not in seen:
+                seen.add(a)
+                yield a
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({cfg})"
+
+
+def _coerce(raw: str, choice: Choice, tok: str, space: str) -> Value:
+    """Turn the string ``raw`` into the option of ``choice`` it spells."""
+    for o in choice.options:
+        if str(o) == raw or (isinstance(o, bool) and raw.lower() == str(o).lower()):
+            return o
+    for o in choice.options:
+        if isinstance(o, int | float) and not isinstance(o, bool):
+            try:
+                if float(raw) == o:
+                    return o
+            except ValueError:
+                pass
+    raise ArchParseError(
+        f"{space}: bad token {tok!r}: {raw!r} is not an option of {choice.name!r}; "
+        f"options are {list(choice.options)}"
+    )

@@ -1,0 +1,1 @@
+"""PLACEHOLDER: the chain-structured CNN macro space is being written."""

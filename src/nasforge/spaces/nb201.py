@@ -1,0 +1,1 @@
+"""PLACEHOLDER: the NAS-Bench-201 cell space is being written."""

@@ -1,0 +1,116 @@
+"""Search-strategy interface: what to try next, in ask/tell form (as in Optuna).
+
+A strategy never evaluates anything itself. The experiment loop calls :meth:`ask`
+for the next :class:`Suggestion` (several may be outstanding at once when workers run
+in parallel), evaluates it, and calls :meth:`tell` with the result. The whole state,
+the random generator included, serializes to JSON with :meth:`state_dict`, so a
+search resumed from a checkpoint makes exactly the queries it would have made.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Result
+from nasforge.spaces.base import Arch, SearchSpace
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """An architecture to evaluate, and at which fidelity (None: the estimator's default)."""
+
+    arch: Arch
+    fidelity: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arch": self.arch.text, "fidelity": self.fidelity}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], space: SearchSpace) -> Suggestion:
+        return cls(space.parse(d["arch"]), d.get("fidelity"))
+
+
+class Strategy(ABC):
+    """Base class of search strategies.
+
+    ``metric`` names the result metric to optimize and ``mode`` says whether larger
+    (``"max"``) or smaller (``"min"``) is better; failed results score ``-inf``.
+    Subclasses implement :meth:`ask`, :meth:`_tell`, and :meth:`_state` /
+    :meth:`_load_state` for whatever they keep beyond the random generator.
+    """
+
+    name: str = "strategy"
+
+    def __init__(
+        self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", mode: str = "max"
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise NasforgeError(f"mode must be 'max' or 'min', not {mode!r}")
+        self.space = space
+        self.seed = int(seed)
+        self.metric = metric
+        self.mode = mode
+        self.rng = np.random.default_rng(self.seed)
+        self.n_told = 0
+
+    # -- the interface -----------------------------------------------------------------
+    @abstractmethod
+    def ask(self) -> Suggestion:
+        """The next architecture (and fidelity) to evaluate."""
+
+    def tell(self, suggestion: Suggestion, result: Result) -> None:
+        """Report the result of evaluating ``suggestion``."""
+        self.n_told += 1
+        self._tell(suggestion, result)
+
+    @abstractmethod
+    def _tell(self, suggestion: Suggestion, result: Result) -> None: ...
+
+    def score(self, result: Result) -> float:
+        """The result as one number where larger is better (``-inf`` if failed/missing)."""
+        if not result.ok or self.metric not in result.metrics:
+            return -math.inf
+        v = float(result.metrics[self.metric])
+        if not math.isfinite(v):
+            return -math.inf
+        return v if self.mode == "max" else -v
+
+    # -- persistence ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable state: enough to continue exactly where the strategy stopped."""
+        return {
+            "strategy": self.name,
+            "seed": self.seed,
+            "n_told": self.n_told,
+            "rng": self.rng.bit_generator.state,
+            "own": self._state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("strategy", self.name) != self.name:
+            raise NasforgeError(
+                f"saved state is for strategy {state.get('strategy')!r}, not {self.name!r}"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        self.n_told = int(state.get("n_told", 0))
+        self._load_state(state.get("own") or {})
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (besides space), stored with a run."""
+        return {"seed": self.seed, "metric": self.metric, "mode": self.mode}
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def _arch(self, text: str) -> Arch:
+        return self.space.parse(text)

@@ -1,0 +1,39 @@
+"""Random search: the baseline every other strategy has to beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nasforge.estimators.base import Result
+from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.strategies import register
+from nasforge.strategies.base import Strategy, Suggestion
+
+
+@register("random")
+class RandomSearch(Strategy):
+    """Uniform random sampling, without repeating an architecture while unseen ones remain."""
+
+    def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy",
+                 mode: str = "max", max_retries: int = 100) -> None:
+        super().__init__(space, seed, metric, mode)
+        self.max_retries = max_retries
+        self.seen: set[Arch] = set()
+
+    def ask(self) -> Suggestion:
+        arch = self.space.sample(self.rng)
+        for _ in range(self.max_retries):
+            if arch not in self.seen:
+                break
+            arch = self.space.sample(self.rng)
+        self.seen.add(arch)
+        return Suggestion(arch)
+
+    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+        self.seen.add(suggestion.arch)
+
+    def _state(self) -> dict[str, Any]:
+        return {"seen": sorted(a.text for a in self.seen)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.seen = {self._arch(t) for t in state.get("seen", [])}

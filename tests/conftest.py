@@ -1,0 +1,24 @@
+"""Shared test set-up: small, single-threaded torch so the suite fits 2 cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("NASFORGE_NO_PROGRESS", "1")
+
+#: the NAS-Bench-201 table shipped beside the repository (tests skip when it is absent)
+NB201_TABLE = Path(
+    os.environ.get("NASFORGE_NB201_TABLE", Path(__file__).resolve().parents[2] / "shared/benchmarks/nb201/nb201_cifar.csv")
+)
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(0)
