@@ -1,13 +1,25 @@
 """Datasets: digits, Fashion-MNIST (IDX files), numpy arrays, image folders.
 
-PLACEHOLDER: the Dataset container is final; loaders are being written.
+Every loader ends in the same place (:func:`_finish`): images scaled to [0, 1] as
+float32 (N, C, H, W), a stratified, seeded validation split held out from the training
+data (what the search sees), a test split kept apart for the final report, and
+per-channel normalization with statistics of the training split only, so no
+information leaks from validation or test data into training.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import struct
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from nasforge.errors import DataError
 
 
 @dataclass
@@ -38,3 +50,490 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+#: where Debian's ``dataset-fashion-mnist`` package puts the IDX files
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_NAMES = ["auto", "digits", "fashion-mnist"]
+_ALIASES = {
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+}
+#: fraction held out as the test split when a source has no test split of its own
+TEST_FRACTION = 0.2
+MIN_SIZE = 8
+
+
+def dataset_names() -> list[str]:
+    """Built-in dataset names accepted by :func:`load_dataset` (besides a folder path)."""
+    return list(_NAMES)
+
+
+# ----------------------------------------------------------------------------- splits
+def stratified_split(
+    y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(keep, held_out)`` with about ``fraction`` of every class held out.
+
+    Each class keeps at least one example; if rounding would hold out nothing while
+    ``fraction > 0`` one example of the largest class is held out, so small data sets
+    still get a non-empty split. Both index arrays are sorted.
+    """
+    y = np.asarray(y)
+    keep: list[np.ndarray] = []
+    held: list[np.ndarray] = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = min(int(round(len(idx) * fraction)), len(idx) - 1)
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    h = np.concatenate(held) if held else np.zeros(0, np.int64)
+    if fraction > 0 and h.size == 0:
+        big = int(np.argmax([len(k) for k in keep]))
+        if len(keep[big]) > 1:
+            h = keep[big][:1]
+            keep[big] = keep[big][1:]
+    k_all = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    return np.sort(k_all).astype(np.int64), np.sort(h).astype(np.int64)
+
+
+def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, stratified ``fraction`` of ``y`` (all of it at 1.0)."""
+    if fraction >= 1.0:
+        return np.arange(len(y), dtype=np.int64)
+    _, sub = stratified_split(y, fraction, np.random.default_rng(seed))
+    if sub.size == 0:  # fraction so small that rounding took nothing: keep one example
+        sub = np.array([int(np.random.default_rng(seed).integers(len(y)))], dtype=np.int64)
+    return sub
+
+
+def _limit(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``n`` examples, a stratified subset so class balance is kept."""
+    if n >= len(y):
+        return x, y
+    idx = stratified_subset(y, n / len(y), seed)
+    return x[idx], y[idx]
+
+
+# ----------------------------------------------------------------------------- arrays
+def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
+    """(N,H,W), (N,C,H,W) or (N,H,W,C) with C in {1, 3} -> (N, C, H, W)."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[1] in (1, 3):
+            return x
+        if x.shape[3] in (1, 3):
+            return np.moveaxis(x, 3, 1)
+        raise DataError(
+            f"{what} has shape {x.shape}: expected (N, C, H, W) or (N, H, W, C) with C = 1 or 3"
+        )
+    raise DataError(
+        f"{what} has shape {x.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C) images"
+    )
+
+
+def _to_unit(x: np.ndarray, what: str) -> np.ndarray:
+    """Scale to [0, 1] float32: integers by their dtype's range (uint8 / 255), floats as given."""
+    if x.dtype == bool:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        top = 255.0 if x.size == 0 or int(x.max()) <= 255 else float(np.iinfo(x.dtype).max)
+        return (x.astype(np.float32) / top).astype(np.float32)
+    if np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+        if x.size and not np.isfinite(x).all():
+            raise DataError(f"{what} contains NaN or infinite values")
+        return x
+    raise DataError(f"{what} has dtype {x.dtype}: expected uint8 (0..255) or float (0..1) images")
+
+
+def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (N, C, H, W) float images with antialiased bilinear interpolation, in chunks."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    import torch
+    import torch.nn.functional as F
+
+    out = np.empty((x.shape[0], x.shape[1], *size), dtype=np.float32)
+    for i in range(0, len(x), 4096):
+        t = torch.from_numpy(np.ascontiguousarray(x[i : i + 4096]))
+        down = size[0] < x.shape[2] or size[1] < x.shape[3]
+        r = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=down)
+        out[i : i + 4096] = r.numpy()
+    return out
+
+
+def _check_size(hw: Sequence[int], what: str) -> None:
+    if min(hw) < MIN_SIZE:
+        raise DataError(
+            f"{what}: images are {hw[0]}x{hw[1]}, smaller than the {MIN_SIZE}x{MIN_SIZE} minimum; "
+            f"use larger images or pass image_size >= {MIN_SIZE} to resize them"
+        )
+
+
+def _labels(
+    y: np.ndarray, y_test: np.ndarray | None, classes: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Class indices 0..K-1 for ``y`` (and ``y_test``) plus the class names."""
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        for arr, what in ((y, "y"), (y_test, "y_test")):
+            if arr is None:
+                continue
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise DataError(f"{what} must hold integer class indices when classes are given")
+            if arr.size and (arr.min() < 0 or arr.max() >= len(classes)):
+                raise DataError(
+                    f"{what} has labels outside 0..{len(classes) - 1} "
+                    f"(there are {len(classes)} classes)"
+                )
+        yt = None if y_test is None else y_test.astype(np.int64)
+        return y.astype(np.int64), yt, classes
+    values, y_idx = np.unique(y, return_inverse=True)
+    yt = None
+    if y_test is not None:
+        pos = np.searchsorted(values, y_test)
+        pos = np.clip(pos, 0, len(values) - 1)
+        bad = values[pos] != y_test
+        if bad.any():
+            raise DataError(
+                f"y_test has label(s) {sorted(set(np.asarray(y_test)[bad].tolist()))[:5]} "
+                "that never occur in y"
+            )
+        yt = pos.astype(np.int64)
+    return y_idx.astype(np.int64), yt, [str(v) for v in values.tolist()]
+
+
+def _finish(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    classes: Sequence[str] | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = TEST_FRACTION,
+    image_size: int | None = None,
+    max_train: int | None = None,
+) -> Dataset:
+    """Validate, split, resize and normalize; the one path every loader goes through."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if max_train is not None and max_train < 2:
+        raise DataError(f"max_train must be at least 2, got {max_train}")
+    if image_size is not None and image_size < MIN_SIZE:
+        raise DataError(f"image_size must be at least {MIN_SIZE}, got {image_size}")
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{name}: the data set is empty (no images)")
+    if y.ndim != 1:
+        raise DataError(f"{name}: labels must be a 1-D array, got shape {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{name}: {len(x)} images but {len(y)} labels; they must match")
+    if (x_test is None) != (y_test is None):
+        raise DataError(f"{name}: give both x_test and y_test, or neither")
+    x = _to_unit(_to_nchw(x, "x"), "x")
+    y_idx, yt_idx, class_names = _labels(y, None if y_test is None else np.asarray(y_test), classes)
+    if len(class_names) < 2 or len(np.unique(y_idx)) < 2:
+        raise DataError(
+            f"{name}: all {len(y_idx)} examples have a single class; classification needs >= 2"
+        )
+    if x_test is not None:
+        xt = np.asarray(x_test)
+        if len(xt) != len(yt_idx):  # type: ignore[arg-type]
+            raise DataError(
+                f"{name}: {len(xt)} test images but {len(yt_idx)} test labels; they must match"  # type: ignore[arg-type]
+            )
+        xt = (
+            _to_unit(_to_nchw(xt, "x_test"), "x_test")
+            if len(xt)
+            else np.zeros((0, *x.shape[1:]), np.float32)
+        )
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"{name}: test images are {xt.shape[1:]} but training images {x.shape[1:]}"
+            )
+        yt = yt_idx
+    elif test_fraction > 0:
+        keep, held = stratified_split(y_idx, test_fraction, np.random.default_rng([seed, 1]))
+        x, xt, y_idx, yt = x[keep], x[held], y_idx[keep], y_idx[held]
+    else:
+        xt, yt = np.zeros((0, *x.shape[1:]), np.float32), np.zeros(0, np.int64)
+    if max_train is not None:
+        x, y_idx = _limit(x, y_idx, max_train, seed)
+    keep, held = stratified_split(y_idx, val_fraction, np.random.default_rng([seed, 2]))
+    x_train, y_train, x_val, y_val = x[keep], y_idx[keep], x[held], y_idx[held]
+    if image_size is not None:
+        size = (image_size, image_size)
+        x_train, x_val, xt = _resize(x_train, size), _resize(x_val, size), _resize(xt, size)
+    _check_size(x_train.shape[2:], name)
+    mean = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = x_train.std(axis=(0, 2, 3), dtype=np.float64)
+    std = np.where(std < 1e-6, 1.0, std)
+    m = mean.astype(np.float32)[None, :, None, None]
+    s = std.astype(np.float32)[None, :, None, None]
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((a - m) / s, dtype=np.float32)
+
+    return Dataset(
+        name=name,
+        x_train=norm(x_train),
+        y_train=np.ascontiguousarray(y_train, np.int64),
+        x_val=norm(x_val),
+        y_val=np.ascontiguousarray(y_val, np.int64),
+        x_test=norm(xt),
+        y_test=np.ascontiguousarray(yt, np.int64),
+        classes=class_names,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+    )
+
+
+def from_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    name: str = "arrays",
+    test_fraction: float = TEST_FRACTION,
+    image_size: int | None = None,
+    max_train: int | None = None,
+) -> Dataset:
+    """A :class:`Dataset` from numpy images and labels.
+
+    ``x`` is (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}; uint8 is
+    scaled by 1/255, floats are taken as already in [0, 1]. Labels may be any values
+    (their sorted distinct values become the classes) or, with ``classes``, indices
+    into it. Without ``x_test`` a stratified ``test_fraction`` is held out as the test
+    split (``test_fraction=0`` leaves it empty). ``max_train`` caps the train+validation
+    pool (stratified) before the validation split is taken.
+    """
+    return _finish(
+        name, x, y, x_test, y_test, classes,
+        val_fraction=val_fraction, seed=seed, test_fraction=test_fraction,
+        image_size=image_size, max_train=max_train,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- IDX
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}  # fmt: skip
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip-compressed or not (told by its magic bytes)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    count = int(np.prod(shape))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != count * dtype.itemsize:
+        raise DataError(
+            f"{path}: IDX header says shape {shape} ({count * dtype.itemsize} bytes) "
+            f"but the file has {len(body)} data bytes"
+        )
+    return (
+        np.frombuffer(body, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)
+    )
+
+
+def _fashion_dirs(data_dir: str | None) -> list[Path]:
+    """Folders to look in, in order: ``data_dir``, $NASFORGE_DATA_DIR, the Debian location."""
+    dirs: list[Path] = []
+    for d in (data_dir, os.environ.get("NASFORGE_DATA_DIR"), FASHION_MNIST_SYSTEM_DIR):
+        if d:
+            dirs += [Path(d), Path(d) / "fashion-mnist"]
+    return dirs
+
+
+def _fashion_files(data_dir: str | None) -> dict[str, Path] | None:
+    """The four IDX files from the first folder that has all of them (.gz or raw)."""
+    for d in _fashion_dirs(data_dir):
+        found: dict[str, Path] = {}
+        for key, stem in _FASHION_FILES.items():
+            for cand in (
+                stem + ".gz",
+                stem,
+                stem.replace("-idx", ".idx") + ".gz",
+                stem.replace("-idx", ".idx"),
+            ):
+                if (d / cand).is_file():
+                    found[key] = d / cand
+                    break
+        if len(found) == len(_FASHION_FILES):
+            return found
+    return None
+
+
+def fashion_mnist_available(data_dir: str | None = None) -> bool:
+    """Whether the four Fashion-MNIST IDX files can be found (see :func:`load_dataset`)."""
+    return _fashion_files(data_dir) is not None
+
+
+def _load_fashion(data_dir: str | None, **kw: object) -> Dataset:
+    files = _fashion_files(data_dir)
+    if files is None:
+        looked = ", ".join(str(d) for d in _fashion_dirs(data_dir)[::2])
+        raise DataError(
+            "Fashion-MNIST not found (looked in: "
+            f"{looked}). Install it with `apt-get install -y dataset-fashion-mnist`, or point "
+            "--data-dir / NASFORGE_DATA_DIR at a folder with the four IDX files "
+            "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+            "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; .gz optional)."
+        )
+    arr = {k: read_idx(p) for k, p in files.items()}
+    for part in ("train", "test"):
+        xs, ys = arr[f"x_{part}"], arr[f"y_{part}"]
+        if xs.ndim != 3 or ys.ndim != 1:
+            raise DataError(
+                f"Fashion-MNIST {part} files have shapes {xs.shape} / {ys.shape}: "
+                "expected (N, 28, 28) images and (N,) labels"
+            )
+    return _finish(
+        "fashion-mnist", arr["x_train"], arr["y_train"], arr["x_test"], arr["y_test"],
+        FASHION_MNIST_CLASSES if int(arr["y_train"].max()) < 10 else None, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _load_digits(**kw: object) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)
+    return _finish("digits", x, d.target, None, None, [str(i) for i in range(10)], **kw)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------- image folders
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def _image_exts() -> set[str]:
+    from PIL import Image
+
+    return {e.lower() for e in Image.registered_extensions()}
+
+
+def _load_folder(root: Path, *, image_size: int | None, **kw: object) -> Dataset:
+    """One sub-folder per class; every image converted to one size and 1 or 3 channels."""
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(
+            f"{root}: no class folders; an image folder needs one sub-folder per class "
+            "(e.g. cats/*.png, dogs/*.png)"
+        )
+    exts = _image_exts()
+    files: list[tuple[Path, int]] = []
+    for ci, d in enumerate(class_dirs):
+        imgs = sorted(
+            p for p in d.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts
+        )  # fmt: skip
+        if not imgs:
+            raise DataError(
+                f"class folder {d} has no images (looked for {', '.join(sorted(exts)[:8])}, ...)"
+            )
+        files += [(p, ci) for p in imgs]
+    if len(class_dirs) < 2:
+        raise DataError(
+            f"{root}: only one class folder ({class_dirs[0].name}); classification needs >= 2"
+        )
+    sizes: Counter[tuple[int, int]] = Counter()
+    gray = True
+    for p, _ in files:
+        try:
+            with Image.open(p) as im:
+                sizes[(im.height, im.width)] += 1
+                gray &= im.mode in _GRAY_MODES
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(f"cannot read image {p}: {e}") from None
+    hw = (image_size, image_size) if image_size else sizes.most_common(1)[0][0]
+    _check_size(hw, str(root))
+    mode = "L" if gray else "RGB"
+    x = np.empty((len(files), hw[0], hw[1], 1 if gray else 3), dtype=np.uint8)
+    for i, (p, _) in enumerate(files):
+        try:
+            with Image.open(p) as im:
+                im = im.convert(mode)
+                if (im.height, im.width) != hw:
+                    im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+                x[i] = np.asarray(im, dtype=np.uint8).reshape(hw[0], hw[1], -1)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(f"cannot read image {p}: {e}") from None
+    y = np.array([c for _, c in files], dtype=np.int64)
+    return _finish(root.name or str(root), x, y, None, None, [d.name for d in class_dirs], **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ entry
+def load_dataset(
+    name_or_path: str,
+    *,
+    data_dir: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int | None = None,
+    max_train: int | None = None,
+) -> Dataset:
+    """Load a built-in data set by name or an image folder by path.
+
+    Names: ``digits`` (scikit-learn's 8x8 digits, 20 % held out as test),
+    ``fashion-mnist`` (IDX files from ``data_dir``, $NASFORGE_DATA_DIR or
+    /usr/share/datasets/fashion-mnist), ``auto`` (Fashion-MNIST if found, else digits).
+    Any existing directory is read as an image folder with one sub-folder per class.
+    ``image_size`` resizes to a square; ``max_train`` caps the train+validation pool
+    (stratified) for quick runs; the validation split is ``val_fraction`` of that pool.
+    """
+    kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train)
+    key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
+    if key == "auto":
+        key = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    if key == "digits":
+        return _load_digits(**kw)
+    if key == "fashion-mnist":
+        return _load_fashion(data_dir, **kw)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _load_folder(path, **kw)  # type: ignore[arg-type]
+    if path.exists():
+        raise DataError(
+            f"{name_or_path!r} is a file, not a data set: give one of {', '.join(_NAMES)} "
+            "or a directory with one sub-folder of images per class"
+        )
+    raise DataError(
+        f"unknown data set {name_or_path!r}: valid names are {', '.join(_NAMES)}, "
+        "or give the path of a directory with one sub-folder of images per class"
+    )
