@@ -84,26 +84,36 @@ def dataset_names() -> list[str]:
 def stratified_split(
     y: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(keep, held_out)`` with about ``fraction`` of every class held out.
+    """Indices ``(keep, held_out)``: ``round(N * fraction)`` held out, spread over classes.
 
-    Each class keeps at least one example; if rounding would hold out nothing while
-    ``fraction > 0`` one example of the largest class is held out, so small data sets
-    still get a non-empty split. Both index arrays are sorted.
+    Each class gives ``floor(n_c * fraction)`` and the remaining examples go to the
+    classes with the largest remainders (ties broken at random), so the total is exact
+    and class proportions match as closely as integers allow. Every class keeps at
+    least one example; with ``fraction > 0`` at least one example is held out when
+    possible, so small data sets still get a non-empty split. Both arrays are sorted.
     """
     y = np.asarray(y)
-    keep: list[np.ndarray] = []
-    held: list[np.ndarray] = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        k = min(int(round(len(idx) * fraction)), len(idx) - 1)
-        held.append(idx[:k])
-        keep.append(idx[k:])
+    classes = np.unique(y)
+    groups = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+    sizes = np.array([len(g) for g in groups])
+    cap = sizes - 1  # every class keeps one
+    exact = sizes * fraction
+    take = np.minimum(np.floor(exact).astype(np.int64), cap)
+    target = min(max(int(round(len(y) * fraction)), 1 if fraction > 0 else 0), int(cap.sum()))
+    order = np.lexsort((rng.random(len(groups)), -(exact - np.floor(exact))))
+    while take.sum() < target:  # hand out the rest by largest remainder, then round-robin
+        progressed = False
+        for i in order:
+            if take.sum() >= target:
+                break
+            if take[i] < cap[i]:
+                take[i] += 1
+                progressed = True
+        if not progressed:
+            break
+    held = [g[:k] for g, k in zip(groups, take, strict=True)]
+    keep = [g[k:] for g, k in zip(groups, take, strict=True)]
     h = np.concatenate(held) if held else np.zeros(0, np.int64)
-    if fraction > 0 and h.size == 0:
-        big = int(np.argmax([len(k) for k in keep]))
-        if len(keep[big]) > 1:
-            h = keep[big][:1]
-            keep[big] = keep[big][1:]
     k_all = np.concatenate(keep) if keep else np.zeros(0, np.int64)
     return np.sort(k_all).astype(np.int64), np.sort(h).astype(np.int64)
 
