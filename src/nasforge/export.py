@@ -592,7 +592,7 @@ def _array_to_unit(x: np.ndarray) -> np.ndarray:
     raise NasforgeError(f"images have dtype {x.dtype}: expected uint8 (0..255) or float (0..1)")
 
 
-_CH = (1, 3, 4)
+_CH = (1, 2, 3, 4)  # gray, gray + alpha, RGB, RGBA
 
 
 def _array_to_nchw(x: np.ndarray, want_c: int) -> np.ndarray:
@@ -616,7 +616,8 @@ def _array_to_nchw(x: np.ndarray, want_c: int) -> np.ndarray:
             return np.moveaxis(x, 3, 1)
         raise NasforgeError(
             f"cannot tell the channel axis of images with shape {x.shape}: expected "
-            "(N, C, H, W) or (N, H, W, C) with C in 1, 3 (RGB) or 4 (RGBA)"
+            "(N, C, H, W) or (N, H, W, C) with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or "
+            "4 (RGBA) channels"
         )
     raise NasforgeError(
         f"images have shape {x.shape}: expected (H, W), (N, H, W), (N, H, W, C) or (N, C, H, W)"
@@ -624,10 +625,14 @@ def _array_to_nchw(x: np.ndarray, want_c: int) -> np.ndarray:
 
 
 def _convert_channels(x: np.ndarray, want: int) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> ``want`` channels: RGBA drops alpha, RGB <-> gray (ITU-R 601)."""
+    """(N, C, H, W) in [0, 1] -> ``want`` channels: alpha dropped, RGB <-> gray (ITU-R 601)."""
     have = x.shape[1]
     if have == want:
         return x
+    if have == 2:  # gray + alpha
+        x, have = x[:, :1], 1
+        if want == 1:
+            return x
     if have == 4 and want != 4:
         x, have = x[:, :3], 3
         if want == 3:
@@ -639,7 +644,7 @@ def _convert_channels(x: np.ndarray, want: int) -> np.ndarray:
         return np.repeat(x, 3, axis=1)
     raise NasforgeError(
         f"images have {have} channel(s) but the model takes {want}; cannot convert "
-        f"{have} -> {want} (1 = grayscale, 3 = RGB, 4 = RGBA are understood)"
+        f"{have} -> {want} (1 = gray, 2 = gray + alpha, 3 = RGB, 4 = RGBA are understood)"
     )
 
 
