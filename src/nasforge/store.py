@@ -1,0 +1,613 @@
+"""The run store: one SQLite file per run, so that an experiment is never lost.
+
+Everything a search knows lives in ``RUN_DIR/nasforge.db``: the configuration that
+rebuilds it, every trial (started, finished or failed) and the strategy's state. The
+loop writes in two atomic steps -- "trial started" (the running row *and* the strategy
+state right after ``ask``) and "trial finished" (the result *and* the state right after
+``tell``) -- so whatever moment a process dies at, the database describes a point the
+search really passed through, and a resume continues exactly from there.
+
+SQLite in WAL mode with ``synchronous=FULL``: readers (``nasforge show``, a notebook)
+never block the writer, and a committed trial survives a crash or power cut. A lock file
+holding the writer's pid and hostname keeps two searches from writing the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasforge.errors import RunDirError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nasforge.estimators.base import Result
+
+#: the on-disk format this code writes; opening a run with a larger number is refused
+FORMAT_VERSION = 1
+DB_NAME = "nasforge.db"
+LOCK_NAME = "nasforge.lock"
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL              -- JSON
+);
+CREATE TABLE trials (
+    id          INTEGER PRIMARY KEY,
+    arch        TEXT NOT NULL,       -- canonical string
+    arch_json   TEXT NOT NULL,
+    fidelity    TEXT,                -- JSON or NULL (estimator default)
+    status      TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed')),
+    metrics     TEXT NOT NULL DEFAULT '{}',
+    report      TEXT NOT NULL DEFAULT '{}',
+    cost        REAL,
+    error       TEXT,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    attempt     INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX trials_status ON trials (status);
+CREATE TABLE strategy_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    state      TEXT NOT NULL,        -- JSON (Strategy.state_dict())
+    n_told     INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class TrialRecord:
+    """One stored trial. ``status`` is ``running`` (started, not finished), ``ok`` or ``failed``."""
+
+    id: int
+    arch: str
+    fidelity: dict[str, Any] | None
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    report: dict[str, float] = field(default_factory=dict)
+    cost: float | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempt: int = 1
+    arch_json: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("ok", "failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan: a NaN metric of a failed trial is kept as written, not an error
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays and Paths sneak into metrics and configs; store them plainly."""
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (ValueError, TypeError):
+            pass
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError as e:
+        return e.errno != errno.ESRCH
+    return True
+
+
+class _Lock:
+    """A lock file ``{pid, host}`` made with O_EXCL; a stale one (dead local pid) is taken over.
+
+    A plain file (not ``flock``) so that it also names the holder in the error message
+    and works the same on network file systems shared by several hosts.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read()
+                if holder is None:
+                    # created but not yet written by its owner, or a crash in between:
+                    # only an old empty file is stale
+                    try:
+                        age = time.time() - self.path.stat().st_mtime
+                    except FileNotFoundError:
+                        continue
+                    if age < 5.0:
+                        time.sleep(0.05)
+                        continue
+                elif not self._stale(holder):
+                    raise RunDirError(
+                        f"run {self.path.parent} is being written by another process "
+                        f"(pid {holder.get('pid')} on host {holder.get('host')!r}). Wait for it to "
+                        f"finish, or stop it; if that process is gone, delete {self.path}."
+                    ) from None
+                # stale: move it aside; only one of several racing processes wins the rename
+                aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
+                try:
+                    os.replace(self.path, aside)
+                except FileNotFoundError:
+                    continue
+                with contextlib.suppress(OSError):
+                    aside.unlink()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            self.held = True
+            return
+        raise RunDirError(f"could not take the lock {self.path}; delete it if no search is running")
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and "pid" in doc else None
+
+    @staticmethod
+    def _stale(holder: Mapping[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False  # cannot tell whether a pid on another host is alive
+        try:
+            pid = int(holder["pid"])
+        except (TypeError, ValueError):
+            return True
+        return not _pid_alive(pid)
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        holder = self._read()
+        if holder is not None and holder.get("pid") == os.getpid() \
+                and holder.get("host") == socket.gethostname():
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+class RunStore:
+    """The SQLite store of one run (see module docstring).
+
+    Use :meth:`create` for a new run and :meth:`open` for an existing one; open with
+    ``write=True`` to continue writing it (takes the run's lock). A store is a context
+    manager and must be closed to release the lock.
+    """
+
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection, lock: _Lock | None) -> None:
+        self.run_dir = run_dir
+        self._conn = conn
+        self._lock = lock
+
+    # -- opening ---------------------------------------------------------------------------
+    @staticmethod
+    def exists(run_dir: str | os.PathLike[str]) -> bool:
+        """Whether ``run_dir`` holds a run database (valid or not)."""
+        return (Path(run_dir) / DB_NAME).exists()
+
+    @classmethod
+    def create(cls, run_dir: str | os.PathLike[str], config: Mapping[str, Any]) -> RunStore:
+        """Start a new run in ``run_dir`` (created if needed), locked for writing."""
+        from nasforge import __version__
+
+        run_dir = Path(run_dir)
+        if cls.exists(run_dir):
+            raise RunDirError(
+                f"a run already exists in {run_dir}. Continue it with `nasforge resume {run_dir}` "
+                f"(resume=True in Python), or choose another --out directory."
+            )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunDirError(f"{run_dir} exists and is not a directory; choose another --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create run directory {run_dir}: {e}") from None
+        lock = _Lock(run_dir / LOCK_NAME)
+        lock.acquire()
+        try:
+            if cls.exists(run_dir):  # another process created it while we took the lock
+                raise RunDirError(
+                    f"a run already exists in {run_dir}. Continue it with `nasforge resume "
+                    f"{run_dir}`, or choose another --out directory."
+                )
+            # build the schema in a side file and rename it in: a half-created run never exists
+            tmp = run_dir / f".{DB_NAME}.creating-{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            now = time.time()
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "nasforge_version": __version__,
+                "config": dict(config),
+                "status": "created",
+                "elapsed_s": 0.0,
+                "created_at": now,
+            }
+            c = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                c.execute("PRAGMA journal_mode=DELETE")
+                # a side file renamed in afterwards: the schema need not be one transaction
+                c.executescript(_SCHEMA)
+                c.execute("BEGIN")
+                c.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                              [(k, _dumps(v)) for k, v in meta.items()])
+                c.execute("COMMIT")
+            finally:
+                c.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, run_dir / DB_NAME)
+            conn = cls._connect(run_dir / DB_NAME)
+            conn.execute("PRAGMA journal_mode=WAL")
+        except BaseException:
+            lock.release()
+            raise
+        return cls(run_dir, conn, lock)
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str], *, write: bool = False) -> RunStore:
+        """Open an existing run; ``write=True`` takes its lock (refused while a writer lives)."""
+        run_dir = Path(run_dir)
+        db = run_dir / DB_NAME
+        if not run_dir.exists():
+            raise RunDirError(f"run directory {run_dir} does not exist")
+        if not run_dir.is_dir():
+            raise RunDirError(f"{run_dir} is not a run directory (not a directory)")
+        if not db.is_file():
+            raise RunDirError(
+                f"{run_dir} is not a nasforge run (no {DB_NAME} in it); "
+                f"start a search there with `nasforge search --out {run_dir}`"
+            )
+        lock = _Lock(run_dir / LOCK_NAME) if write else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            conn = cls._connect(db)
+            try:
+                cls._check(conn, db)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return cls(run_dir, conn, lock)
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+        except sqlite3.Error as e:
+            raise RunDirError(f"cannot open {db}: {e}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise RunDirError(
+                f"{db} is corrupt or not a nasforge run database ({e}); "
+                f"start a new run with another --out directory"
+            ) from None
+        return conn
+
+    @staticmethod
+    def _check(conn: sqlite3.Connection, db: Path) -> None:
+        """Refuse anything that is not a run database this version can read."""
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            tables = {r[0] for r in rows}
+            if not {"meta", "trials", "strategy_state"} <= tables:
+                raise RunDirError(
+                    f"{db} is a SQLite file but not a nasforge run database (tables missing)"
+                )
+            row = conn.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(
+                f"{db} is corrupt or not a nasforge run database ({e}); "
+                f"start a new run with another --out directory"
+            ) from None
+        try:
+            version = json.loads(row[0]) if row else None
+        except ValueError:
+            version = None
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise RunDirError(f"{db} has an unknown run format ({row[0] if row else 'missing'!r})")
+        if version > FORMAT_VERSION:
+            raise RunDirError(
+                f"{db} was written by a newer nasforge (run format {version}; this version reads "
+                f"up to {FORMAT_VERSION}). Upgrade nasforge to open it."
+            )
+
+    # -- closing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the database and release the lock (idempotent)."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten store must not keep the run locked
+        with contextlib.suppress(Exception):
+            self.close()
+
+    @property
+    def writable(self) -> bool:
+        return self._lock is not None and self._lock.held
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / DB_NAME
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it is stored, or none of it."""
+        if self._conn is None:
+            raise RunDirError(f"run store {self.run_dir} is closed")
+        if not self.writable:
+            raise RunDirError(f"run {self.run_dir} was opened read-only (open it with write=True)")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            raise RunDirError(f"run store {self.run_dir} is closed")
+        return self._conn.execute(sql, args).fetchall()
+
+    # -- meta ------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        """All meta values (config, status, elapsed_s, final, ...)."""
+        return {k: json.loads(v) for k, v in self._read("SELECT key, value FROM meta")}
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def set_meta(self, key: str | None = None, value: Any = None, **more: Any) -> None:
+        """Set one or several meta values in one transaction."""
+        items = dict(more)
+        if key is not None:
+            items[key] = value
+        with self._tx() as c:
+            self._put_meta(c, items)
+
+    @staticmethod
+    def _put_meta(c: sqlite3.Connection, items: Mapping[str, Any]) -> None:
+        c.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            [(k, _dumps(v)) for k, v in items.items()],
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.get_meta("config", {})
+
+    # -- strategy state --------------------------------------------------------------------
+    def strategy_state(self) -> tuple[dict[str, Any] | None, int]:
+        """The last saved strategy state and its number of told trials (``(None, 0)`` if none)."""
+        rows = self._read("SELECT state, n_told FROM strategy_state WHERE id=1")
+        if not rows:
+            return None, 0
+        return json.loads(rows[0][0]), int(rows[0][1])
+
+    @staticmethod
+    def _put_state(c: sqlite3.Connection, state: Mapping[str, Any], n_told: int) -> None:
+        c.execute(
+            "INSERT INTO strategy_state (id, state, n_told, updated_at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET state=excluded.state, n_told=excluded.n_told, "
+            "updated_at=excluded.updated_at",
+            (_dumps(state), int(n_told), time.time()),
+        )
+
+    def save_strategy_state(self, state: Mapping[str, Any], n_told: int) -> None:
+        with self._tx() as c:
+            self._put_state(c, state, n_told)
+
+    # -- trials: the two atomic steps ------------------------------------------------------
+    def start_trial(
+        self,
+        arch: str,
+        arch_json: Mapping[str, Any],
+        fidelity: Mapping[str, Any] | None,
+        strategy_state: Mapping[str, Any],
+        n_told: int,
+        meta: Mapping[str, Any] | None = None,
+    ) -> int:
+        """"Trial started": insert the running row and save the state taken right after ``ask``."""
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO trials (arch, arch_json, fidelity, status, started_at) "
+                "VALUES (?, ?, ?, 'running', ?)",
+                (arch, _dumps(arch_json), None if fidelity is None else _dumps(fidelity),
+                 time.time()),
+            )
+            self._put_state(c, strategy_state, n_told)
+            if meta:
+                self._put_meta(c, meta)
+            return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def restart_trial(self, trial_id: int) -> None:
+        """A running trial that never finished is evaluated again: count the attempt."""
+        with self._tx() as c:
+            n = c.execute(
+                "UPDATE trials SET attempt=attempt+1, started_at=? WHERE id=? AND status='running'",
+                (time.time(), trial_id),
+            ).rowcount
+            if n != 1:
+                raise RunDirError(f"trial {trial_id} is not a running trial of {self.run_dir}")
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        result: Result,
+        strategy_state: Mapping[str, Any],
+        n_told: int,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        """"Trial finished": store the result and the state right after ``tell``, atomically."""
+        status = "ok" if result.ok else "failed"
+        with self._tx() as c:
+            n = c.execute(
+                "UPDATE trials SET status=?, metrics=?, report=?, cost=?, error=?, finished_at=? "
+                "WHERE id=? AND status='running'",
+                (status, _dumps(result.metrics), _dumps(result.report), float(result.cost or 0.0),
+                 result.error, time.time(), trial_id),
+            ).rowcount
+            if n != 1:
+                raise RunDirError(
+                    f"trial {trial_id} of {self.run_dir} is not running; cannot finish it"
+                )
+            self._put_state(c, strategy_state, n_told)
+            if meta:
+                self._put_meta(c, meta)
+
+    # -- reading ---------------------------------------------------------------------------
+    _COLS = ("id, arch, fidelity, status, metrics, report, cost, error, started_at, finished_at, "
+             "attempt, arch_json")
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> TrialRecord:
+        return TrialRecord(
+            id=int(row[0]),
+            arch=row[1],
+            fidelity=None if row[2] is None else json.loads(row[2]),
+            status=row[3],
+            metrics=json.loads(row[4] or "{}"),
+            report=json.loads(row[5] or "{}"),
+            cost=row[6],
+            error=row[7],
+            started_at=row[8],
+            finished_at=row[9],
+            attempt=int(row[10]),
+            arch_json=json.loads(row[11]) if row[11] else None,
+        )
+
+    def trials(self, status: str | None = None) -> list[TrialRecord]:
+        """All trials in id (= start) order, optionally only those with ``status``."""
+        if status is None:
+            rows = self._read(f"SELECT {self._COLS} FROM trials ORDER BY id")
+        else:
+            rows = self._read(
+                f"SELECT {self._COLS} FROM trials WHERE status=? ORDER BY id", (status,)
+            )
+        return [self._record(r) for r in rows]
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        rows = self._read(f"SELECT {self._COLS} FROM trials WHERE id=?", (trial_id,))
+        if not rows:
+            raise KeyError(trial_id)
+        return self._record(rows[0])
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials per status (``running``, ``ok``, ``failed``; zeros included)."""
+        out = {"running": 0, "ok": 0, "failed": 0}
+        for status, n in self._read("SELECT status, COUNT(*) FROM trials GROUP BY status"):
+            out[status] = int(n)
+        return out
+
+    def n_completed(self) -> int:
+        c = self.counts()
+        return c["ok"] + c["failed"]
+
+    def best(self, metric: str = "val_accuracy", mode: str = "max") -> TrialRecord | None:
+        """The ok trial with the best finite ``metric`` (earliest on ties), or None."""
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+        best: TrialRecord | None = None
+        best_v = -math.inf
+        for t in self.trials("ok"):
+            try:
+                v = float(t.metrics[metric])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not math.isfinite(v):
+                continue
+            s = v if mode == "max" else -v
+            if best is None or s > best_v:
+                best, best_v = t, s
+        return best
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per trial: id, arch, status, cost, ..., one column per metric, ``report_<k>``."""
+        return trials_dataframe(self.trials())
+
+
+def trials_dataframe(trials: list[TrialRecord]) -> pd.DataFrame:
+    """A pandas table of trial records (shared by the store and ``SearchResult``)."""
+    import pandas as pd
+
+    rows = []
+    for t in trials:
+        row: dict[str, Any] = {
+            "id": t.id, "arch": t.arch, "status": t.status, "cost": t.cost, "error": t.error,
+            "started_at": t.started_at, "finished_at": t.finished_at, "attempt": t.attempt,
+            "fidelity": None if t.fidelity is None else json.dumps(t.fidelity, sort_keys=True),
+        }
+        row.update(t.metrics)
+        row.update({f"report_{k}": v for k, v in t.report.items()})
+        rows.append(row)
+    cols = ["id", "arch", "status", "cost", "error", "started_at", "finished_at", "attempt",
+            "fidelity"]
+    return pd.DataFrame(rows, columns=None if rows else cols)
