@@ -1,0 +1,214 @@
+"""Local search (hill climbing over one-choice neighbourhoods) with random restarts.
+
+White et al. ("Local search is state of the art for NAS benchmarks", 2020; NASLib)
+found that plain hill climbing is among the strongest black-box strategies on
+NAS-Bench-201: neighbouring cells have strongly correlated accuracies. The search
+starts from the best of ``n_init`` random samples, evaluates the unseen neighbours
+of the current architecture in random order and moves on the first improvement
+(``improvement="first"``) or after the whole neighbourhood (``"best"``); at a local
+optimum it restarts from the best of ``restart_init`` fresh random samples.
+Scores of architectures already seen are reused, never re-queried.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Result
+from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.strategies import register
+from nasforge.strategies.base import Strategy, Suggestion
+
+#: spaces up to this size are enumerated when random sampling keeps hitting seen archs
+_ENUMERATE_LIMIT = 200_000
+
+
+def sample_unseen(
+    space: SearchSpace, rng: np.random.Generator, seen: set[str], max_retries: int = 100
+) -> Arch:
+    """A uniformly random arch whose string is not in ``seen`` (a seen one only if all are).
+
+    Rejection sampling first; after ``max_retries`` misses a small space is enumerated
+    so the search does not repeat itself while unseen architectures remain.
+    """
+    arch = space.sample(rng)
+    for _ in range(max_retries):
+        if arch.text not in seen:
+            return arch
+        arch = space.sample(rng)
+    if space.size <= _ENUMERATE_LIMIT:
+        rest = [a for a in space.enumerate() if a.text not in seen]
+        if rest:
+            return rest[int(rng.integers(len(rest)))]
+    return arch
+
+
+def _enc(score: float) -> float | None:
+    """JSON has no infinities: a failed (-inf) score is stored as null."""
+    return score if math.isfinite(score) else None
+
+
+def _dec(v: float | None) -> float:
+    return -math.inf if v is None else float(v)
+
+
+@register("local-search")
+class LocalSearch(Strategy):
+    """Hill climbing over one-choice neighbours from the best of a few random samples; restarts."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        metric: str = "val_accuracy",
+        mode: str = "max",
+        n_init: int = 10,
+        improvement: str = "first",
+        restart_init: int | None = None,
+        max_retries: int = 100,
+    ) -> None:
+        super().__init__(space, seed, metric, mode)
+        if n_init < 1:
+            raise NasforgeError("local-search: n_init must be at least 1")
+        if improvement not in ("first", "best"):
+            raise NasforgeError(
+                f"local-search: improvement must be 'first' or 'best', not {improvement!r}"
+            )
+        if restart_init is not None and restart_init < 1:
+            raise NasforgeError("local-search: restart_init must be at least 1")
+        self.n_init = int(n_init)
+        self.improvement = improvement
+        self.restart_init = int(restart_init) if restart_init is not None else int(n_init)
+        self.max_retries = int(max_retries)
+        self.scores: dict[str, float] = {}  # told archs -> score (larger is better)
+        self.pending: list[str] = []  # asked, not yet told
+        self.phase = "init"
+        self.batch: list[str] = []  # random samples of the current (re)start
+        self.batch_left = self.n_init
+        self.current: str | None = None
+        self.current_score = -math.inf
+        self.queue: list[str] = []  # neighbours of current still to ask
+        self.scan: list[str] = []  # neighbours of current asked in this scan
+        self.n_restarts = 0
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "n_init": self.n_init,
+            "improvement": self.improvement,
+            "restart_init": self.restart_init,
+        }
+
+    # -- ask/tell ------------------------------------------------------------------------
+    def _seen(self) -> set[str]:
+        return set(self.scores) | set(self.pending)
+
+    def _random(self) -> str:
+        return sample_unseen(self.space, self.rng, self._seen(), self.max_retries).text
+
+    def ask(self) -> Suggestion:
+        text: str | None = None
+        if self.phase == "init":
+            text = self._random()
+            # asks beyond the batch (parallel workers waiting on it) join the batch
+            self.batch.append(text)
+            self.batch_left = max(0, self.batch_left - 1)
+        else:
+            seen = self._seen()
+            while self.queue:
+                cand = self.queue.pop(0)
+                if cand not in seen:
+                    text = cand
+                    self.scan.append(cand)
+                    break
+            if text is None:  # neighbourhood handed out, results outstanding: explore
+                text = self._random()
+        self.pending.append(text)
+        return Suggestion(self._arch(text))
+
+    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+        text = suggestion.arch.text
+        score = self.score(result)
+        self.scores[text] = score
+        if text in self.pending:
+            self.pending.remove(text)
+        if self.phase == "init":
+            if self.batch_left == 0 and not any(t in self.pending for t in self.batch):
+                best = max(self.batch, key=lambda t: self.scores.get(t, -math.inf))
+                self._move(best)
+            return
+        if self.improvement == "first" and text in self.scan and score > self.current_score:
+            self._move(text)
+            return
+        self._maybe_end_scan()
+
+    # -- the climb -------------------------------------------------------------------------
+    def _move(self, text: str) -> None:
+        """Make ``text`` the current arch; hop on through already-known better neighbours."""
+        self.phase = "climb"
+        while True:
+            self.current = text
+            self.current_score = self.scores.get(text, -math.inf)
+            nbrs = [a.text for a in self.space.neighbors(self._arch(text))]
+            known = [t for t in nbrs if t in self.scores and self.scores[t] > self.current_score]
+            if self.improvement == "first" and known:
+                text = max(known, key=lambda t: self.scores[t])
+                continue
+            break
+        seen = self._seen()
+        fresh = [t for t in nbrs if t not in seen]
+        self.queue = [fresh[int(i)] for i in self.rng.permutation(len(fresh))]
+        self.scan = []
+        self._maybe_end_scan()
+
+    def _maybe_end_scan(self) -> None:
+        """When the whole neighbourhood is known: move (best-improvement) or restart."""
+        if self.phase != "climb" or self.queue or any(t in self.pending for t in self.scan):
+            return
+        if self.current is None:
+            return
+        nbrs = [a.text for a in self.space.neighbors(self._arch(self.current))]
+        known = [t for t in nbrs if t in self.scores]
+        if known:
+            best = max(known, key=lambda t: self.scores[t])
+            if self.scores[best] > self.current_score:
+                self._move(best)
+                return
+        # local optimum: start again from fresh random samples
+        self.n_restarts += 1
+        self.phase = "init"
+        self.batch = []
+        self.batch_left = self.restart_init
+        self.current, self.current_score = None, -math.inf
+        self.queue, self.scan = [], []
+
+    # -- persistence -----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "scores": [[t, _enc(s)] for t, s in self.scores.items()],
+            "pending": list(self.pending),
+            "phase": self.phase,
+            "batch": list(self.batch),
+            "batch_left": self.batch_left,
+            "current": self.current,
+            "current_score": _enc(self.current_score),
+            "queue": list(self.queue),
+            "scan": list(self.scan),
+            "n_restarts": self.n_restarts,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.scores = {t: _dec(s) for t, s in state.get("scores", [])}
+        self.pending = list(state.get("pending", []))
+        self.phase = state.get("phase", "init")
+        self.batch = list(state.get("batch", []))
+        self.batch_left = int(state.get("batch_left", self.n_init))
+        self.current = state.get("current")
+        self.current_score = _dec(state.get("current_score"))
+        self.queue = list(state.get("queue", []))
+        self.scan = list(state.get("scan", []))
+        self.n_restarts = int(state.get("n_restarts", 0))
