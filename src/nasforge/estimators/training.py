@@ -1,1 +1,444 @@
-"""PLACEHOLDER: the training estimator is being written."""
+"""Train-and-validate estimator, plus the training loop it is built on.
+
+``train_model`` / ``evaluate_model`` are plain functions so other estimators
+(multi-fidelity, early stopping, the final retraining in export) reuse the exact same
+loop. The loop keeps whole splits as tensors and slices batches itself: a DataLoader's
+per-sample Python overhead would dominate the small networks NAS trains by the hundred.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nasforge.data import stratified_subset
+from nasforge.errors import NasforgeError
+from nasforge.estimators import register
+from nasforge.estimators.base import Estimator, Result
+
+if TYPE_CHECKING:
+    from nasforge.data import Dataset
+    from nasforge.spaces.base import Arch, SearchSpace
+
+OPTIMIZERS = ("sgd", "adamw")
+DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
+FIDELITY_KEYS = ("epochs", "data_fraction", "resolution", "batch_size")
+
+EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+
+def _as_tensor(a: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(dtype)
+
+
+def _resize(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
+    """Bilinear resize of a (N, C, H, W) batch to ``resolution`` squared (no-op if None/same)."""
+    if resolution is None or tuple(x.shape[-2:]) == (resolution, resolution):
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def _resize_all(x: torch.Tensor, resolution: int | None, chunk: int = 4096) -> torch.Tensor:
+    """Resize a whole split once, in chunks, instead of every batch of every epoch."""
+    if resolution is None or tuple(x.shape[-2:]) == (resolution, resolution):
+        return x
+    return torch.cat([_resize(x[i : i + chunk], resolution) for i in range(0, len(x), chunk)])
+
+
+def evaluate_model(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    batch_size: int = 512,
+    resolution: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[float, float]:
+    """``(accuracy in [0, 1], mean cross-entropy)`` of ``model`` on ``x, y`` (eval, no_grad).
+
+    The model is moved to ``device``; inputs are resized to ``resolution`` like in
+    training. The model's train/eval mode is restored afterwards.
+    """
+    n = len(y)
+    if n == 0:
+        raise ValueError("evaluate_model needs at least one example")
+    dev = torch.device(device)
+    model.to(dev)
+    xt, yt = _as_tensor(x, torch.float32), _as_tensor(y, torch.long)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    loss_sum = 0.0
+    try:
+        with torch.no_grad():
+            for i in range(0, n, batch_size):
+                xb = _resize(xt[i : i + batch_size].to(dev, non_blocking=True), resolution)
+                yb = yt[i : i + batch_size].to(dev, non_blocking=True)
+                out = model(xb)
+                loss_sum += float(F.cross_entropy(out.float(), yb, reduction="sum"))
+                correct += int((out.argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return correct / n, loss_sum / n
+
+
+def _optimizer(
+    model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+        )
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise NasforgeError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def train_model(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    epochs: int,
+    data_fraction: float = 1.0,
+    resolution: int | None = None,
+    batch_size: int = 128,
+    optimizer: str = "sgd",
+    lr: float | None = None,
+    momentum: float = 0.9,
+    weight_decay: float | None = None,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    deadline: float | None = None,
+    on_epoch: EpochCallback | None = None,
+    eval_every_epoch: bool | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``data``'s training split; return its history.
+
+    SGD (Nesterov momentum, default lr 0.05, weight decay 5e-4) or AdamW (lr 1e-3,
+    weight decay 0.05) with a per-step cosine schedule to zero over all epochs.
+    ``data_fraction`` trains on a seeded stratified subset of the training split;
+    ``resolution`` resizes inputs (bilinear) to a square, in training and validation.
+    ``deadline`` is a ``time.monotonic()`` time: past it, :class:`TimeoutError` is raised
+    (checked between steps). A non-finite training loss raises :class:`FloatingPointError`.
+
+    The validation split is scored after every epoch when ``on_epoch`` is given (or
+    ``eval_every_epoch``), else only after the last. ``on_epoch(epoch, record)`` gets
+    ``{"epoch", "train_loss", "val_accuracy", "val_loss"}``; returning ``False`` stops.
+
+    Returns ``{"epochs" (run), "train_loss", "val_accuracy", "val_loss", "curve" (one
+    record per epoch), "stopped_early", "num_train", "train_time_s", "lr",
+    "weight_decay"}``.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not 0.0 < data_fraction <= 1.0:
+        raise ValueError(f"data_fraction must be in (0, 1], got {data_fraction}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    optimizer = optimizer.lower()
+    lr = DEFAULT_LR.get(optimizer, 0.0) if lr is None else float(lr)
+    wd = DEFAULT_WEIGHT_DECAY.get(optimizer, 0.0) if weight_decay is None else float(weight_decay)
+    if eval_every_epoch is None:
+        eval_every_epoch = on_epoch is not None
+    t_start = time.perf_counter()
+    dev = torch.device(device)
+
+    def check_deadline() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError("training passed its deadline")
+
+    torch.manual_seed(seed)  # dropout and other stochastic layers
+    gen = torch.Generator().manual_seed(seed)  # batch order, independent of the global RNG
+    idx = stratified_subset(data.y_train, data_fraction, seed)
+    x = _as_tensor(data.x_train[idx], torch.float32)
+    y = _as_tensor(data.y_train[idx], torch.long)
+    x = _resize_all(x, resolution)
+    if dev.type != "cpu":  # the whole (small) split on the device: no per-step copies
+        x, y = x.to(dev), y.to(dev)
+    n = len(y)
+    if n == 0:
+        raise ValueError("no training examples")
+    bs = min(batch_size, n)
+    # a last batch of one breaks BatchNorm in train mode: drop that single example
+    n_used = n - 1 if n % bs == 1 and n > 1 else n
+    steps_per_epoch = math.ceil(n_used / bs)
+    total_steps = epochs * steps_per_epoch
+
+    model.to(dev)
+    opt = _optimizer(model, optimizer, lr, momentum, wd)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    curve: list[dict[str, float]] = []
+    step = 0
+    stopped = False
+    check_deadline()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=gen)[:n_used]
+        if dev.type != "cpu":
+            perm = perm.to(dev)
+        loss_sum = torch.zeros((), device=dev)
+        for i in range(0, n_used, bs):
+            check_deadline()
+            for g in opt.param_groups:
+                g["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+            b = perm[i : i + bs]
+            xb, yb = x[b], y[b]
+            loss = loss_fn(model(xb), yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss ({loss.item()}) at epoch {epoch}, step "
+                    f"{i // bs + 1}; the network diverged (try a lower lr, now {lr:g})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(b)
+            step += 1
+        rec: dict[str, float] = {"epoch": epoch, "train_loss": float(loss_sum) / n_used}
+        last = epoch == epochs
+        if eval_every_epoch or last:
+            check_deadline()
+            acc, vloss = evaluate_model(
+                model, data.x_val, data.y_val, resolution=resolution, device=dev
+            )
+            rec.update(val_accuracy=acc, val_loss=vloss)
+        curve.append(rec)
+        if on_epoch is not None and on_epoch(epoch, dict(rec)) is False and not last:
+            stopped = True
+            break
+    final = curve[-1]
+    return {
+        "epochs": len(curve),
+        "train_loss": final["train_loss"],
+        "val_accuracy": final["val_accuracy"],
+        "val_loss": final["val_loss"],
+        "curve": curve,
+        "stopped_early": stopped,
+        "num_train": n,
+        "train_time_s": time.perf_counter() - t_start,
+        "lr": lr,
+        "weight_decay": wd,
+    }
+
+
+# ------------------------------------------------------------------------------ checks
+def _int(name: str, v: Any, lo: int, allow_none: bool = False) -> int | None:
+    """An integer option >= ``lo``; integral floats (2.0, from budget arithmetic) accepted."""
+    if v is None and allow_none:
+        return None
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+    if not ok or int(v) < lo:
+        none = " or None" if allow_none else ""
+        raise NasforgeError(f"{name} must be an integer >= {lo}{none}, got {v!r}")
+    return int(v)
+
+
+def _fraction(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < float(v) <= 1.0:
+        raise NasforgeError(f"{name} must be a number in (0, 1], got {v!r}")
+    return float(v)
+
+
+def _positive(name: str, v: Any, zero_ok: bool = False) -> float | None:
+    if v is None:
+        return None
+    bad = isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+    if bad or v < 0 or (v == 0 and not zero_ok):
+        what = ">= 0" if zero_ok else "> 0"
+        raise NasforgeError(f"{name} must be a number {what} or None, got {v!r}")
+    return float(v)
+
+
+def _check_device(device: str) -> str:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NasforgeError(
+            f"device {device!r} is not a torch device; use e.g. 'cpu' or 'cuda'"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NasforgeError(f"device {device!r} asked for but CUDA is not available; use 'cpu'")
+    return str(device)
+
+
+@register("train")
+class TrainingEstimator(Estimator):
+    """Train each candidate for a few epochs and score it on the validation split."""
+
+    def __init__(
+        self,
+        epochs: int = 1,
+        data_fraction: float = 1.0,
+        resolution: int | None = None,
+        batch_size: int = 128,
+        optimizer: str = "sgd",
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        timeout: float | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        measure_latency: bool = True,
+        latency_repeats: int = 20,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self.epochs = _int("epochs", epochs, 1)
+        self.data_fraction = _fraction("data_fraction", data_fraction)
+        self.resolution = _int("resolution", resolution, 8, allow_none=True)
+        self.batch_size = _int("batch_size", batch_size, 1)
+        if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+            raise NasforgeError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}"
+            )
+        self.optimizer = optimizer.lower()
+        self.lr = _positive("lr", lr)
+        self.weight_decay = _positive("weight_decay", weight_decay, zero_ok=True)
+        self.timeout = _positive("timeout", timeout)
+        self.seed = _int("seed", seed, 0)
+        self.device = _check_device(device)
+        self.measure_latency = bool(measure_latency)
+        self.latency_repeats = _int("latency_repeats", latency_repeats, 1)
+        ls = _positive("label_smoothing", label_smoothing, zero_ok=True)
+        if ls is None or ls >= 1:
+            raise NasforgeError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = ls
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "data_fraction": self.data_fraction,
+            "resolution": self.resolution,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "timeout": self.timeout,
+            "seed": self.seed,
+            "device": self.device,
+            "measure_latency": self.measure_latency,
+            "latency_repeats": self.latency_repeats,
+            "label_smoothing": self.label_smoothing,
+        }
+
+    def settings(self, fidelity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The epochs/data_fraction/resolution/batch_size in force, ``fidelity`` applied.
+
+        Raises :class:`NasforgeError` for an unknown key or a bad value: a mistake in
+        the search set-up, not a property of one candidate.
+        """
+        fidelity = dict(fidelity or {})
+        unknown = sorted(set(fidelity) - set(FIDELITY_KEYS))
+        if unknown:
+            raise NasforgeError(
+                f"the train estimator has no fidelity {unknown}; "
+                f"valid keys: {', '.join(FIDELITY_KEYS)}"
+            )
+        s = {
+            "epochs": self.epochs,
+            "data_fraction": self.data_fraction,
+            "resolution": self.resolution,
+            "batch_size": self.batch_size,
+        }
+        if "epochs" in fidelity:
+            s["epochs"] = _int("fidelity epochs", fidelity["epochs"], 1)
+        if "data_fraction" in fidelity:
+            s["data_fraction"] = _fraction("fidelity data_fraction", fidelity["data_fraction"])
+        if "resolution" in fidelity:
+            s["resolution"] = _int(
+                "fidelity resolution", fidelity["resolution"], 8, allow_none=True
+            )
+        if "batch_size" in fidelity:
+            s["batch_size"] = _int("fidelity batch_size", fidelity["batch_size"], 1)
+        return s
+
+    def evaluate(
+        self,
+        arch: Arch,
+        space: SearchSpace,
+        data: Dataset | None = None,
+        fidelity: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """As :meth:`Estimator.evaluate`, but a missing dataset or a bad fidelity raises."""
+        if data is None:
+            raise NasforgeError(
+                "the train estimator needs a dataset (e.g. nasforge.load_dataset('digits'))"
+            )
+        self.settings(fidelity)
+        return super().evaluate(arch, space, data, fidelity)
+
+    def _evaluate(
+        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
+    ) -> Result:
+        from nasforge import metrics
+
+        if data is None:
+            raise NasforgeError("the train estimator needs a dataset")
+        s = self.settings(fidelity)
+        t0 = time.perf_counter()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        seed = zlib.crc32(f"{self.seed}:{arch.text}".encode())
+        c, h, w = data.input_shape
+        r = s["resolution"]
+        shape = (c, r, r) if r is not None else (c, h, w)
+        torch.manual_seed(seed)
+        model = space.build(arch, shape, data.num_classes)
+        try:
+            hist = train_model(
+                model,
+                data,
+                epochs=s["epochs"],
+                data_fraction=s["data_fraction"],
+                resolution=r,
+                batch_size=s["batch_size"],
+                optimizer=self.optimizer,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                label_smoothing=self.label_smoothing,
+                seed=seed,
+                device=self.device,
+                deadline=deadline,
+            )
+        except TimeoutError:
+            if self.timeout is None:
+                raise
+            t = self.timeout
+            secs = f"{t:.1f}" if t >= 0.1 else f"{t:.3g}"
+            return Result.failed(
+                f"timed out after {secs} s (timeout per trial; "
+                "raise it or lower epochs/data_fraction)",
+                time.perf_counter() - t0,
+            )
+        except FloatingPointError as e:
+            return Result.failed(f"FloatingPointError: {e}", time.perf_counter() - t0)
+        train_time = time.perf_counter() - t0
+        model.to("cpu")  # cost metrics are CPU numbers (see CONTRIBUTING)
+        m: dict[str, float] = {
+            "val_accuracy": hist["val_accuracy"],
+            "val_loss": hist["val_loss"],
+            "params": metrics.count_params(model),
+            "flops": metrics.count_flops(model, shape),
+            "peak_memory_mb": metrics.peak_memory_mb(model, shape),
+            "train_time_s": train_time,
+            "epochs": hist["epochs"],
+            "data_fraction": s["data_fraction"],
+        }
+        if self.measure_latency:
+            lat = metrics.measure_latency(model, shape, repeats=self.latency_repeats)
+            m["latency_ms"] = lat["median_ms"]
+        return Result(
+            metrics=m,
+            cost=time.perf_counter() - t0,
+            report={"train_loss": hist["train_loss"]},
+        )
