@@ -23,6 +23,6 @@ def names() -> list[str]:
     return registry.names()
 
 
-from nasforge.estimators import nb201_table, training  # noqa: E402,F401
+from nasforge.estimators import nb201_table, proxies, training  # noqa: E402,F401
 
 __all__ = ["Estimator", "Result", "get", "names", "register", "registry"]

@@ -1,0 +1,590 @@
+"""Zero-cost proxies: score an untrained network from (at most) one minibatch.
+
+Definitions follow Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS"
+(ICLR 2021) and their code (``foresight``), and Mellor et al., "Neural Architecture
+Search without Training" (ICML 2021, v2) for ``naswot``:
+
+==============  ====================================================================
+``synflow``     sum over conv/linear weights of ``|theta * dR/dtheta|``, R = sum of the
+                outputs for an all-ones input (batch 1) in float64, all parameters
+                replaced by their absolute values, batch-norm disabled (identity).
+                Needs no data.
+``naswot``      log|K| of the ReLU activation-pattern kernel K[i,j] = number of ReLU
+                units on which inputs i and j agree (summed over all ReLUs).
+``snip``        sum of ``|theta * dL/dtheta|`` (L: cross-entropy of the minibatch).
+``grad_norm``   sum over conv/linear layers of the L2 norm of ``dL/dW``.
+``fisher``      per output channel ``0.5 * mean_n (sum_hw act * dL/dact)^2``, broadcast
+                to the channel's weights (as in foresight) and summed.
+``jacob_cov``   ``-sum(log(v + k) + 1/(v + k))``, v the eigenvalues of the correlation
+                matrix of the per-sample input gradients of the summed outputs, k=1e-5.
+``params``      number of parameters; ``flops``: forward FLOPs of one sample.
+==============  ====================================================================
+
+Networks are in train mode (batch statistics in batch-norm), as in the reference, and
+every proxy sees the same initial weights (``torch.manual_seed(seed)`` before
+``space.build``). Data-dependent proxies use a seeded minibatch of the dataset's
+training split; without a dataset they fall back to a fixed standard-normal batch
+with random labels (``report["proxy_input_noise"] = 1``).
+
+``zc-vote`` combines several proxies for *one* architecture: each score is put on a
+log scale where it spans orders of magnitude, z-normalized with the mean and standard
+deviation of a calibration pool of random architectures of the same space, and the
+z-scores are averaged. Over a pool, :func:`rank_vote` (mean of per-proxy ranks) is
+the exact rank combination.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nasforge.errors import NasforgeError
+from nasforge.estimators import register
+from nasforge.estimators.base import Estimator, Result
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nasforge.data import Dataset
+    from nasforge.spaces.base import Arch, SearchSpace
+
+#: proxies that need no minibatch at all
+DATA_FREE = ("synflow", "params", "flops")
+#: proxies that need a minibatch (inputs, and labels for the loss-based ones)
+DATA_DEPENDENT = ("naswot", "snip", "grad_norm", "fisher", "jacob_cov")
+#: every proxy, in report order
+PROXY_NAMES = ("synflow", "naswot", "snip", "grad_norm", "fisher", "jacob_cov", "params", "flops")
+#: proxies whose scores span orders of magnitude: compared on a log scale in ``zc-vote``
+LOG_SCALE = frozenset({"synflow", "snip", "grad_norm", "fisher", "params", "flops"})
+#: the default members of ``zc-vote`` (chosen on a development sample; see benchmarks/results)
+DEFAULT_VOTE = ("synflow", "naswot", "jacob_cov")
+INPUT_SOURCES = ("auto", "data", "noise")
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _weighted_layers(net: nn.Module) -> list[nn.Module]:
+    """Conv and linear layers: the layers every foresight proxy sums over."""
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def _without_batchnorm(net: nn.Module) -> nn.Module:
+    """Replace every batch-norm module by an identity (in place), as synflow's reference does."""
+    for name, child in list(net.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(net, name, nn.Identity())
+        else:
+            _without_batchnorm(child)
+    return net
+
+
+def _zero_grads(net: nn.Module) -> None:
+    for p in net.parameters():
+        p.grad = None
+
+
+@contextmanager
+def _frozen(net: nn.Module) -> Iterator[None]:
+    """Parameters without ``requires_grad`` for a while: backward skips the weight gradients.
+
+    fisher and jacob_cov need gradients of activations or inputs only; skipping the
+    weight gradients saves about a third of the backward pass.
+    """
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _forward_backward_loss(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, weight_grads: bool = True
+) -> None:
+    """Cross-entropy of the minibatch and its backward (train mode, as the reference)."""
+    net.train()
+    _zero_grads(net)
+    if weight_grads:
+        F.cross_entropy(net(x), y).backward()
+        return
+    with _frozen(net):
+        F.cross_entropy(net(x.detach().requires_grad_(True)), y).backward()
+
+
+# -- the proxies ----------------------------------------------------------------------------
+def synflow(net: nn.Module, input_shape: Sequence[int]) -> float:
+    """SynFlow (Tanaka et al. 2020) as a NAS proxy; data-free, works on a copy of ``net``.
+
+    The copy makes "restore the signs afterwards" automatic: the caller's network is
+    never changed. float64 because products of |weights| over ~20 layers overflow float32.
+    """
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    work = _without_batchnorm(copy.deepcopy(net)).double()
+    with torch.no_grad():
+        for t in work.state_dict().values():
+            if t.is_floating_point():
+                t.abs_()
+    _zero_grads(work)
+    work.train()
+    x = torch.ones((1, *[int(s) for s in input_shape]), dtype=torch.float64, device=device)
+    work(x).sum().backward()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for m in _weighted_layers(work):
+        if m.weight.grad is not None:
+            total += (m.weight * m.weight.grad).abs().sum()
+    return float(total.detach())
+
+
+def naswot(net: nn.Module, x: torch.Tensor) -> float:
+    """NASWOT score: log-determinant of the ReLU activation-pattern (Hamming) kernel.
+
+    K[i, j] = sum over ReLU modules of the number of units where samples i and j are
+    both active or both inactive (as the reference, a tensor fed to several ReLU modules
+    counts once per module). With c = 2*code - 1 in {-1, 1} that number is
+    (D + c_i.c_j) / 2: one matrix product per distinct ReLU input instead of two per
+    module, which keeps the proxy within budget on a CPU. Forward only, so no
+    gradients; channels-last because the kernel ignores the order of units.
+    """
+    n = x.shape[0]
+    kernel = torch.zeros((n, n), dtype=torch.float64)
+    # recent (input, its kernel): holding the input keeps its memory from being reused by
+    # another tensor while the entry lives, so identity + version is a safe cache key
+    recent: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        a = inputs[0]
+        hit = [k for t, version, k in recent if t is a and version == a._version]
+        if hit:
+            kernel.add_(hit[0])
+            return
+        c = (a.detach() > 0).reshape(n, -1).to(torch.float32).mul_(2).sub_(1)
+        k = ((c @ c.t()).double() + c.shape[1]) / 2
+        recent.append((a, a._version, k))
+        del recent[:-8]
+        kernel.add_(k)
+
+    handles = [m.register_forward_pre_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+    try:
+        net.train()
+        with torch.no_grad():
+            net.to(memory_format=fmt)(x.contiguous(memory_format=fmt))
+    finally:
+        net.to(memory_format=torch.contiguous_format)
+        for h in handles:
+            h.remove()
+    sign, logdet = torch.linalg.slogdet(kernel)
+    return float(logdet) if float(sign) > 0 else -math.inf
+
+
+def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """SNIP connection sensitivity: sum of |theta * dL/dtheta| (= |dL/dmask| of the reference)."""
+    _forward_backward_loss(net, x, y)
+    total = 0.0
+    for m in _weighted_layers(net):
+        if m.weight.grad is not None:
+            total += float((m.weight.detach() * m.weight.grad).abs().sum())
+    _zero_grads(net)
+    return total
+
+
+def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Sum over conv/linear layers of the L2 norm of the weight gradient of the loss."""
+    _forward_backward_loss(net, x, y)
+    total = 0.0
+    for m in _weighted_layers(net):
+        if m.weight.grad is not None:
+            total += float(m.weight.grad.norm())
+    _zero_grads(net)
+    return total
+
+
+def fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fisher channel saliency (Theis et al. 2018) summed over channels as foresight does.
+
+    Per conv/linear output channel k: 0.5 * mean over samples of (sum over positions of
+    activation * gradient)^2, then broadcast to the channel's weights (times
+    ``weight[k].numel()``) and summed, exactly what foresight's per-weight sum yields.
+    """
+    per_layer: dict[nn.Module, torch.Tensor] = {}
+
+    def fwd_hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        act = out.detach()
+
+        def grad_hook(grad: torch.Tensor) -> None:
+            g = grad.detach()
+            g_nk = (act * g).sum(dim=tuple(range(2, act.dim()))) if act.dim() > 2 else act * g
+            del_k = g_nk.pow(2).mean(0).mul(0.5)
+            per_layer[module] = per_layer[module] + del_k if module in per_layer else del_k
+
+        if out.requires_grad:
+            out.register_hook(grad_hook)
+
+    layers = _weighted_layers(net)
+    handles = [m.register_forward_hook(fwd_hook) for m in layers]
+    try:
+        _forward_backward_loss(net, x, y, weight_grads=False)
+    finally:
+        for h in handles:
+            h.remove()
+    _zero_grads(net)
+    total = 0.0
+    for m in layers:
+        if m in per_layer:
+            total += float(per_layer[m].abs().sum()) * math.prod(m.weight.shape[1:])
+    return total
+
+
+def jacob_cov(net: nn.Module, x: torch.Tensor) -> float:
+    """Jacobian covariance (Mellor et al. v1): how decorrelated the input gradients are."""
+    net.train()
+    _zero_grads(net)
+    xg = x.detach().clone().requires_grad_(True)
+    with _frozen(net):
+        out = net(xg)
+        out.backward(torch.ones_like(out))
+    assert xg.grad is not None
+    jac = xg.grad.detach().reshape(x.shape[0], -1).double().cpu().numpy()
+    _zero_grads(net)
+    with np.errstate(all="ignore"):
+        corr = np.corrcoef(jac)
+    if not np.all(np.isfinite(corr)):  # a constant gradient row (e.g. the net ignores its input)
+        return -math.inf
+    v = np.linalg.eigvalsh(corr)
+    k = 1e-5
+    return float(-np.sum(np.log(v + k) + 1.0 / (v + k)))
+
+
+def params(net: nn.Module) -> float:
+    from nasforge.metrics import count_params
+
+    return float(count_params(net))
+
+
+def flops(net: nn.Module, input_shape: Sequence[int]) -> float:
+    from nasforge.metrics import count_flops
+
+    return float(count_flops(net, input_shape))
+
+
+def compute_proxy(
+    name: str,
+    net: nn.Module,
+    x: torch.Tensor | None,
+    y: torch.Tensor | None,
+    input_shape: Sequence[int],
+) -> float:
+    """One proxy of ``net`` by name; ``x``/``y``: the minibatch (data-free proxies ignore it)."""
+    if name == "synflow":
+        return synflow(net, input_shape)
+    if name == "params":
+        return params(net)
+    if name == "flops":
+        return flops(net, input_shape)
+    if name not in DATA_DEPENDENT:
+        raise NasforgeError(f"unknown proxy {name!r}; proxies are {', '.join(PROXY_NAMES)}")
+    if x is None or y is None:
+        raise NasforgeError(f"proxy {name!r} needs a minibatch (inputs and labels)")
+    if name == "naswot":
+        return naswot(net, x)
+    if name == "jacob_cov":
+        return jacob_cov(net, x)
+    fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], float] = {
+        "snip": snip, "grad_norm": grad_norm, "fisher": fisher
+    }[name]  # fmt: skip
+    return fn(net, x, y)
+
+
+def check_proxies(names: Sequence[str]) -> list[str]:
+    """Validate proxy names (user input) and return them as a list."""
+    out = [str(n).strip() for n in names if str(n).strip()]
+    bad = [n for n in out if n not in PROXY_NAMES]
+    if bad:
+        raise NasforgeError(f"unknown proxy name(s) {bad}; proxies are {', '.join(PROXY_NAMES)}")
+    if not out:
+        raise NasforgeError(f"no proxies given; choose from {', '.join(PROXY_NAMES)}")
+    return out
+
+
+def minibatch(
+    data: Dataset | None,
+    batch_size: int,
+    seed: int,
+    input_shape: Sequence[int],
+    num_classes: int,
+    source: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """A seeded minibatch ``(x, y, is_noise)``: training images if ``data`` is given, else noise.
+
+    The noise fallback is a fixed standard-normal batch (inputs are normalized, so
+    N(0, 1) has the right scale) with uniformly random labels.
+    """
+    if source not in INPUT_SOURCES:
+        raise NasforgeError(f"inputs must be one of {', '.join(INPUT_SOURCES)}, not {source!r}")
+    if source == "data" and data is None:
+        raise NasforgeError("inputs='data' needs a dataset; pass one, or use inputs='noise'")
+    rng = np.random.default_rng(seed)
+    if data is not None and source != "noise":
+        n = len(data.x_train)
+        if n == 0:
+            raise NasforgeError(f"dataset {data.name!r} has an empty training split")
+        idx = rng.choice(n, size=min(batch_size, n), replace=False)
+        x = torch.as_tensor(np.ascontiguousarray(data.x_train[idx]), dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(data.y_train[idx]), dtype=torch.long)
+        return x, y, False
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    x = torch.randn((batch_size, *[int(s) for s in input_shape]), generator=g)
+    y = torch.randint(0, max(1, num_classes), (batch_size,), generator=g)
+    return x, y, True
+
+
+def build_network(
+    arch: Arch,
+    space: SearchSpace,
+    input_shape: Sequence[int],
+    num_classes: int,
+    seed: int,
+    device: str = "cpu",
+) -> nn.Module:
+    """``space.build`` with torch seeded first, so a proxy is deterministic for a seed."""
+    torch.manual_seed(seed)
+    return space.build(arch, tuple(int(s) for s in input_shape), int(num_classes)).to(device)
+
+
+# -- estimators -----------------------------------------------------------------------------
+class ZeroCostProxy(Estimator):
+    """Base of the single-proxy estimators: build at init, score, report params alongside."""
+
+    proxy: str = ""
+    needs_data = True
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        seed: int = 0,
+        inputs: str = "auto",
+        input_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        device: str = "cpu",
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+            raise NasforgeError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+        if inputs not in INPUT_SOURCES:
+            raise NasforgeError(f"inputs must be one of {', '.join(INPUT_SOURCES)}, not {inputs!r}")
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
+            raise NasforgeError(
+                f"input_shape must be (channels, height, width), got {input_shape!r}"
+            )
+        self.batch_size, self.seed, self.inputs = batch_size, int(seed), inputs
+        self.input_shape, self.num_classes, self.device = shape, int(num_classes), device
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "inputs": self.inputs,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "device": self.device,
+        }
+
+    def _shape(self, data: Dataset | None) -> tuple[tuple[int, ...], int]:
+        if data is not None and self.inputs != "noise":
+            return tuple(data.input_shape), max(1, data.num_classes)
+        return self.input_shape, self.num_classes
+
+    def _evaluate(
+        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
+    ) -> Result:
+        shape, classes = self._shape(data)
+        net = build_network(arch, space, shape, classes, self.seed, self.device)
+        report: dict[str, float] = {}
+        x = y = None
+        if self.proxy in DATA_DEPENDENT:
+            x, y, noise = minibatch(data, self.batch_size, self.seed, shape, classes, self.inputs)
+            x, y = x.to(self.device), y.to(self.device)
+            report["proxy_input_noise"] = float(noise)
+        t0 = time.perf_counter()
+        score = compute_proxy(self.proxy, net, x, y, shape)
+        report["proxy_seconds"] = time.perf_counter() - t0
+        if not math.isfinite(score):
+            return Result.failed(
+                f"{self.proxy} is not finite ({score}): the network's output does not depend on "
+                "its input (e.g. every path is cut by 'none' ops)"
+            )
+        metrics = {self.proxy: score}
+        if self.proxy != "params":
+            metrics["params"] = params(net)
+        return Result(metrics=metrics, report=report)
+
+
+def _proxy_estimator(proxy_name: str, doc: str, data_free: bool) -> type[ZeroCostProxy]:
+    cls = type(
+        f"{proxy_name.title().replace('_', '')}Proxy",
+        (ZeroCostProxy,),
+        {"proxy": proxy_name, "needs_data": not data_free, "__doc__": doc, "__module__": __name__},
+    )
+    return register(proxy_name)(cls)  # type: ignore[return-value]
+
+
+SynflowProxy = _proxy_estimator(
+    "synflow", "SynFlow zero-cost proxy (data-free; all-ones input).", True
+)
+NaswotProxy = _proxy_estimator(
+    "naswot", "NASWOT: log-det of the ReLU activation-pattern kernel.", False
+)
+SnipProxy = _proxy_estimator("snip", "SNIP: sum of |weight x loss gradient| at init.", False)
+GradNormProxy = _proxy_estimator(
+    "grad_norm", "Sum of per-layer loss-gradient norms at init.", False
+)
+FisherProxy = _proxy_estimator("fisher", "Fisher channel saliency summed over channels.", False)
+JacobCovProxy = _proxy_estimator(
+    "jacob_cov", "Jacobian covariance of input gradients (Mellor v1).", False
+)
+ParamsProxy = _proxy_estimator("params", "Parameter count as a proxy (no forward pass).", True)
+FlopsProxy = _proxy_estimator("flops", "Forward FLOPs of one sample as a proxy.", True)
+
+
+# -- combining proxies ------------------------------------------------------------------------
+def transform(name: str, value: float) -> float:
+    """The scale on which proxies are combined: log for multiplicative scores, else as is."""
+    if name in LOG_SCALE:
+        return math.log(value) if value > 0 else -math.inf
+    return value
+
+
+def rank_vote(scores: pd.DataFrame, proxies: Sequence[str] | None = None) -> pd.Series:
+    """Mean per-proxy rank (1 = worst) over a pool: the exact rank combination.
+
+    ``scores`` has one row per architecture and one column per proxy. Ties get their
+    average rank; -inf (a degenerate network) ranks lowest.
+    """
+    cols = list(proxies) if proxies is not None else list(scores.columns)
+    missing = [c for c in cols if c not in scores.columns]
+    if missing:
+        raise NasforgeError(f"rank_vote: no column(s) {missing} in the scores")
+    ranks = scores[cols].astype(float).fillna(-np.inf).rank(method="average")
+    return ranks.mean(axis=1).rename("rank_vote")
+
+
+@register("zc-vote")
+class ZeroCostVote(ZeroCostProxy):
+    """Mean z-score of several proxies (log scale where needed), calibrated on a random pool.
+
+    A rank needs a reference pool, so a single architecture is compared with a
+    calibration pool of ``calibration_size`` random archs of the same space (sampled
+    with ``seed``, scored once on first use, kept in :meth:`config` so a resumed run
+    gives the same numbers). ``calibration`` may give the ``{proxy: [mean, std]}``
+    statistics directly, e.g. from a validation run. z-scores are clipped to
+    [-10, 10] so one degenerate proxy cannot dominate.
+    """
+
+    proxy = "zc_vote"
+
+    def __init__(
+        self,
+        proxies: Sequence[str] | str = DEFAULT_VOTE,
+        batch_size: int = 64,
+        seed: int = 0,
+        inputs: str = "auto",
+        input_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        device: str = "cpu",
+        calibration_size: int = 32,
+        calibration: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__(batch_size, seed, inputs, input_shape, num_classes, device)
+        if isinstance(proxies, str):
+            proxies = proxies.split(",")
+        self.proxies = check_proxies(proxies)
+        if (
+            isinstance(calibration_size, bool)
+            or not isinstance(calibration_size, int)
+            or calibration_size < 2
+        ):
+            raise NasforgeError(
+                f"calibration_size must be an integer >= 2, got {calibration_size!r}"
+            )
+        self.calibration_size = calibration_size
+        self.calibration: dict[str, tuple[float, float]] | None = None
+        if calibration is not None:
+            missing = [p for p in self.proxies if p not in calibration]
+            if missing:
+                raise NasforgeError(f"zc-vote: calibration lacks proxies {missing}")
+            self.calibration = {
+                p: (float(calibration[p][0]), float(calibration[p][1])) for p in self.proxies
+            }
+
+    def config(self) -> dict[str, Any]:
+        cfg = {
+            **super().config(),
+            "proxies": list(self.proxies),
+            "calibration_size": self.calibration_size,
+        }
+        if self.calibration is not None:
+            cfg["calibration"] = {p: list(v) for p, v in self.calibration.items()}
+        return cfg
+
+    def raw_scores(
+        self, arch: Arch, space: SearchSpace, data: Dataset | None = None
+    ) -> dict[str, float]:
+        """Every member proxy of ``arch`` on one network (same init, same minibatch)."""
+        shape, classes = self._shape(data)
+        net = build_network(arch, space, shape, classes, self.seed, self.device)
+        x, y, _ = minibatch(data, self.batch_size, self.seed, shape, classes, self.inputs)
+        x, y = x.to(self.device), y.to(self.device)
+        return {p: compute_proxy(p, net, x, y, shape) for p in self.proxies}
+
+    def calibrate(
+        self, space: SearchSpace, data: Dataset | None = None
+    ) -> dict[str, tuple[float, float]]:
+        """Score ``calibration_size`` random archs; keep per-proxy mean/std (combined scale)."""
+        rng = np.random.default_rng(self.seed)
+        rows = [
+            self.raw_scores(space.sample(rng), space, data) for _ in range(self.calibration_size)
+        ]
+        stats: dict[str, tuple[float, float]] = {}
+        for p in self.proxies:
+            v = np.array([transform(p, r[p]) for r in rows], dtype=float)
+            v = v[np.isfinite(v)]
+            if len(v) < 2:
+                raise NasforgeError(f"zc-vote: proxy {p} is degenerate on the calibration pool")
+            stats[p] = (float(v.mean()), float(v.std()) or 1.0)
+        self.calibration = stats
+        return stats
+
+    def combine(self, raw: Mapping[str, float]) -> float:
+        """The vote of one architecture's raw proxy scores (calibrate first)."""
+        if self.calibration is None:
+            raise NasforgeError("zc-vote: call calibrate() (or pass calibration=) before combine()")
+        z = []
+        for p in self.proxies:
+            mean, std = self.calibration[p]
+            t = transform(p, raw[p])
+            z.append(-10.0 if math.isnan(t) else float(np.clip((t - mean) / std, -10.0, 10.0)))
+        return float(np.mean(z))
+
+    def _evaluate(
+        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
+    ) -> Result:
+        report: dict[str, float] = {}
+        if self.calibration is None:
+            t0 = time.perf_counter()
+            self.calibrate(space, data)
+            report["calibration_seconds"] = time.perf_counter() - t0
+        raw = self.raw_scores(arch, space, data)
+        metrics = {"zc_vote": self.combine(raw)}
+        metrics.update({p: v for p, v in raw.items() if math.isfinite(v)})
+        report["proxy_input_noise"] = float(data is None or self.inputs == "noise")
+        return Result(metrics=metrics, report=report)
