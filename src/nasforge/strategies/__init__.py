@@ -20,6 +20,13 @@ def names() -> list[str]:
     return registry.names()
 
 
-from nasforge.strategies import evolution, random_search  # noqa: E402,F401
+from nasforge.strategies import (  # noqa: E402,F401
+    bananas,
+    evolution,
+    local_search,
+    optuna_adapter,
+    random_search,
+    reinforce,
+)
 
 __all__ = ["Strategy", "Suggestion", "get", "names", "register", "registry"]

@@ -1,0 +1,370 @@
+"""BANANAS: Bayesian optimization with a neural ensemble predictor (White et al., AAAI 2021).
+
+Why it works: a small ensemble of MLPs, trained on the (encoding, score) pairs told so
+far, gives a mean and a spread for any architecture, and the spread is a usable
+uncertainty for Bayesian optimization; no Gaussian process over a discrete space is
+needed. Each ask generates candidates by mutating the best architectures found so far
+(plus a few random ones), scores them with an acquisition function over the ensemble
+(independent Thompson sampling by default, or expected improvement / UCB), and returns
+the best candidate that was neither evaluated nor is still pending. With the path
+encoding of cell spaces (:mod:`nasforge.strategies.encodings`) this is the paper's
+setting; any other space uses its one-hot encoding.
+
+Cost: the ensemble is one batched model (weights shaped ``(members, in, out)``) trained
+full-batch with Adam and hand-written gradients, on one thread; it is retrained at most
+every ``retrain_every`` tells. Determinism and resume: each training draws its seed
+from the strategy's generator and uses a private ``torch.Generator``, and the state
+stores the seed and how many told points it used, so a resumed strategy rebuilds the
+same predictor from its saved data and continues with exactly the same queries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Result
+from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.strategies import register
+from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.encodings import ENCODINGS, make_encoder
+
+ACQUISITIONS = ("its", "ei", "ucb")
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run torch on one thread (tiny matrices: threads only add overhead and nondeterminism)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class MLPEnsemble:
+    """``members`` independent ReLU MLPs evaluated as one batched model.
+
+    Members differ only in their random initialization (as in BANANAS). Training is
+    full-batch Adam on the mean squared error with explicit gradients: at a few hundred
+    points, autograd's and the optimizer's per-tensor bookkeeping would cost more than
+    the arithmetic. All weights live in one flat buffer (so an Adam step is a handful of
+    ops), and the first layer of all members is a single matrix product.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], members: int, generator: torch.Generator
+    ) -> None:
+        self.in_dim, self.members, self.hidden = in_dim, members, list(hidden)
+        e, h0 = members, self.hidden[0]
+        shapes: list[tuple[int, ...]] = [(in_dim, e * h0), (1, e * h0)]
+        fans = [in_dim, in_dim]
+        dims = [*self.hidden, 1]
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            shapes += [(e, a, b), (e, 1, b)]
+            fans += [a, a]
+        sizes = [math.prod(s) for s in shapes]
+        self.flat = torch.empty(sum(sizes))
+        self.params: list[torch.Tensor] = []
+        for chunk, shape, fan in zip(self.flat.split(sizes), shapes, fans, strict=True):
+            bound = 1.0 / math.sqrt(fan)  # torch.nn.Linear's default range
+            chunk.copy_(torch.rand(chunk.numel(), generator=generator).mul_(2 * bound).sub_(bound))
+            self.params.append(chunk.view(shape))
+        self._sizes, self._shapes = sizes, shapes
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Outputs ``(members, n, 1)`` and the hidden activations (for the backward pass)."""
+        n = x.shape[0]
+        z = torch.addmm(self.params[1], x, self.params[0]).relu_()
+        z = z.view(n, self.members, self.hidden[0]).transpose(0, 1)
+        acts = [z]
+        n_layers = len(self.params) // 2
+        for k in range(1, n_layers):
+            z = torch.baddbmm(self.params[2 * k + 1], z, self.params[2 * k])
+            if k < n_layers - 1:
+                z = z.relu_()
+                acts.append(z)
+        return z, acts
+
+    @torch.no_grad()
+    def fit(
+        self, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, weight_decay: float
+    ) -> None:
+        """Full-batch Adam on ``mean((f(x) - y)^2)`` for every member at once."""
+        n = x.shape[0]
+        target = y.reshape(1, n, 1)
+        xt = x.t().contiguous()
+        flat, params = self.flat, self.params
+        grad = torch.empty_like(flat)
+        grads = [g.view(s) for g, s in zip(grad.split(self._sizes), self._shapes, strict=True)]
+        m, v = torch.zeros_like(flat), torch.zeros_like(flat)
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        n_layers = len(params) // 2
+        relu_bwd = torch.ops.aten.threshold_backward
+        for step in range(1, steps + 1):
+            out, acts = self._forward(x)
+            g = (out - target).mul_(2.0 / n)
+            for k in reversed(range(1, n_layers)):
+                a = acts[k - 1]
+                torch.bmm(a.transpose(1, 2), g, out=grads[2 * k])
+                torch.sum(g, 1, keepdim=True, out=grads[2 * k + 1])
+                g = relu_bwd(torch.bmm(g, params[2 * k].transpose(1, 2)), a, 0.0)
+            g0 = g.transpose(0, 1).reshape(n, -1)
+            torch.mm(xt, g0, out=grads[0])
+            torch.sum(g0, 0, keepdim=True, out=grads[1])
+            if weight_decay:
+                grad.add_(flat, alpha=weight_decay)
+            m.mul_(b1).add_(grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = v.sqrt().div_(math.sqrt(1 - b2**step)).add_(eps)
+            flat.addcdiv_(m, denom, value=-lr / (1 - b1**step))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions of every member, shape ``(members, n)``."""
+        return self._forward(x)[0].squeeze(-1)
+
+
+@register("bananas")
+class Bananas(Strategy):
+    """Predictor-based BO: MLP-ensemble surrogate, mutation-based acquisition optimization."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        metric: str = "val_accuracy",
+        mode: str = "max",
+        num_init: int = 10,
+        ensemble_size: int = 5,
+        hidden: Sequence[int] = (32, 32),
+        train_steps: int = 200,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        acquisition: str = "its",
+        ucb_beta: float = 1.0,
+        encoding: str = "auto",
+        num_parents: int = 10,
+        mutations_per_parent: int = 10,
+        max_mutations: int = 2,
+        num_random: int = 10,
+        retrain_every: int = 1,
+        max_retries: int = 100,
+    ) -> None:
+        super().__init__(space, seed, metric, mode)
+        if acquisition not in ACQUISITIONS:
+            raise NasforgeError(
+                f"acquisition must be one of {list(ACQUISITIONS)}, not {acquisition!r}"
+            )
+        if encoding not in ENCODINGS:
+            raise NasforgeError(f"encoding must be one of {list(ENCODINGS)}, not {encoding!r}")
+        ints = {
+            "num_init": (num_init, 1),
+            "ensemble_size": (ensemble_size, 1),
+            "train_steps": (train_steps, 1),
+            "num_parents": (num_parents, 1),
+            "mutations_per_parent": (mutations_per_parent, 0),
+            "max_mutations": (max_mutations, 1),
+            "num_random": (num_random, 0),
+            "retrain_every": (retrain_every, 1),
+            "max_retries": (max_retries, 1),
+        }
+        for key, (val, low) in ints.items():
+            if isinstance(val, bool) or not isinstance(val, int) or val < low:
+                raise NasforgeError(f"{key} must be an integer >= {low}, got {val!r}")
+        hidden = [int(h) for h in hidden]
+        if not hidden or any(h < 1 for h in hidden):
+            raise NasforgeError(f"hidden must be a non-empty list of widths >= 1, got {hidden!r}")
+        if mutations_per_parent == 0 and num_random == 0:
+            raise NasforgeError("mutations_per_parent and num_random cannot both be 0")
+        if not lr > 0 or weight_decay < 0 or ucb_beta < 0:
+            raise NasforgeError("lr must be > 0; weight_decay and ucb_beta must be >= 0")
+        self.num_init = num_init
+        self.ensemble_size = ensemble_size
+        self.hidden = hidden
+        self.train_steps = train_steps
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.acquisition = acquisition
+        self.ucb_beta = float(ucb_beta)
+        self.encoding = encoding
+        self.num_parents = num_parents
+        self.mutations_per_parent = mutations_per_parent
+        self.max_mutations = max_mutations
+        self.num_random = num_random
+        self.retrain_every = retrain_every
+        self.max_retries = max_retries
+        self.encoder = make_encoder(space, encoding)
+
+        self.told: list[tuple[Arch, float]] = []
+        self.seen: set[Arch] = set()
+        self.pending: dict[Arch, None] = {}  # ordered: state round-trips in ask order
+        self.n_asked = 0
+        # the current predictor: trained on told[:n_trained] from train_seed; rebuilt lazily
+        self.n_trained = 0
+        self.train_seed = 0
+        self._model: MLPEnsemble | None = None
+        self._y_mean, self._y_std, self._y_best = 0.0, 1.0, 0.0
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "num_init": self.num_init,
+            "ensemble_size": self.ensemble_size,
+            "hidden": list(self.hidden),
+            "train_steps": self.train_steps,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "acquisition": self.acquisition,
+            "ucb_beta": self.ucb_beta,
+            "encoding": self.encoding,
+            "num_parents": self.num_parents,
+            "mutations_per_parent": self.mutations_per_parent,
+            "max_mutations": self.max_mutations,
+            "num_random": self.num_random,
+            "retrain_every": self.retrain_every,
+            "max_retries": self.max_retries,
+        }
+
+    # -- ask / tell ------------------------------------------------------------------------
+    def ask(self) -> Suggestion:
+        self.n_asked += 1
+        finite = sum(1 for _, s in self.told if math.isfinite(s))
+        arch = None
+        if self.n_asked > self.num_init and finite >= 2:
+            arch = self._propose()
+        if arch is None:
+            arch = self._random_unseen()
+        self.pending[arch] = None
+        return Suggestion(arch)
+
+    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+        arch = suggestion.arch
+        self.pending.pop(arch, None)
+        self.seen.add(arch)
+        self.told.append((arch, self.score(result)))
+
+    def _excluded(self, arch: Arch) -> bool:
+        return arch in self.seen or arch in self.pending
+
+    def _random_unseen(self) -> Arch:
+        arch = self.space.sample(self.rng)
+        for _ in range(self.max_retries):
+            if not self._excluded(arch):
+                break
+            arch = self.space.sample(self.rng)
+        return arch
+
+    # -- the predictor ---------------------------------------------------------------------
+    def _training_data(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Encodings and scores of ``told[:n]``; failures count as the worst finite score."""
+        archs = [a for a, _ in self.told[:n]]
+        ys = np.array([s for _, s in self.told[:n]], dtype=np.float64)
+        finite = np.isfinite(ys)
+        ys[~finite] = ys[finite].min()
+        return self.encoder.many(archs), ys
+
+    def _fit(self, n: int, seed: int) -> None:
+        x, ys = self._training_data(n)
+        mean, std = float(ys.mean()), float(ys.std())
+        std = std if std > 1e-12 else 1.0
+        y = (ys - mean) / std
+        gen = torch.Generator().manual_seed(seed)
+        with _single_thread():
+            model = MLPEnsemble(x.shape[1], self.hidden, self.ensemble_size, gen)
+            model.fit(torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)),
+                      self.train_steps, self.lr, self.weight_decay)
+        self._model = model
+        self._y_mean, self._y_std, self._y_best = mean, std, float(y.max())
+
+    def _ensure_model(self) -> MLPEnsemble:
+        """Retrain when ``retrain_every`` new results arrived; rebuild after a resume."""
+        if self._model is None and self.n_trained > 0:
+            self._fit(self.n_trained, self.train_seed)  # same data, same seed: same model
+        if self._model is None or len(self.told) - self.n_trained >= self.retrain_every:
+            self.n_trained = len(self.told)
+            self.train_seed = int(self.rng.integers(2**62))
+            self._fit(self.n_trained, self.train_seed)
+        assert self._model is not None
+        return self._model
+
+    def predict(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean and standard deviation of the score of ``archs`` (score units)."""
+        model = self._ensure_model()
+        with _single_thread():
+            p = model.predict(torch.from_numpy(self.encoder.many(archs))).double().numpy()
+        return p.mean(0) * self._y_std + self._y_mean, p.std(0) * self._y_std
+
+    # -- acquisition -----------------------------------------------------------------------
+    def _candidates(self) -> list[Arch]:
+        """Mutations of the best told archs plus random samples: new, unique, in a fixed order."""
+        ranked = sorted(
+            (i for i, (_, s) in enumerate(self.told) if math.isfinite(s)),
+            key=lambda i: (-self.told[i][1], i),
+        )
+        out: dict[Arch, None] = {}
+        for i in ranked[: self.num_parents]:
+            parent = self.told[i][0]
+            for _ in range(self.mutations_per_parent):
+                child = parent
+                for _ in range(int(self.rng.integers(1, self.max_mutations + 1))):
+                    child = self.space.mutate(child, self.rng)
+                if not self._excluded(child):
+                    out[child] = None
+        for _ in range(self.num_random):
+            a = self.space.sample(self.rng)
+            if not self._excluded(a):
+                out[a] = None
+        return list(out)
+
+    def _acquire(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """Acquisition values (larger is better), in standardized score units."""
+        mu = (mean - self._y_mean) / self._y_std
+        sd = np.maximum(std / self._y_std, 1e-9)
+        if self.acquisition == "its":
+            return mu + sd * self.rng.standard_normal(len(mu))
+        if self.acquisition == "ucb":
+            return mu + self.ucb_beta * sd
+        z = (mu - self._y_best) / sd
+        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+        pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        return (mu - self._y_best) * cdf + sd * pdf
+
+    def _propose(self) -> Arch | None:
+        cands = self._candidates()
+        if not cands:
+            return None
+        mean, std = self.predict(cands)
+        acq = self._acquire(mean, std)
+        return cands[int(np.argmax(acq))]
+
+    # -- persistence -----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "told": [[a.text, s if math.isfinite(s) else None] for a, s in self.told],
+            "pending": [a.text for a in self.pending],
+            "n_asked": self.n_asked,
+            "n_trained": self.n_trained,
+            "train_seed": self.train_seed,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.told = [
+            (self._arch(t), -math.inf if s is None else float(s)) for t, s in state.get("told", [])
+        ]
+        self.seen = {a for a, _ in self.told}
+        self.pending = {self._arch(t): None for t in state.get("pending", [])}
+        self.n_asked = int(state.get("n_asked", 0))
+        self.n_trained = int(state.get("n_trained", 0))
+        self.train_seed = int(state.get("train_seed", 0))
+        self._model = None
