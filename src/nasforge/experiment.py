@@ -1,0 +1,746 @@
+"""The search loop: ``nasforge.search(...)`` and ``nasforge.resume(run_dir)``.
+
+A search is ask -> evaluate -> tell, repeated until a budget (trials or wall-clock time)
+is spent, with every step written to the run's :class:`~nasforge.store.RunStore` first.
+Nothing lives only in memory: the run's configuration rebuilds the dataset, space,
+strategy and estimator, the strategy state is saved atomically with each trial, and so
+``resume`` after a crash, a ``kill -9`` or Ctrl-C continues with exactly the queries the
+uninterrupted search would have made (for one worker and a deterministic estimator).
+
+After the search the best architecture is retrained at full fidelity (all of the
+training split, native resolution, more epochs), evaluated once on the test split, and
+exported to ``RUN_DIR/best`` with :func:`nasforge.export.save_best`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasforge import estimators, spaces, strategies
+from nasforge.errors import NasforgeError, RunDirError
+from nasforge.estimators.base import Estimator, Result
+from nasforge.executors import Executor, InProcessExecutor, run_trial
+from nasforge.registry import Registry
+from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.store import RunStore, TrialRecord, trials_dataframe
+from nasforge.strategies.base import Strategy, Suggestion
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nasforge.data import Dataset
+
+#: config keys that must be equal for ``search(..., resume=True)`` to continue a run
+IDENTITY_KEYS = ("dataset", "space", "strategy", "estimator", "seed")
+
+
+@dataclass
+class SearchResult:
+    """What a search found. ``test_metrics`` come from the single test evaluation of the
+    retrained best model (empty without final training); ``model_dir`` is ``RUN_DIR/best``."""
+
+    run_dir: Path
+    best_arch: Arch | None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    model_dir: Path | None = None
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per trial (see :meth:`RunStore.to_dataframe`)."""
+        return trials_dataframe(self.trials)
+
+
+# ------------------------------------------------------------------------------ budgets
+_DURATION = re.compile(
+    r"^(?:(?P<d>\d+(?:\.\d*)?)d)?(?:(?P<h>\d+(?:\.\d*)?)h)?(?:(?P<m>\d+(?:\.\d*)?)m(?:in)?)?"
+    r"(?:(?P<s>\d+(?:\.\d*)?)s)?$"
+)
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from ``45``, ``45.0``, ``"45"``, ``"90s"``, ``"10m"``, ``"1h30m"``, ``"2d"``.
+
+    Budgets come from command lines and config files as text; a typo must be an error,
+    not a silently tiny or endless search.
+    """
+    if isinstance(value, bool):
+        raise NasforgeError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        secs = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        try:
+            secs = float(text)
+        except ValueError:
+            m = _DURATION.match(text)
+            if not text or m is None or not any(m.groupdict().values()):
+                raise NasforgeError(
+                    f"not a duration: {value!r}; use e.g. 45 (seconds), 90s, 10m, 1h30m or 2d"
+                ) from None
+            mult = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+            secs = sum(float(v) * mult[k] for k, v in m.groupdict().items() if v)
+    else:
+        raise NasforgeError(f"not a duration: {value!r}")
+    if not math.isfinite(secs) or secs <= 0:
+        raise NasforgeError(f"a duration must be a positive number of seconds, got {value!r}")
+    return secs
+
+
+def _budget(trials: int | None, time_budget: float | str | None) -> dict[str, Any]:
+    if trials is None and time_budget is None:
+        raise NasforgeError(
+            "no budget: give trials (e.g. --trials 20) and/or time_budget (e.g. --time 10m)"
+        )
+    if trials is not None:
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise NasforgeError(f"trials must be a positive integer, got {trials!r}")
+    tb = None if time_budget is None else parse_duration(time_budget)
+    return {"trials": trials, "time_budget": tb}
+
+
+# ----------------------------------------------------------------------------- components
+def _accepted(factory: Any) -> tuple[set[str], bool]:
+    """Keyword names a factory accepts, and whether it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _make(registry: Registry[Any], name: str, options: Mapping[str, Any], **fixed: Any) -> Any:
+    """Instantiate ``name`` with ``options``; a wrong option name is the user's error."""
+    factory = registry.factory(name)  # UnknownNameError lists the valid names
+    names, var_kw = _accepted(factory)
+    bad = sorted(set(options) - names - set(fixed)) if not var_kw else []
+    if bad:
+        valid = sorted(names - set(fixed) - {"self"})
+        raise NasforgeError(
+            f"unknown option(s) {bad} for {registry.kind} {name!r}; "
+            f"valid options: {', '.join(valid) or '(none)'}"
+        )
+    try:
+        return factory(**fixed, **options)
+    except TypeError as e:
+        raise NasforgeError(f"bad options for {registry.kind} {name!r}: {e}") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so that stored and fresh configs compare equal."""
+    from nasforge.store import _json_default
+
+    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
+
+
+def _spec(obj: Any, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Name and options of a component: what rebuilds it with ``registry.get(name, **options)``."""
+    opts = {**dict(given or {}), **obj.config()}
+    return {"name": obj.name, "options": _jsonable(opts)}
+
+
+@dataclass
+class _Setup:
+    """Everything a search needs, built from arguments or from a stored config."""
+
+    config: dict[str, Any]
+    space: SearchSpace
+    strategy: Strategy
+    estimator: Estimator
+    dataset: Dataset | None  # an in-memory dataset given to search(); else loaded lazily
+
+
+def _build(
+    dataset: Any,
+    space: str | SearchSpace,
+    strategy: str | Strategy,
+    estimator: str | Estimator,
+    *,
+    seed: int,
+    space_options: Mapping[str, Any] | None,
+    strategy_options: Mapping[str, Any] | None,
+    estimator_options: Mapping[str, Any] | None,
+    data_dir: str | None,
+    dataset_options: Mapping[str, Any] | None,
+) -> _Setup:
+    from nasforge.data import Dataset
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise NasforgeError(f"seed must be a non-negative integer, got {seed!r}")
+    # space
+    if isinstance(space, SearchSpace):
+        if space_options:
+            raise NasforgeError("space_options only apply to a space given by name")
+        sp = space
+    elif isinstance(space, str):
+        sp = _make(spaces.registry, space, dict(space_options or {}))
+    else:
+        raise NasforgeError(f"space must be a name or a SearchSpace, got {type(space).__name__}")
+    # strategy
+    if isinstance(strategy, Strategy):
+        if strategy_options:
+            raise NasforgeError("strategy_options only apply to a strategy given by name")
+        if strategy.space is not sp and strategy.space.name != sp.name:
+            raise NasforgeError(
+                f"the strategy searches space {strategy.space.name!r}, not {sp.name!r}"
+            )
+        st = strategy
+    elif isinstance(strategy, str):
+        opts = dict(strategy_options or {})
+        opts.setdefault("seed", seed)
+        st = _make(strategies.registry, strategy, opts, space=sp)
+    else:
+        raise NasforgeError(
+            f"strategy must be a name or a Strategy, got {type(strategy).__name__}"
+        )
+    # estimator
+    if isinstance(estimator, Estimator):
+        if estimator_options:
+            raise NasforgeError("estimator_options only apply to an estimator given by name")
+        est = estimator
+    elif isinstance(estimator, str):
+        opts = dict(estimator_options or {})
+        names, var_kw = _accepted(estimators.registry.factory(estimator))
+        if "seed" in names or var_kw:
+            opts.setdefault("seed", seed)
+        est = _make(estimators.registry, estimator, opts)
+    else:
+        raise NasforgeError(
+            f"estimator must be a name or an Estimator, got {type(estimator).__name__}"
+        )
+    # dataset
+    ds_obj: Dataset | None = None
+    if isinstance(dataset, Dataset):
+        ds_obj = dataset
+        ds = {"name": dataset.name, "in_memory": True, "data_dir": None, "options": {}}
+    elif isinstance(dataset, str | os.PathLike):
+        name = os.fspath(dataset)
+        p = Path(name).expanduser()
+        if p.is_dir():  # a folder of images: store where it is, wherever we resume from
+            name = str(p.resolve())
+        ds = {"name": name, "in_memory": False, "data_dir": data_dir,
+              "options": _jsonable(dict(dataset_options or {}))}
+    else:
+        raise NasforgeError(
+            f"dataset must be a name, a path or a nasforge Dataset, got {type(dataset).__name__}"
+        )
+    config = {
+        "dataset": ds,
+        "space": _spec(sp, space_options if isinstance(space, str) else None),
+        "strategy": _spec(st, None),
+        "estimator": _spec(est, estimator_options if isinstance(estimator, str) else None),
+        "seed": seed,
+    }
+    return _Setup(_jsonable(config), sp, st, est, ds_obj)
+
+
+def _rebuild(config: Mapping[str, Any], run_dir: Path) -> _Setup:
+    """The components of a stored run, from its config alone."""
+    try:
+        sp = spaces.get(config["space"]["name"], **config["space"]["options"])
+        st = strategies.get(config["strategy"]["name"], space=sp, **config["strategy"]["options"])
+        est = estimators.get(config["estimator"]["name"], **config["estimator"]["options"])
+    except NasforgeError as e:
+        raise RunDirError(f"cannot rebuild the run in {run_dir}: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise RunDirError(
+            f"the stored config of {run_dir} is damaged or incompatible: {e}"
+        ) from None
+    return _Setup(dict(config), sp, st, est, None)
+
+
+def _load_data(setup: _Setup, run_dir: Path | None) -> Dataset | None:
+    """The dataset, or None for estimators that do not need one (table lookups)."""
+    if not setup.estimator.needs_data:
+        return None
+    if setup.dataset is not None:
+        return setup.dataset
+    ds = setup.config["dataset"]
+    if ds.get("in_memory"):
+        raise RunDirError(
+            f"the run in {run_dir} searched an in-memory dataset ({ds.get('name')!r}) that "
+            f"cannot be reloaded from the store; continue it from Python with "
+            f"nasforge.search(<that dataset>, out={str(run_dir)!r}, resume=True, ...)"
+        )
+    from nasforge.data import load_dataset
+
+    name = ds.get("resolved") or ds["name"]
+    data = load_dataset(name, data_dir=ds.get("data_dir"), seed=setup.config["seed"],
+                        **ds.get("options", {}))
+    if not ds.get("resolved"):
+        # "auto" means Fashion-MNIST if installed: pin what it meant for later resumes
+        ds["resolved"] = data.name if ds["name"].lower() == "auto" else ds["name"]
+    return data
+
+
+def _default_out(space: str, strategy: str) -> Path:
+    base = Path("runs") / f"{space}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
+def _diff(stored: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
+    out = []
+    for k in IDENTITY_KEYS:
+        a, b = stored.get(k), fresh.get(k)
+        if k == "dataset" and isinstance(a, dict) and isinstance(b, dict):
+            a = {kk: v for kk, v in a.items() if kk != "resolved"}
+            b = {kk: v for kk, v in b.items() if kk != "resolved"}
+        if a != b:
+            out.append(f"{k}: stored {json.dumps(a, sort_keys=True)} != given "
+                       f"{json.dumps(b, sort_keys=True)}")
+    return out
+
+
+# ------------------------------------------------------------------------------ progress
+def _quiet_env() -> bool:
+    return os.environ.get("NASFORGE_NO_PROGRESS", "").strip() not in ("", "0", "false", "no")
+
+
+class _Display:
+    """The live progress bar (TTY only) and the printed summaries (unless quiet)."""
+
+    def __init__(self, enabled: bool, total: float | None, done: float, unit: str) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.bar = None
+        self.task: Any = None
+        if enabled and not _quiet_env() and self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            cols: list[Any] = [TextColumn("[bold]search"), BarColumn()]
+            cols.append(MofNCompleteColumn() if unit == "trials"
+                        else TextColumn("{task.completed:.0f}/{task.total:.0f} s"))
+            cols += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                     TextColumn("{task.fields[best]}")]
+            self.bar = Progress(*cols, console=self.console, transient=False)
+            self.task = self.bar.add_task("search", total=total, completed=done, best="")
+            self.bar.start()
+
+    def update(self, done: float, best: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, best=best)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def print(self, *args: Any) -> None:
+        if self.enabled:
+            self.console.print(*args)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _summary_table(trials: list[TrialRecord], metric: str, mode: str, top: int = 5) -> Any:
+    from rich.table import Table
+
+    ok = [t for t in trials if t.ok and _finite(t.metrics.get(metric))]
+    ok.sort(key=lambda t: (-float(t.metrics[metric]) if mode == "max" else float(t.metrics[metric]),
+                           t.id))
+    n_failed = sum(t.status == "failed" for t in trials)
+    table = Table(title=f"top {min(top, len(ok))} of {len(ok)} ok trials ({n_failed} failed)")
+    for col in ("#", "trial", metric, "params", "cost s", "arch"):
+        table.add_column(col, overflow="fold")
+    for rank, t in enumerate(ok[:top], 1):
+        table.add_row(str(rank), str(t.id), _fmt(t.metrics[metric]),
+                      _fmt(t.metrics.get("params", "")), _fmt(t.cost or 0.0), t.arch)
+    return table
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------- the loop
+class _Loop:
+    """One session of a run: fills worker slots by asking, stores every step atomically."""
+
+    def __init__(self, store: RunStore, setup: _Setup, data: Dataset | None,
+                 budget: Mapping[str, Any], executor: Executor, display: _Display) -> None:
+        self.store = store
+        self.setup = setup
+        self.data = data
+        self.trials_budget: int | None = budget.get("trials")
+        self.time_budget: float | None = budget.get("time_budget")
+        self.executor = executor
+        self.display = display
+        self.prior = float(store.get_meta("elapsed_s", 0.0) or 0.0)
+        self.t0 = time.monotonic()
+        self.in_flight: dict[cf.Future, tuple[int, Suggestion]] = {}
+        self.n_done = store.n_completed()
+        strat = setup.strategy
+        best = store.best(strat.metric, strat.mode)
+        self.best = None if best is None else float(best.metrics[strat.metric])
+
+    def elapsed(self) -> float:
+        return self.prior + (time.monotonic() - self.t0)
+
+    def budget_left(self, extra_in_flight: int = 0) -> bool:
+        if self.trials_budget is not None and \
+                self.n_done + len(self.in_flight) + extra_in_flight >= self.trials_budget:
+            return False
+        return not (self.time_budget is not None and self.elapsed() >= self.time_budget)
+
+    def progress(self) -> float:
+        return self.n_done if self.trials_budget is not None else min(self.elapsed(),
+                                                                      self.time_budget or 0.0)
+
+    def best_text(self) -> str:
+        if self.best is None:
+            return ""
+        return f"best {self.setup.strategy.metric} {self.best:.4g}"
+
+    def _submit(self, tid: int, sugg: Suggestion) -> None:
+        s = self.setup
+        fut = self.executor.submit(run_trial, s.estimator, s.space, self.data, sugg.arch,
+                                   sugg.fidelity)
+        self.in_flight[fut] = (tid, sugg)
+
+    def run(self) -> None:
+        strat, store = self.setup.strategy, self.store
+        # trials started before a crash never finished: evaluate them again, same id
+        for rec in store.trials("running"):
+            if not self.budget_left():
+                break
+            sugg = Suggestion(self.setup.space.parse(rec.arch), rec.fidelity)
+            store.restart_trial(rec.id)
+            self._submit(rec.id, sugg)
+            self._drain_done(block=False)
+        while True:
+            while len(self.in_flight) < self.executor.max_workers and self.budget_left():
+                sugg = strat.ask()
+                tid = store.start_trial(
+                    sugg.arch.text, sugg.arch.to_json(), sugg.fidelity, strat.state_dict(),
+                    strat.n_told, meta={"elapsed_s": self.elapsed()},
+                )
+                self._submit(tid, sugg)
+                self._drain_done(block=False)  # in-process: already done, tell before next ask
+            if not self.in_flight:
+                break
+            self._drain_done(block=True)
+
+    def _drain_done(self, block: bool) -> None:
+        if not self.in_flight:
+            return
+        if block:
+            done, _ = cf.wait(list(self.in_flight), return_when=cf.FIRST_COMPLETED)
+        else:
+            done = {f for f in self.in_flight if f.done()}
+        for fut in sorted(done, key=lambda f: self.in_flight[f][0]):
+            tid, sugg = self.in_flight.pop(fut)
+            self._finish(tid, sugg, _outcome(fut))
+
+    def _finish(self, tid: int, sugg: Suggestion, result: Result) -> None:
+        strat = self.setup.strategy
+        strat.tell(sugg, result.visible())
+        self.store.finish_trial(tid, result, strat.state_dict(), strat.n_told,
+                                meta={"elapsed_s": self.elapsed()})
+        self.n_done += 1
+        if result.ok and _finite(result.metrics.get(strat.metric)):
+            v = float(result.metrics[strat.metric])
+            if self.best is None or (v > self.best if strat.mode == "max" else v < self.best):
+                self.best = v
+        self.display.update(self.progress(), self.best_text())
+
+    def abandon(self) -> None:
+        """Forget in-flight work (it stays 'running' in the store and is redone on resume)."""
+        for fut in self.in_flight:
+            fut.cancel()
+        self.in_flight.clear()
+
+
+def _outcome(fut: cf.Future) -> Result:
+    exc = fut.exception()
+    if exc is None:
+        res = fut.result()
+        return res if isinstance(res, Result) else Result.failed(
+            f"trial returned {type(res).__name__}, not a Result")
+    if isinstance(exc, NasforgeError):
+        raise exc  # a set-up mistake (bad fidelity, no data): every trial would fail
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=4))
+    return Result.failed(f"{type(exc).__name__}: {exc}\n{tb}")
+
+
+# -------------------------------------------------------------------------- final model
+def _final_train(store: RunStore, setup: _Setup, data: Dataset, best: TrialRecord,
+                 final_epochs: int | None, display: _Display) -> tuple[dict[str, Any], Path | None]:
+    """Retrain the best architecture on the full training split, test it once, export it."""
+    import torch
+
+    from nasforge import metrics as M
+    from nasforge.estimators.training import evaluate_model, train_model
+
+    space, est = setup.space, setup.estimator
+    cfg = est.config()
+    search_epochs = int(cfg.get("epochs") or 1)
+    epochs = int(final_epochs) if final_epochs else max(3, 3 * search_epochs)
+    arch = space.parse(best.arch)
+    seed = int(setup.config["seed"])
+    kw = {k: cfg[k] for k in ("batch_size", "optimizer", "lr", "weight_decay",
+                              "label_smoothing", "device") if cfg.get(k) is not None}
+    display.print(f"[bold]final training[/] of trial {best.id} ({arch.text}) for {epochs} "
+                  f"epochs on {len(data.y_train)} training examples")
+    store.set_meta(status="final_training")
+    torch.manual_seed(seed)
+    model = space.build(arch, data.input_shape, data.num_classes)
+    t0 = time.perf_counter()
+    hist = train_model(model, data, epochs=epochs, data_fraction=1.0, resolution=None,
+                       seed=seed, **kw)
+    train_time = time.perf_counter() - t0
+    device = kw.get("device", "cpu")
+    test_acc, test_loss = evaluate_model(model, data.x_test, data.y_test, device=device)
+    model.to("cpu").eval()
+    final: dict[str, Any] = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "val_accuracy": hist["val_accuracy"],
+        "val_loss": hist["val_loss"],
+        "params": M.count_params(model),
+        "flops": M.count_flops(model, data.input_shape),
+        "latency_ms": M.measure_latency(model, data.input_shape)["median_ms"],
+        "epochs": hist["epochs"],
+        "train_time_s": train_time,
+    }
+    model_dir: Path | None = None
+    try:
+        from nasforge.export import save_best
+    except ImportError:  # export lands separately; the metrics are stored regardless
+        save_best = None  # type: ignore[assignment]
+    if save_best is not None:
+        model_dir = Path(save_best(store.run_dir / "best", model, arch, space, data, final,
+                                   extra={"trial_id": best.id, "search_metrics": best.metrics,
+                                          "run_dir": str(store.run_dir)}))
+    doc = {"arch": arch.text, "trial_id": best.id, "metrics": final,
+           "model_dir": None if model_dir is None else str(model_dir)}
+    store.set_meta(final=doc)
+    return final, model_dir
+
+
+# ------------------------------------------------------------------------------ entry points
+def search(
+    dataset: str | Dataset = "auto",
+    *,
+    space: str | SearchSpace = "cnn",
+    strategy: str | Strategy = "evolution",
+    estimator: str | Estimator = "train",
+    trials: int | None = 20,
+    time_budget: float | str | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    resume: bool = False,
+    space_options: dict[str, Any] | None = None,
+    strategy_options: dict[str, Any] | None = None,
+    estimator_options: dict[str, Any] | None = None,
+    final_train: bool = True,
+    final_epochs: int | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+    executor: Executor | None = None,
+    dataset_options: dict[str, Any] | None = None,
+) -> SearchResult:
+    """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
+
+    ``trials`` counts completed (ok or failed) trials and ``time_budget`` (seconds or
+    ``"10m"``) the search's wall-clock time, both summed over resumes; the search stops
+    asking at whichever comes first. ``resume=True`` continues the run in ``out`` if there
+    is one (its configuration must match). Ctrl-C stores everything, prints how to resume
+    and re-raises ``KeyboardInterrupt``. ``dataset_options`` go to :func:`load_dataset`
+    (``val_fraction``, ``image_size``, ``max_train``).
+    """
+    budget = _budget(trials, time_budget)
+    if final_epochs is not None and (isinstance(final_epochs, bool) or final_epochs < 1):
+        raise NasforgeError(f"final_epochs must be a positive integer, got {final_epochs!r}")
+    if resume and out is None:
+        raise NasforgeError("resume=True needs out= (the run directory to continue)")
+    setup = _build(dataset, space, strategy, estimator, seed=seed, space_options=space_options,
+                   strategy_options=strategy_options, estimator_options=estimator_options,
+                   data_dir=data_dir, dataset_options=dataset_options)
+    run_dir = Path(out) if out is not None else _default_out(setup.space.name,
+                                                             setup.strategy.name)
+    if RunStore.exists(run_dir):
+        if not resume:
+            raise RunDirError(
+                f"a run already exists in {run_dir}. Continue it with `nasforge resume "
+                f"{run_dir}` (resume=True in Python), or choose another --out directory."
+            )
+        store = RunStore.open(run_dir, write=True)
+        try:
+            stored = store.config
+            diff = _diff(stored, setup.config)
+            if diff:
+                raise RunDirError(
+                    f"cannot resume {run_dir} with a different configuration:\n  "
+                    + "\n  ".join(diff)
+                    + f"\nContinue it as it was with `nasforge resume {run_dir}`, or choose "
+                    "another --out directory."
+                )
+            setup.config = {**stored, **{k: setup.config[k] for k in IDENTITY_KEYS}}
+            setup.config["dataset"] = stored["dataset"]
+            data = _load_data(setup, run_dir)
+        except BaseException:
+            store.close()
+            raise
+    else:
+        data = _load_data(setup, None)  # bad data fails before a run directory exists
+        store = RunStore.create(run_dir, {**setup.config, "budget": budget,
+                                          "final_train": final_train,
+                                          "final_epochs": final_epochs})
+    return _session(store, setup, data, budget, final_train=final_train,
+                    final_epochs=final_epochs, progress=progress, executor=executor)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    trials: int | None = None,
+    time_budget: float | str | None = None,
+    progress: bool = True,
+    final_train: bool = True,
+    executor: Executor | None = None,
+) -> SearchResult:
+    """Continue the run in ``run_dir`` from its store alone.
+
+    ``trials`` / ``time_budget`` replace the stored totals (e.g. to extend a finished
+    search); by default the run continues to the budget it was started with.
+    """
+    run_dir = Path(run_dir)
+    store = RunStore.open(run_dir, write=True)
+    try:
+        config = store.config
+        old = dict(config.get("budget") or {})
+        if trials is None and time_budget is None:
+            budget = _budget(old.get("trials"), old.get("time_budget"))
+        else:
+            budget = _budget(trials if trials is not None else old.get("trials"),
+                             time_budget if time_budget is not None else old.get("time_budget"))
+        setup = _rebuild(config, run_dir)
+        data = _load_data(setup, run_dir)
+    except BaseException:
+        store.close()
+        raise
+    return _session(store, setup, data, budget, final_train=final_train,
+                    final_epochs=config.get("final_epochs"), progress=progress,
+                    executor=executor)
+
+
+def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[str, Any],
+             *, final_train: bool, final_epochs: int | None, progress: bool,
+             executor: Executor | None) -> SearchResult:
+    """Run one session of a run (fresh or resumed) to the end of its budget."""
+    own_executor = executor is None
+    ex = executor if executor is not None else InProcessExecutor()
+    strat = setup.strategy
+    unit = "trials" if budget["trials"] is not None else "seconds"
+    total = budget["trials"] if unit == "trials" else budget["time_budget"]
+    display: _Display | None = None
+    loop: _Loop | None = None
+    try:
+        state, _ = store.strategy_state()
+        if state is not None:
+            strat.load_state_dict(state)
+            if strat.n_told != store.n_completed():
+                raise RunDirError(
+                    f"the run in {store.run_dir} is inconsistent: the strategy was told "
+                    f"{strat.n_told} results but {store.n_completed()} trials are complete"
+                )
+        config = {**setup.config, "budget": budget, "final_train": final_train,
+                  "final_epochs": final_epochs}
+        store.set_meta(config=config, status="running")
+        display = _Display(progress, total, 0, unit)
+        loop = _Loop(store, setup, data, budget, ex, display)
+        display.update(loop.progress(), loop.best_text())
+        loop.run()
+        store.set_meta(status="searched", elapsed_s=loop.elapsed())
+        display.stop()
+        best = store.best(strat.metric, strat.mode)
+        test_metrics, model_dir = _final(store, setup, data, best, final_train, final_epochs,
+                                         display)
+        store.set_meta(status="finished")
+        trials = store.trials()
+        display.print(_summary_table(trials, strat.metric, strat.mode))
+        if "test_accuracy" in test_metrics:
+            display.print(f"best model: {model_dir or '(not exported)'}  test accuracy "
+                          f"{float(test_metrics['test_accuracy']):.4f}")
+        return SearchResult(
+            run_dir=store.run_dir,
+            best_arch=None if best is None else setup.space.parse(best.arch),
+            best_metrics={} if best is None else dict(best.metrics),
+            test_metrics=test_metrics,
+            model_dir=model_dir,
+            trials=trials,
+        )
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        if display is not None:
+            display.stop()
+        if loop is not None:
+            loop.abandon()  # in-flight trials stay 'running' and are redone on resume
+        done = None
+        try:
+            extra = {} if loop is None else {"elapsed_s": loop.elapsed()}
+            store.set_meta(status="interrupted" if interrupted else "error", **extra)
+            done = store.n_completed()
+        except Exception:  # noqa: BLE001 - never hide the original error
+            pass
+        if interrupted:
+            stored = "" if done is None else f"{done} completed trials are stored in "
+            print(f"\nInterrupted: {stored}{store.run_dir}\n"
+                  f"Resume with: nasforge resume {store.run_dir}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if own_executor:
+            ex.shutdown(wait=False, cancel_futures=True)
+        store.close()
+
+
+def _final(store: RunStore, setup: _Setup, data: Dataset | None, best: TrialRecord | None,
+           final_train: bool, final_epochs: int | None,
+           display: _Display) -> tuple[dict[str, Any], Path | None]:
+    """Test metrics and model dir of the best trial: retrained now, or from an earlier session."""
+    if best is None:
+        return {}, None
+    if not setup.estimator.needs_data:
+        return dict(best.report), None  # e.g. a benchmark table's test accuracy
+    if not final_train or data is None:
+        return {}, None
+    done = store.get_meta("final")
+    if done and done.get("arch") == best.arch and (
+        done.get("model_dir") is None or Path(done["model_dir"]).exists()
+    ):
+        return dict(done["metrics"]), None if done.get("model_dir") is None else Path(
+            done["model_dir"])
+    return _final_train(store, setup, data, best, final_epochs, display)
