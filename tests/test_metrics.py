@@ -80,6 +80,7 @@ def test_latency_grows_with_work():
     assert t_big > 3 * t_small  # ~7000x the FLOPs: far beyond timing noise
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_latency(tmp_path):
     pytest.importorskip("onnxruntime")
     m = _cnn().eval()
