@@ -1,0 +1,635 @@
+"""The ``nasforge`` command line: search, resume, show, predict, export, and listings.
+
+Errors that are the user's to fix (:class:`~nasforge.errors.NasforgeError`, bad options)
+become one red line on stderr and exit code 2; Ctrl-C exits 130 and says how to resume;
+anything else keeps its traceback, because it is a bug.
+
+Adding a command from another module: in ``nasforge/foo.py`` write
+``from nasforge.cli import app`` and decorate a function with ``@app.command("foo")``,
+then add ``"nasforge.foo"`` to :data:`COMMAND_MODULES` so ``nasforge foo`` finds it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from nasforge.errors import NasforgeError
+
+#: modules that register more commands on :data:`app` when imported (see module docstring)
+COMMAND_MODULES: list[str] = []
+
+app = typer.Typer(
+    name="nasforge",
+    help="Neural architecture search: find, train and export a small image classifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # bugs get a plain traceback
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: the run directory of the search/resume in progress, for the Ctrl-C message
+_current_run: dict[str, str | None] = {"dir": None}
+
+# defaults of `nasforge search` with the training estimator, per data set: a first run
+# must finish in minutes on 2 CPU cores (Fashion-MNIST: ~3-5 min, digits: seconds)
+DEFAULT_TRIALS = 10
+SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fashion-mnist": {"epochs": 1, "data_fraction": 0.1, "final_epochs": 2},
+    "digits": {"epochs": 3, "data_fraction": 1.0, "final_epochs": 10},
+    "folder": {"epochs": 1, "data_fraction": 1.0, "final_epochs": 3},
+}
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on the *current* sys.stdout/stderr (tests swap them); wide when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160
+    return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+
+
+def _out(text: str = "", style: str | None = None) -> None:
+    _console().print(Text(text, style=style or ""), soft_wrap=True)
+
+
+def _fmt(v: Any) -> str:
+    """Compact numbers for tables: accuracies 4 digits, big counts with k/M."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    if isinstance(v, int) or float(v).is_integer():
+        return str(int(v))
+    return f"{v:.4g}" if abs(v) >= 1 else f"{v:.4f}"
+
+
+# ----------------------------------------------------------------------------- options
+def parse_options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """``["C=8", "ops=[\\"a\\"]", "name=x"]`` -> ``{"C": 8, "ops": ["a"], "name": "x"}``.
+
+    Values are JSON where they parse as JSON (numbers, booleans, lists) and plain
+    strings otherwise, so ``--space-opt N=2`` and ``--strategy-opt mode=min`` both work.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise NasforgeError(f"{flag} expects key=value (e.g. {flag} C=8), got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _duration(value: str | None, flag: str = "--time-budget") -> float | None:
+    if value is None:
+        return None
+    from nasforge.experiment import parse_duration
+
+    try:
+        return parse_duration(value)
+    except NasforgeError as e:
+        raise NasforgeError(f"{flag}: {e}") from None
+
+
+def _dataset_kind(dataset: str, data_dir: str | None) -> str:
+    """Which row of :data:`SEARCH_DEFAULTS` applies ("auto" resolved as the loader does)."""
+    from nasforge import data as D
+
+    key = dataset.strip().lower()
+    key = getattr(D, "_ALIASES", {}).get(key, key)
+    if key == "auto":
+        return "fashion-mnist" if D.fashion_mnist_available(data_dir) else "digits"
+    if key in SEARCH_DEFAULTS:
+        return key
+    return "folder"
+
+
+def _accepts(estimator: str, option: str) -> bool:
+    """Whether estimator ``estimator`` takes ``option`` (so a default may be passed to it)."""
+    import inspect
+
+    from nasforge import estimators
+
+    factory = estimators.registry.factory(estimator)  # UnknownNameError lists valid names
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return option in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _default_out(space: str, strategy: str) -> Path:
+    """``runs/<space>-<strategy>-<time>``, chosen here so Ctrl-C can name it."""
+    base = Path("runs") / f"{space}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
+# ------------------------------------------------------------------------------ search
+@app.command()
+def search(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="auto (Fashion-MNIST if installed, else digits), digits, "
+            "fashion-mnist, or a folder with one sub-folder of images per class.",
+        ),
+    ] = "auto",
+    space: Annotated[str, typer.Option(help="Search space (see `nasforge spaces`).")] = "cnn",
+    strategy: Annotated[
+        str, typer.Option(help="Search strategy (see `nasforge strategies`).")
+    ] = "evolution",
+    estimator: Annotated[
+        str, typer.Option(help="Performance estimator (see `nasforge estimators`).")
+    ] = "train",
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help=f"Number of trials [default: {DEFAULT_TRIALS}, none with --time-budget]."
+        ),
+    ] = None,
+    time_budget: Annotated[
+        str | None, typer.Option("--time-budget", "-t", help="Wall-clock budget: 90s, 10m, 1h30m.")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory [default: runs/SPACE-STRATEGY-TIME]."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out if there is one.")
+    ] = False,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="Where to look for Fashion-MNIST's IDX files.")
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Training epochs per trial [default: 1; digits: 3]."),
+    ] = None,
+    data_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--data-fraction",
+            min=0.0,
+            max=1.0,
+            help="Fraction of the training split used per trial [default: 0.1 for "
+            "Fashion-MNIST, else 1.0].",
+        ),
+    ] = None,
+    final_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--final-epochs",
+            min=1,
+            help="Epochs of the final retraining of the best architecture "
+            "[default: Fashion-MNIST 2, digits 10, folders 3].",
+        ),
+    ] = None,
+    no_final_train: Annotated[
+        bool, typer.Option("--no-final-train", help="Skip the final retraining and export.")
+    ] = False,
+    space_opt: Annotated[
+        list[str] | None,
+        typer.Option("--space-opt", help="Space option key=value (JSON value); repeatable."),
+    ] = None,
+    strategy_opt: Annotated[
+        list[str] | None,
+        typer.Option("--strategy-opt", help="Strategy option key=value (JSON value); repeatable."),
+    ] = None,
+    estimator_opt: Annotated[
+        list[str] | None,
+        typer.Option("--estimator-opt", help="Estimator option key=value; repeatable."),
+    ] = None,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress display.")
+    ] = False,
+) -> None:
+    """Search for a network; the best one is retrained and saved to RUN_DIR/best.
+
+    The defaults are a short search (10 trials of 1 epoch on 10 % of Fashion-MNIST,
+    then 2 epochs on all of it: a few minutes on 2 CPU cores).
+    """
+    from nasforge import spaces, strategies
+
+    tb = _duration(time_budget)
+    space_options = parse_options(space_opt, "--space-opt")
+    strategy_options = parse_options(strategy_opt, "--strategy-opt")
+    estimator_options = parse_options(estimator_opt, "--estimator-opt")
+    spaces.registry.factory(space)  # unknown names fail here, listing the valid ones
+    strategies.registry.factory(strategy)
+    kind = _dataset_kind(dataset, data_dir)
+    defaults = SEARCH_DEFAULTS[kind] if estimator == "train" else {}
+    for name, given in (("epochs", epochs), ("data_fraction", data_fraction)):
+        if given is not None:
+            if name in estimator_options and estimator_options[name] != given:
+                raise NasforgeError(
+                    f"--{name.replace('_', '-')} {given} conflicts with --estimator-opt "
+                    f"{name}={estimator_options[name]}"
+                )
+            estimator_options[name] = given
+        elif name in defaults and name not in estimator_options and _accepts(estimator, name):
+            estimator_options[name] = defaults[name]
+    if data_fraction is not None and data_fraction <= 0:
+        raise NasforgeError("--data-fraction must be in (0, 1]")
+    if final_epochs is None:
+        final_epochs = defaults.get("final_epochs")
+    n_trials = trials if trials is not None else (None if tb is not None else DEFAULT_TRIALS)
+    run_dir = out if out is not None else _default_out(space, strategy)
+    _current_run["dir"] = str(run_dir)
+
+    from nasforge.experiment import search as run_search
+
+    result = run_search(
+        dataset,
+        space=space,
+        strategy=strategy,
+        estimator=estimator,
+        trials=n_trials,
+        time_budget=tb,
+        seed=seed,
+        out=run_dir,
+        resume=resume,
+        space_options=space_options or None,
+        strategy_options=strategy_options or None,
+        estimator_options=estimator_options or None,
+        final_train=not no_final_train,
+        final_epochs=final_epochs,
+        data_dir=data_dir,
+        progress=not no_progress,
+    )
+    _report(result)
+
+
+@app.command("resume")
+def resume_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
+    trials: Annotated[int | None, typer.Option(min=1, help="New total number of trials.")] = None,
+    time_budget: Annotated[
+        str | None, typer.Option("--time-budget", "-t", help="New total budget: 90s, 10m, 1h.")
+    ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Continue an interrupted (or finished, with a larger budget) search."""
+    tb = _duration(time_budget)
+    _current_run["dir"] = str(run_dir)
+    from nasforge.experiment import resume as run_resume
+
+    _report(run_resume(run_dir, trials=trials, time_budget=tb, progress=not no_progress))
+
+
+def _report(result: Any) -> None:
+    """Where the result is and how to use it."""
+    run_dir = Path(result.run_dir)
+    trials = list(result.trials or [])
+    ok = sum(1 for t in trials if t.status == "ok")
+    _out()
+    _out(f"Search finished: {len(trials)} trials ({ok} ok) in {run_dir}", "bold green")
+    if result.best_arch is None:
+        _out("No trial succeeded; see `nasforge show " + str(run_dir) + "` for the errors.", "red")
+        return
+    _out(f"Best architecture: {result.best_arch}")
+    if result.best_metrics:
+        _out("  search:  " + _metrics_line(result.best_metrics))
+    if result.test_metrics:
+        _out("  final:   " + _metrics_line(result.test_metrics))
+    if result.model_dir is not None:
+        md = Path(result.model_dir)
+        _out(f"Model saved to {md}", "bold")
+        _out("Use it:")
+        _out(f"  nasforge predict {md} IMAGE.png")
+        _out(
+            f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
+            "print(m.predict(['IMAGE.png']).labels)\""
+        )
+    _out(f"  nasforge show {run_dir}")
+
+
+_SHOWN = ("test_accuracy", "val_accuracy", "val_loss", "params", "flops", "latency_ms",
+          "train_time_s")  # fmt: skip
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    keys = [k for k in _SHOWN if k in metrics] or sorted(metrics)[:6]
+    return "  ".join(f"{k} {_fmt(metrics[k])}" for k in keys)
+
+
+# -------------------------------------------------------------------------------- show
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    top: Annotated[
+        int, typer.Option(min=0, help="Show the N best trials (0: all, in order).")
+    ] = 10,
+) -> None:
+    """A run's trials, its best architecture and the final model's metrics."""
+    from nasforge.store import RunStore
+
+    with RunStore.open(run_dir) as store:
+        config = store.config
+        trials = store.trials()
+        meta = store.meta() if callable(getattr(store, "meta", None)) else {}
+        strat = (config.get("strategy") or {}).get("options") or {}
+        metric, mode = strat.get("metric", "val_accuracy"), strat.get("mode", "max")
+        try:
+            best = store.best(metric, mode)
+        except ValueError:
+            best = None
+    con = _console()
+    ds = config.get("dataset") or {}
+    name_of = lambda k: (config.get(k) or {}).get("name", "?")  # noqa: E731
+    con.print(Text(f"Run {run_dir}", style="bold"), soft_wrap=True)
+    con.print(
+        f"dataset {ds.get('resolved') or ds.get('name', '?')}  space {name_of('space')}  "
+        f"strategy {name_of('strategy')}  estimator {name_of('estimator')}  "
+        f"seed {config.get('seed', '?')}  status {meta.get('status', '?')}",
+        soft_wrap=True,
+        markup=False,
+    )
+    counts = {s: sum(1 for t in trials if t.status == s) for s in ("ok", "failed", "running")}
+    con.print(
+        f"{len(trials)} trials: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['running']} unfinished",
+        markup=False,
+    )
+    if trials:
+        sign = 1.0 if mode == "max" else -1.0
+
+        def key(t: Any) -> float:
+            try:
+                v = float(t.metrics[metric])
+            except (KeyError, TypeError, ValueError):
+                return math.inf
+            return -sign * v if math.isfinite(v) else math.inf
+
+        shown = list(trials) if top == 0 else sorted(trials, key=lambda t: (key(t), t.id))[:top]
+        extra = [k for k in ("params", "flops", "latency_ms") if any(k in t.metrics for t in shown)]
+        title = "all trials" if top == 0 else f"top {len(shown)} by {metric} ({mode})"
+        table = Table(title=title, title_justify="left")
+        for col in ("id", "status", metric, *extra, "cost s"):
+            table.add_column(col, justify="right")
+        table.add_column("arch", overflow="fold")
+        for t in shown:
+            arch = t.arch if t.status != "failed" else f"{t.arch}  ({_first_line(t.error)})"
+            table.add_row(
+                str(t.id), t.status, _fmt(t.metrics.get(metric)),
+                *(_fmt(t.metrics.get(k)) for k in extra), _fmt(t.cost), arch,
+            )  # fmt: skip
+        con.print(table)
+    if best is not None:
+        con.print(
+            Text(f"Best architecture (trial {best.id}): {best.arch}", style="bold"), soft_wrap=True
+        )
+        con.print("  search:  " + _metrics_line(best.metrics), markup=False, soft_wrap=True)
+    final = _final_info(Path(run_dir), meta)
+    if final:
+        metrics, model = final
+        if metrics:
+            con.print("  final:   " + _metrics_line(metrics), markup=False, soft_wrap=True)
+        if model:
+            con.print(
+                f"Model: {model}  (nasforge predict {model} IMAGE.png)",
+                markup=False,
+                soft_wrap=True,
+            )
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0][:80] if text and text.strip() else "error"
+
+
+def _final_info(run_dir: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], str | None] | None:
+    """Final metrics and model dir: from the store's meta, else from best/summary.json."""
+    final = meta.get("final") if isinstance(meta, dict) else None
+    if isinstance(final, dict) and final.get("metrics"):
+        md = final.get("model_dir")
+        return dict(final["metrics"]), md if md and Path(md).exists() else None
+    summary = run_dir / "best" / "summary.json"
+    if summary.is_file():
+        try:
+            doc = json.loads(summary.read_text())
+        except ValueError:
+            return None
+        return dict(doc.get("metrics") or {}), str(run_dir / "best")
+    return None
+
+
+# ----------------------------------------------------------------------------- predict
+def _expand_images(items: Sequence[Path]) -> list[Any]:
+    """Files as given; folders -> their image files (sorted); .npy -> the array's images."""
+    from PIL import Image
+
+    exts = {e.lower() for e in Image.registered_extensions()}
+    out: list[Any] = []
+    for p in items:
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+            if not files:
+                raise NasforgeError(f"{p} has no image files")
+            out += [(str(f), f) for f in files]
+        elif p.suffix.lower() == ".npy" and p.is_file():
+            import numpy as np
+
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise NasforgeError(f"cannot read {p}: {e}") from None
+            arr = arr[None] if arr.ndim == 2 else arr
+            out += [(f"{p}[{i}]", arr[i]) for i in range(len(arr))]
+        else:
+            out.append((str(p), p))
+    return out
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory (RUN_DIR/best) or run.")],
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files, folders of images, or .npy arrays.")
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Classify images with a saved model."""
+    from nasforge.export import load
+
+    model = load(model_dir)
+    named = _expand_images(images)
+    pred = model.predict([v for _, v in named])
+    rows = pred.top_k(top_k)
+    if as_json:
+        doc = [
+            {
+                "image": name,
+                "class_id": tops[0].class_id,
+                "label": tops[0].label,
+                "probability": tops[0].probability,
+                "top_k": [t._asdict() for t in tops],
+            }
+            for (name, _), tops in zip(named, rows, strict=True)
+        ]
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for (name, _), tops in zip(named, rows, strict=True):
+        typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+
+
+# ------------------------------------------------------------------------------ export
+@app.command("export")
+def export_cmd(
+    path: Annotated[Path, typer.Argument(help="A run directory or a model directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (or directory).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: onnx.")] = "onnx",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset [default: exporter's].")] = None,
+) -> None:
+    """Export a saved model to another format (ONNX, dynamic batch axis)."""
+    formats = ("onnx",)
+    if fmt.lower() not in formats:
+        raise NasforgeError(f"unknown format {fmt!r}; valid formats: {', '.join(formats)}")
+    from nasforge.export import export_onnx, load
+
+    model = load(path)
+    target = out / "model.onnx" if out.is_dir() else out
+    try:
+        info = export_onnx(model.module, model.input_shape, target, opset=opset)
+    except RuntimeError as e:
+        raise NasforgeError(f"cannot export {model.arch} to ONNX: {e}") from None
+    diff = "" if info.max_abs_diff is None else f", max |onnx - torch| {info.max_abs_diff:.2g}"
+    typer.echo(f"wrote {target} (opset {info.opset}, {info.exporter} exporter{diff})")
+
+
+# ---------------------------------------------------------------------------- listings
+def _listing(registry: Any) -> None:
+    desc = registry.describe()
+    width = max((len(n) for n in desc), default=0)
+    for name, text in desc.items():
+        typer.echo(f"{name:<{width}}  {text}".rstrip())
+
+
+@app.command("spaces")
+def spaces_cmd() -> None:
+    """List the search spaces."""
+    from nasforge import spaces
+
+    _listing(spaces.registry)
+
+
+@app.command("strategies")
+def strategies_cmd() -> None:
+    """List the search strategies."""
+    from nasforge import strategies
+
+    _listing(strategies.registry)
+
+
+@app.command("estimators")
+def estimators_cmd() -> None:
+    """List the performance estimators."""
+    from nasforge import estimators
+
+    _listing(estimators.registry)
+
+
+# -------------------------------------------------------------------------------- main
+def _error(message: str) -> None:
+    _console(stderr=True).print(Text(message, style="bold red"), soft_wrap=True)
+
+
+def _interrupted() -> None:
+    run = _current_run.get("dir")
+    where = f"nasforge resume {run}" if run else "nasforge resume RUN_DIR"
+    _error(f"interrupted; stored trials are safe; resume with: {where}")
+
+
+def _load_command_modules() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module exists but one of its imports is missing
+                raise
+
+
+def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception ``name`` from every place it may live: Typer >= 0.22 vendors click
+    (``typer._click``), older Typer uses ``click`` itself."""
+    found: list[type[BaseException]] = []
+    for mod in ("typer._click.exceptions", "click.exceptions", "typer.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(mod), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_ABORT = _exception_classes("Abort")
+_NO_ARGS = _exception_classes("NoArgsIsHelpError")
+_USAGE = _exception_classes("UsageError")
+_CLICK = _exception_classes("ClickException")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``nasforge`` script: run :data:`app`, turn user errors into exit 2."""
+    code = 0
+    _current_run["dir"] = None
+    try:
+        rv = app(args=list(argv) if argv is not None else None, prog_name="nasforge",
+                 standalone_mode=False)  # fmt: skip
+        if rv == 130:  # typer turns Ctrl-C into Exit(130) when not standalone
+            _interrupted()
+        code = rv if isinstance(rv, int) else 0
+    except KeyboardInterrupt:
+        _interrupted()
+        code = 130
+    except _ABORT:
+        _interrupted()
+        code = 130
+    except NasforgeError as e:
+        _error(f"Error: {e}")
+        code = 2
+    except _NO_ARGS as e:  # plain `nasforge`: the help, not an error
+        text = e.format_message()  # type: ignore[attr-defined]  # rich help prints itself
+        if text.strip():
+            typer.echo(text)
+        code = 0
+    except _CLICK as e:
+        msg = f"Error: {e.format_message()}"  # type: ignore[attr-defined]
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            msg += f"\nTry '{ctx.command_path} --help' for help."
+        _error(msg)
+        code = 2 if isinstance(e, _USAGE) else (getattr(e, "exit_code", 2) or 2)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+_load_command_modules()
+
+if __name__ == "__main__":  # python -m nasforge.cli
+    main()
