@@ -1,0 +1,430 @@
+"""Weight-sharing NAS on the ``nb201`` cell: SPOS, DARTS (1st/2nd order) and GDAS.
+
+:func:`run_oneshot` runs one of them end to end the way ``nasforge.search`` runs the
+other strategies: every evaluated sub-network (SPOS) or every epoch's derived
+architecture (DARTS/GDAS) is a trial in the run store (``RUN_DIR/nasforge.db``, so
+``nasforge show RUN_DIR`` works), and the winner is retrained from scratch and exported
+to ``RUN_DIR/best`` (so ``nasforge.load(RUN_DIR / "best").predict(...)`` works).
+``register_cli`` adds ``nasforge oneshot``.
+
+One-shot runs cannot be resumed: the supernet's weights are not checkpointed (a crash
+means running again; the trials already stored stay readable).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer  # the CLI options below are evaluated by typer from this module's globals
+
+from nasforge.errors import NasforgeError
+from nasforge.oneshot.darts import (
+    CollapseDetector,
+    DartsSupernet,
+    GradientSearch,
+    darts_search,
+    derive_arch,
+    gumbel_path,
+    skip_dominance,
+)
+from nasforge.oneshot.spos import (
+    InheritedWeightsEstimator,
+    SposSearch,
+    spos_search,
+    train_supernet,
+)
+from nasforge.oneshot.supernet import (
+    GumbelPath,
+    MixedCell,
+    Supernet,
+    path_indices,
+    path_to_arch,
+    recalibrate_bn,
+)
+
+if TYPE_CHECKING:
+    from nasforge.data import Dataset
+    from nasforge.spaces.nb201 import NB201Space
+
+METHODS = ("spos", "darts", "gdas")
+
+
+@dataclass
+class OneShotResult:
+    """What :func:`run_oneshot` did: the winner, the search, the final model's metrics."""
+
+    method: str
+    arch: str
+    run_dir: Path
+    model_dir: Path | None
+    final: dict[str, Any] = field(default_factory=dict)
+    search: SposSearch | GradientSearch | None = None
+    supernet_history: dict[str, Any] | None = None
+    search_time_s: float = 0.0
+    total_time_s: float = 0.0
+
+
+def _default_out(method: str) -> Path:
+    base = Path("runs") / f"nb201-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
+def run_oneshot(
+    method: str = "spos",
+    dataset: str | Dataset = "auto",
+    *,
+    out: str | os.PathLike[str] | None = None,
+    space: NB201Space | None = None,
+    C: int = 8,
+    N: int = 1,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    max_train: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    epochs: int = 10,
+    batch_size: int = 64,
+    data_fraction: float = 1.0,
+    lr: float | None = None,
+    # SPOS
+    candidates: int = 50,
+    strategy: str = "evolution",
+    calib_batches: int = 8,
+    max_val: int | None = None,
+    # DARTS / GDAS
+    order: int = 1,
+    mitigation: str | None = None,
+    skip_threshold: float = 0.5,
+    alpha_lr: float = 3e-4,
+    exclude_none: bool = False,
+    # final model
+    final_train: bool = True,
+    final_epochs: int = 10,
+    final_init: str = "scratch",
+    device: str = "cpu",
+    log: Callable[[str], Any] | None = None,
+) -> OneShotResult:
+    """Run SPOS, DARTS or GDAS on the nb201 space, store the trials, export the winner.
+
+    ``epochs`` is the supernet training (SPOS) or search (DARTS/GDAS) length; ``lr`` the
+    weights' learning rate (default 0.05 for SPOS, 0.025 for DARTS/GDAS). SPOS then
+    tries ``candidates`` sub-networks with ``strategy`` (``evolution`` or ``random``),
+    each scored with inherited weights after BN recalibration on ``calib_batches``
+    training batches. The winner is trained for ``final_epochs`` from scratch
+    (``final_init="scratch"``) or, for SPOS, fine-tuned from its inherited weights
+    (``"inherited"``), tested once on the test split, and exported to ``out/best``.
+    """
+    from nasforge.data import Dataset, load_dataset
+    from nasforge.spaces.nb201 import NB201Space
+    from nasforge.store import RunStore
+
+    say = log or (lambda _msg: None)
+    method = method.lower().strip()
+    if method not in METHODS:
+        raise NasforgeError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if final_init not in ("scratch", "inherited"):
+        raise NasforgeError(f"final_init must be 'scratch' or 'inherited', not {final_init!r}")
+    if final_init == "inherited" and method != "spos":
+        raise NasforgeError("final_init='inherited' needs SPOS (a DARTS supernet has no affine BN)")
+    for name, v in (("epochs", epochs), ("final_epochs", final_epochs), ("candidates", candidates)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise NasforgeError(f"{name} must be an integer >= 1, got {v!r}")
+    if space is None:
+        space = NB201Space(C=C, N=N)
+    elif not isinstance(space, NB201Space):
+        raise NasforgeError("one-shot methods search the nb201 space; pass an NB201Space")
+    t_start = time.perf_counter()
+    if isinstance(dataset, Dataset):
+        data = dataset
+        ds_cfg: dict[str, Any] = {"name": data.name, "in_memory": True, "data_dir": None,
+                                  "options": {}}  # fmt: skip
+    else:
+        opts = {"image_size": image_size, "max_train": max_train, "val_fraction": val_fraction}
+        data = load_dataset(str(dataset), data_dir=data_dir, seed=seed, **opts)
+        ds_cfg = {"name": str(dataset), "resolved": data.name, "in_memory": False,
+                  "data_dir": data_dir, "options": opts}  # fmt: skip
+    w_lr = lr if lr is not None else (0.05 if method == "spos" else 0.025)
+    settings: dict[str, Any] = {
+        "method": method, "epochs": epochs, "batch_size": batch_size, "lr": w_lr,
+        "data_fraction": data_fraction, "final_train": final_train,
+        "final_epochs": final_epochs, "final_init": final_init, "device": device,
+    }  # fmt: skip
+    if method == "spos":
+        settings.update(candidates=candidates, strategy=strategy, calib_batches=calib_batches,
+                        max_val=max_val)  # fmt: skip
+    else:
+        settings.update(order=order, mitigation=mitigation, skip_threshold=skip_threshold,
+                        alpha_lr=alpha_lr, exclude_none=exclude_none)  # fmt: skip
+    est_name = "inherited" if method == "spos" else "supernet-derived"
+    config = {
+        "kind": "oneshot",
+        "dataset": ds_cfg,
+        "space": {"name": space.name, "options": space.config()},
+        "strategy": {"name": method if method != "spos" else f"spos-{strategy}",
+                     "options": {"metric": "val_accuracy", "mode": "max"}},
+        "estimator": {"name": est_name, "options": {}},
+        "seed": seed,
+        "oneshot": settings,
+    }  # fmt: skip
+    run_dir = Path(out) if out is not None else _default_out(method)
+    store = RunStore.create(run_dir, config)
+    try:
+        store.set_meta(status="running")
+        res = OneShotResult(method, "", run_dir, None)
+        inherited: tuple[Any, Any] | None = None
+        if method == "spos":
+            arch, inherited = _run_spos(store, space, data, res, settings, seed, say)
+        else:
+            arch = _run_gradient(store, space, data, res, settings, seed, say)
+        res.arch = arch.text
+        res.search_time_s = time.perf_counter() - t_start
+        store.set_meta(status="searched", elapsed_s=res.search_time_s)
+        if final_train:
+            store.set_meta(status="final_training")
+            res.final, res.model_dir = _final_model(store, space, data, arch, res, settings,
+                                                    seed, say, inherited)  # fmt: skip
+        res.total_time_s = time.perf_counter() - t_start
+        store.set_meta(status="finished", elapsed_s=res.total_time_s)
+        return res
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        try:
+            store.set_meta(status="interrupted" if interrupted else "error")
+        except Exception:  # noqa: BLE001 - keep the original error
+            pass
+        raise
+    finally:
+        store.close()
+
+
+def _run_spos(
+    store: Any,
+    space: NB201Space,
+    data: Dataset,
+    res: OneShotResult,
+    s: dict[str, Any],
+    seed: int,
+    say: Callable[[str], Any],
+) -> tuple[Any, tuple[Supernet, InheritedWeightsEstimator]]:
+    """Train the supernet, search it with inherited weights; the winner and what scored it."""
+    import torch
+
+    torch.manual_seed(seed)
+    supernet = Supernet(space, data.input_shape, data.num_classes)
+    say(f"SPOS: training the supernet for {s['epochs']} epochs on {len(data.y_train)} examples")
+    hist = train_supernet(
+        supernet, data, s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+        data_fraction=s["data_fraction"], seed=seed, device=s["device"],
+        on_epoch=lambda e, r: say(f"  epoch {e}: train loss {r['train_loss']:.3f}"),
+    )  # fmt: skip
+    res.supernet_history = hist
+    store.set_meta(supernet={k: v for k, v in hist.items()})
+    est = InheritedWeightsEstimator(
+        supernet, data, calib_batches=s["calib_batches"], batch_size=s["batch_size"],
+        max_val=s["max_val"], seed=seed, device=s["device"],
+    )  # fmt: skip
+    say(f"SPOS: scoring {s['candidates']} sub-networks ({s['strategy']}) with inherited weights")
+
+    def on_ask(strat: Any, sug: Any) -> int:
+        return store.start_trial(sug.arch.text, sug.arch.to_json(), None, strat.state_dict(),
+                                 strat.n_told)  # fmt: skip
+
+    def on_tell(strat: Any, sug: Any, result: Any, trial_id: int) -> None:
+        store.finish_trial(trial_id, result, strat.state_dict(), strat.n_told)
+        acc = result.metrics.get("val_accuracy", float("nan"))
+        say(f"  trial {trial_id}: inherited val acc {acc:.3f}  {sug.arch.text}")
+
+    search = spos_search(supernet, est, strategy=s["strategy"], num_candidates=s["candidates"],
+                         seed=seed, on_ask=on_ask, on_tell=on_tell)  # fmt: skip
+    res.search = search
+    say(f"SPOS: best {search.best.text} (inherited val acc {search.best_score:.3f})")
+    return search.best, (supernet, est)
+
+
+def _run_gradient(
+    store: Any,
+    space: NB201Space,
+    data: Dataset,
+    res: OneShotResult,
+    s: dict[str, Any],
+    seed: int,
+    say: Callable[[str], Any],
+) -> Any:
+    """DARTS/GDAS search, one stored trial per epoch (its derived arch); the final arch."""
+    from nasforge.estimators.base import Result
+
+    method = s["method"]
+    label = f"{method.upper()}" + (f" (order {s['order']})" if method == "darts" else "")
+    say(f"{label}: searching for {s['epochs']} epochs on {len(data.y_train)} examples")
+    state = {"strategy": method, "order": s["order"], "epoch": 0}
+    last = [time.perf_counter()]
+
+    def on_epoch(epoch: int, rec: dict[str, Any]) -> None:
+        st = {**state, "epoch": epoch, "alpha": rec["alpha"]}
+        tid = store.start_trial(rec["arch"], space.parse(rec["arch"]).to_json(),
+                                {"epochs": epoch}, st, epoch - 1)  # fmt: skip
+        metrics = {
+            "val_accuracy": rec["derived_val_accuracy"],
+            "supernet_val_accuracy": rec["supernet_val_accuracy"],
+            "skip_fraction": rec["skip_fraction"],
+            "skip_weight": rec["skip_weight"],
+            "epoch": epoch,
+        }
+        report = {"train_loss": rec["train_loss"], "arch_val_loss": rec["val_loss"]}
+        now = time.perf_counter()
+        store.finish_trial(tid, Result(metrics, now - last[0], report=report), st, epoch)
+        last[0] = now
+        flag = "  (skip dominance!)" if rec["collapsed"] else ""
+        say(f"  epoch {epoch}: derived val acc {rec['derived_val_accuracy']:.3f}  "
+            f"skip {rec['skip_fraction']:.2f}{flag}  {rec['arch']}")  # fmt: skip
+
+    search = darts_search(
+        space, data, method=method, order=s["order"], epochs=s["epochs"],
+        batch_size=s["batch_size"], w_lr=s["lr"], alpha_lr=s["alpha_lr"],
+        mitigation=s["mitigation"], skip_threshold=s["skip_threshold"],
+        exclude_none=s["exclude_none"], data_fraction=s["data_fraction"], seed=seed,
+        device=s["device"], on_epoch=on_epoch,
+    )  # fmt: skip
+    res.search = search
+    store.set_meta(oneshot_search={
+        "arch": search.arch.text, "alpha": search.alpha, "stopped_early": search.stopped_early,
+        "collapse_epoch": search.collapse_epoch, "search_time_s": search.search_time_s,
+    })  # fmt: skip
+    say(f"{label}: derived {search.arch.text}")
+    return search.arch
+
+
+def _final_model(
+    store: Any,
+    space: NB201Space,
+    data: Dataset,
+    arch: Any,
+    res: OneShotResult,
+    s: dict[str, Any],
+    seed: int,
+    say: Callable[[str], Any],
+    inherited: tuple[Supernet, InheritedWeightsEstimator] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Train the winner (from scratch, or from its inherited weights), test once, export."""
+    import torch
+
+    from nasforge import metrics as M
+    from nasforge.estimators.training import evaluate_model, train_model
+    from nasforge.export import save_best
+
+    if s["final_init"] == "inherited" and inherited is not None:
+        supernet, est = inherited
+        est.recalibrate(arch)
+        model = supernet.extract(arch).to("cpu")
+    else:
+        torch.manual_seed(seed)
+        model = space.build(arch, data.input_shape, data.num_classes)
+    say(f"final training of {arch.text} ({s['final_init']}) for {s['final_epochs']} epochs")
+    t0 = time.perf_counter()
+    hist = train_model(model, data, epochs=s["final_epochs"], batch_size=s["batch_size"],
+                       seed=seed, device=s["device"])  # fmt: skip
+    train_time = time.perf_counter() - t0
+    test_acc, test_loss = evaluate_model(model, data.x_test, data.y_test, device=s["device"])
+    model.to("cpu").eval()
+    final: dict[str, Any] = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "val_accuracy": hist["val_accuracy"],
+        "val_loss": hist["val_loss"],
+        "params": M.count_params(model),
+        "flops": M.count_flops(model, data.input_shape),
+        "epochs": hist["epochs"],
+        "train_time_s": train_time,
+    }
+    extra = {
+        "method": s["method"],
+        "final_init": s["final_init"],
+        "search_time_s": res.search_time_s,
+        "run_dir": str(store.run_dir),
+    }
+    model_dir = Path(save_best(store.run_dir / "best", model, arch, space, data, final, extra))
+    store.set_meta(final={"arch": arch.text, "trial_id": None, "metrics": final,
+                          "model_dir": str(model_dir)})  # fmt: skip
+    say(f"final: test accuracy {test_acc:.4f}; model in {model_dir}")
+    return final, model_dir
+
+
+# ---------------------------------------------------------------------------------- CLI
+def register_cli(app: typer.Typer) -> None:
+    """Add ``nasforge oneshot`` to ``app``."""
+
+    @app.command("oneshot")
+    def oneshot_cmd(
+        method: Annotated[str, typer.Option(help="spos, darts or gdas.")] = "spos",
+        dataset: Annotated[
+            str, typer.Option(help="fashion-mnist, digits, auto or a folder.")
+        ] = "auto",
+        out: Annotated[Path | None, typer.Option(help="Run directory (default runs/...).")] = None,
+        C: Annotated[int, typer.Option("--C", help="nb201 channels of the first stage.")] = 8,
+        N: Annotated[int, typer.Option("--N", help="nb201 cells per stage.")] = 1,
+        epochs: Annotated[
+            int, typer.Option(help="Supernet (SPOS) or search (DARTS/GDAS) epochs.")
+        ] = 10,
+        candidates: Annotated[int, typer.Option(help="SPOS: sub-networks to score.")] = 50,
+        strategy: Annotated[str, typer.Option(help="SPOS: evolution or random.")] = "evolution",
+        order: Annotated[int, typer.Option(help="DARTS: 1 or 2 (second order).")] = 1,
+        mitigation: Annotated[
+            str, typer.Option(help="DARTS/GDAS collapse mitigation: none, early-stop, darts-minus.")
+        ] = "none",
+        alpha_lr: Annotated[float, typer.Option(help="DARTS/GDAS: Adam lr of alpha.")] = 3e-4,
+        final_epochs: Annotated[int, typer.Option(help="Epochs to retrain the winner.")] = 10,
+        image_size: Annotated[int | None, typer.Option(help="Resize images to this side.")] = None,
+        max_train: Annotated[int | None, typer.Option(help="Cap the training pool.")] = None,
+        batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+        data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    ) -> None:
+        """Weight-sharing search on nb201: SPOS, DARTS or GDAS; exports RUN_DIR/best."""
+        import sys
+
+        res = run_oneshot(
+            method, dataset, out=out, C=C, N=N, epochs=epochs, candidates=candidates,
+            strategy=strategy, order=order,
+            mitigation=None if mitigation.lower() == "none" else mitigation,
+            alpha_lr=alpha_lr, final_epochs=final_epochs, image_size=image_size,
+            max_train=max_train, batch_size=batch_size, data_dir=data_dir, seed=seed,
+            device=device, log=lambda m: print(m, file=sys.stderr, flush=True),
+        )  # fmt: skip
+        print(f"best architecture: {res.arch}")
+        if res.final:
+            print(f"test accuracy: {res.final['test_accuracy']:.4f}")
+        if res.model_dir is not None:
+            print(f"model: {res.model_dir}  (nasforge predict {res.model_dir} IMAGE.png)")
+
+
+__all__ = [
+    "METHODS",
+    "CollapseDetector",
+    "DartsSupernet",
+    "GumbelPath",
+    "InheritedWeightsEstimator",
+    "MixedCell",
+    "OneShotResult",
+    "Supernet",
+    "darts_search",
+    "derive_arch",
+    "gumbel_path",
+    "path_indices",
+    "path_to_arch",
+    "recalibrate_bn",
+    "register_cli",
+    "run_oneshot",
+    "skip_dominance",
+    "spos_search",
+    "train_supernet",
+]

@@ -1,0 +1,269 @@
+"""Single-path one-shot NAS (SPOS, Guo et al. 2020) on the NAS-Bench-201 supernet.
+
+Training samples one path uniformly per step, so every sub-network's weights get
+trained about equally often and no architecture parameters bias the shared weights.
+Search is then a plain ask/tell search (regularized evolution or random, the project's
+strategies) whose estimator scores a sub-network with the *inherited* weights on the
+validation split, after re-estimating its batch-norm statistics
+(:func:`~nasforge.oneshot.supernet.recalibrate_bn`): scoring costs seconds instead of a
+training run, at the price of a ranking that is only correlated with stand-alone
+accuracy (the benchmark measures how well).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nasforge.data import stratified_subset
+from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Estimator, Result
+from nasforge.oneshot.supernet import (
+    Supernet,
+    calibration_batches,
+    path_indices,
+    recalibrate_bn,
+)
+from nasforge.spaces.base import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from nasforge.data import Dataset
+    from nasforge.strategies.base import Strategy, Suggestion
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+
+
+def train_supernet(
+    supernet: Supernet,
+    data: Dataset,
+    epochs: int,
+    *,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    grad_clip: float | None = 5.0,
+    data_fraction: float = 1.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    deadline: float | None = None,
+    on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+) -> dict[str, Any]:
+    """Train the shared weights, one uniformly sampled path per step (SPOS).
+
+    SGD with Nesterov momentum and a per-step cosine schedule, like ``train_model``.
+    ``deadline`` (a ``time.monotonic()`` time) stops training early between steps;
+    the history says so. Returns ``{"epochs", "steps", "curve", "train_time_s",
+    "stopped_early"}``.
+    """
+    if epochs < 1:
+        raise NasforgeError(f"epochs must be >= 1, got {epochs}")
+    if not 0.0 < data_fraction <= 1.0:
+        raise NasforgeError(f"data_fraction must be in (0, 1], got {data_fraction}")
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 11])
+    idx = stratified_subset(data.y_train, data_fraction, seed)
+    x = _tensor(data.x_train[idx], torch.float32, dev)
+    y = _tensor(data.y_train[idx], torch.long, dev)
+    n = len(y)
+    bs = min(batch_size, n)
+    n_used = n - 1 if n % bs == 1 and n > 1 else n  # no BN batch of one
+    total = epochs * math.ceil(n_used / bs)
+    supernet.to(dev).train()
+    opt = torch.optim.SGD(
+        supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
+        nesterov=momentum > 0,
+    )  # fmt: skip
+    curve: list[dict[str, float]] = []
+    step = 0
+    stopped = False
+    for epoch in range(1, epochs + 1):
+        perm = torch.from_numpy(rng.permutation(n)[:n_used]).to(dev)
+        loss_sum, seen = 0.0, 0
+        for i in range(0, n_used, bs):
+            if deadline is not None and time.monotonic() > deadline:
+                stopped = True
+                break
+            for g in opt.param_groups:
+                g["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total))
+            b = perm[i : i + bs]
+            loss = F.cross_entropy(supernet(x[b], supernet.sample_path(rng)), y[b])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"supernet training diverged at epoch {epoch} (lr {lr:g})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
+            opt.step()
+            loss_sum += float(loss.detach()) * len(b)
+            seen += len(b)
+            step += 1
+        if seen:
+            rec = {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "time_s": time.perf_counter() - t0,
+            }
+            curve.append(rec)
+            if on_epoch is not None:
+                on_epoch(epoch, dict(rec))
+        if stopped:
+            break
+    return {
+        "epochs": len(curve),
+        "steps": step,
+        "curve": curve,
+        "train_time_s": time.perf_counter() - t0,
+        "stopped_early": stopped,
+    }
+
+
+@torch.no_grad()
+def _accuracy(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, bs: int
+) -> tuple[float, float]:
+    correct, loss = 0, 0.0
+    for i in range(0, len(y), bs):
+        out = forward(x[i : i + bs]).float()
+        loss += float(F.cross_entropy(out, y[i : i + bs], reduction="sum"))
+        correct += int((out.argmax(1) == y[i : i + bs]).sum())
+    return correct / len(y), loss / len(y)
+
+
+class InheritedWeightsEstimator(Estimator):
+    """Scores a sub-network with the supernet's shared weights (no training).
+
+    Before each evaluation the sub-network's BN statistics are recalibrated on
+    ``calib_batches`` random training batches; then accuracy and loss are taken in
+    eval mode on the validation split (capped at ``max_val`` examples if given).
+    """
+
+    name = "inherited"
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        data: Dataset,
+        *,
+        calib_batches: int = 8,
+        batch_size: int = 128,
+        max_val: int | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if calib_batches < 1:
+            raise NasforgeError(f"calib_batches must be >= 1, got {calib_batches}")
+        self.supernet = supernet
+        self.calib_batches = calib_batches
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng([seed, 12])
+        self.x_train = _tensor(data.x_train, torch.float32, self.device)
+        vi = np.arange(len(data.y_val))
+        if max_val is not None and max_val < len(vi):
+            vi = stratified_subset(data.y_val, max_val / len(vi), seed)
+        self.x_val = _tensor(data.x_val[vi], torch.float32, self.device)
+        self.y_val = _tensor(data.y_val[vi], torch.long, self.device)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "calib_batches": self.calib_batches,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+
+    def recalibrate(self, arch: Arch | str | tuple[int, ...]) -> None:
+        """Re-estimate the BN statistics of sub-network ``arch`` in the supernet."""
+        path = path_indices(arch)
+        batches = calibration_batches(self.x_train, self.calib_batches, self.batch_size, self.rng)
+        recalibrate_bn(self.supernet, batches, lambda xb: self.supernet(xb, path))
+
+    def score(self, arch: Arch | str | tuple[int, ...]) -> tuple[float, float]:
+        """``(val accuracy, val loss)`` of ``arch`` with inherited, recalibrated weights."""
+        path = path_indices(arch)
+        self.supernet.to(self.device)
+        self.recalibrate(path)
+        was = self.supernet.training
+        self.supernet.eval()
+        try:
+            return _accuracy(lambda xb: self.supernet(xb, path), self.x_val, self.y_val, 512)
+        finally:
+            self.supernet.train(was)
+
+    def _evaluate(
+        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
+    ) -> Result:
+        t0 = time.perf_counter()
+        acc, loss = self.score(arch)
+        return Result(
+            metrics={"val_accuracy": acc, "val_loss": loss}, cost=time.perf_counter() - t0
+        )
+
+
+@dataclass
+class SposSearch:
+    """What :func:`spos_search` found: the best arch, its score, and every trial in order."""
+
+    best: Arch
+    best_score: float
+    trials: list[tuple[Arch, Result]] = field(default_factory=list)
+    search_time_s: float = 0.0
+
+
+def spos_search(
+    supernet: Supernet,
+    estimator: InheritedWeightsEstimator,
+    *,
+    strategy: str | Strategy = "evolution",
+    num_candidates: int = 50,
+    seed: int = 0,
+    strategy_options: Mapping[str, Any] | None = None,
+    on_ask: Callable[[Strategy, Suggestion], Any] | None = None,
+    on_tell: Callable[[Strategy, Suggestion, Result, Any], None] | None = None,
+) -> SposSearch:
+    """Search sub-networks with a project strategy (ask/tell), scored with inherited weights.
+
+    ``strategy`` is a registered name (``"evolution"``, ``"random"``, ...) or an instance.
+    ``on_ask(strategy, suggestion)`` runs right after ``ask`` and its return value is
+    handed to ``on_tell(strategy, suggestion, result, token)`` right after ``tell``:
+    that is how :func:`~nasforge.oneshot.run_oneshot` writes trials to the run store.
+    """
+    from nasforge import strategies
+
+    if num_candidates < 1:
+        raise NasforgeError(f"num_candidates must be >= 1, got {num_candidates}")
+    space = supernet.space
+    if isinstance(strategy, str):
+        strat = strategies.get(strategy, space=space, seed=seed, **dict(strategy_options or {}))
+    else:
+        strat = strategy
+    t0 = time.perf_counter()
+    trials: list[tuple[Arch, Result]] = []
+    best: Arch | None = None
+    best_score = -math.inf
+    for _ in range(num_candidates):
+        sug = strat.ask()
+        token = on_ask(strat, sug) if on_ask is not None else None
+        res = estimator.evaluate(sug.arch, space, None)
+        strat.tell(sug, res.visible())
+        if on_tell is not None:
+            on_tell(strat, sug, res, token)
+        trials.append((sug.arch, res))
+        s = strat.score(res)
+        if best is None or s > best_score:
+            best, best_score = sug.arch, s
+    assert best is not None
+    return SposSearch(best, best_score, trials, time.perf_counter() - t0)
