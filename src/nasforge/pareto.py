@@ -47,8 +47,13 @@ def _costs(points: Any, modes: Modes = None) -> np.ndarray:
 
 def dominates_matrix(costs: np.ndarray, violations: Any = None) -> np.ndarray:
     """``D[i, j]`` is True when point ``i`` (constrained-)dominates point ``j``; costs minimized."""
-    le = np.all(costs[:, None, :] <= costs[None, :, :], axis=2)
-    lt = np.any(costs[:, None, :] < costs[None, :, :], axis=2)
+    n, m = costs.shape
+    le = np.ones((n, n), dtype=bool)
+    lt = np.zeros((n, n), dtype=bool)
+    for k in range(m):  # column by column: no (n, n, m) temporary
+        a, b = costs[:, k, None], costs[None, :, k]
+        le &= a <= b
+        lt |= a < b
     dom = le & lt
     if violations is not None:
         v = np.asarray(violations, dtype=float).reshape(-1)
