@@ -15,11 +15,12 @@ Resumability: Optuna samplers hold a ``numpy.random.RandomState`` and are not JS
 The state therefore stores every trial of the study (params, state, values, system
 attrs: NSGA-II keeps its generations there) plus the study's system attrs (NSGA-II's
 parent cache) and the number of asks; loading replays them with ``study.add_trial``.
-To make the continuation *exactly* the uninterrupted run, the sampler is rebuilt
-before every ask with a seed derived from ``(seed, ask number)`` instead of one seeded
-stream. Trade-off: the adapter's random stream differs from ``TPESampler(seed=s)``
-driven directly (statistically the same algorithm, not the same draws), and rebuilding
-the sampler costs one constructor call per ask (microseconds next to TPE's sampling).
+To make the continuation *exactly* the uninterrupted run, the sampler's random
+generators are re-seeded before every ask from ``(seed, ask number)`` instead of running
+one seeded stream (a sampler without the ``LazyRandomState`` generators Optuna uses
+today is rebuilt per ask instead, which is correct but loses its search-space cache).
+Trade-off: the adapter's random stream differs from ``TPESampler(seed=s)`` driven
+directly (statistically the same algorithm, not the same draws).
 """
 
 from __future__ import annotations
@@ -70,6 +71,33 @@ def _index(options: Sequence[Any], value: Any) -> int:
     raise NasforgeError(f"value {value!r} is not one of the options {list(options)}")
 
 
+def _sampler_rngs(sampler: Any) -> list[np.random.RandomState]:
+    """The random generators inside an Optuna sampler, in a fixed order (shared ones once).
+
+    Optuna keeps them in ``LazyRandomState`` objects held by the sampler and by its
+    helpers (NSGA-II's child-generation strategy, the inner RandomSampler).
+    """
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    found: dict[int, np.random.RandomState] = {}
+    visited: set[int] = set()
+
+    def visit(obj: Any, depth: int) -> None:
+        if id(obj) in visited or depth > 3:
+            return
+        visited.add(id(obj))
+        for v in vars(obj).values():
+            if isinstance(v, LazyRandomState):
+                found.setdefault(id(v), v.rng)
+            elif isinstance(v, np.random.RandomState):
+                found.setdefault(id(v), v)
+            elif type(v).__module__.startswith("optuna") and hasattr(v, "__dict__"):
+                visit(v, depth + 1)
+
+    visit(sampler, 0)
+    return list(found.values())
+
+
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -93,7 +121,7 @@ class OptunaStrategy(Strategy):
         metrics: Sequence[str] | str | None = None,
         directions: Sequence[str] | str | None = None,
         sampler_options: dict[str, Any] | None = None,
-        max_retries: int = 20,
+        max_retries: int = 10,
         quiet: bool = True,
     ) -> None:
         super().__init__(space, seed, metric, mode)
@@ -140,9 +168,22 @@ class OptunaStrategy(Strategy):
     def _make_sampler(self, seed: int, **options: Any) -> Any:
         raise NotImplementedError
 
+    def _ask_seed(self, n: int) -> int:
+        return int(np.random.SeedSequence([self.seed, n]).generate_state(1)[0])
+
+    def _seed_sampler(self, n: int) -> None:
+        """Re-seed (or, failing that, rebuild) the sampler for ask ``n``: exact resumes."""
+        rngs = _sampler_rngs(self.study.sampler)
+        if not rngs:
+            self.study.sampler = self._sampler(n)
+            return
+        states = np.random.SeedSequence([self.seed, n]).generate_state(len(rngs))
+        for rng, s in zip(rngs, states, strict=True):
+            rng.seed(int(s))
+
     def _sampler(self, n: int) -> Any:
-        """A fresh sampler seeded from (seed, n): the reason resumed runs continue exactly."""
-        s = int(np.random.SeedSequence([self.seed, n]).generate_state(1)[0])
+        """A new sampler seeded from (seed, n)."""
+        s = self._ask_seed(n)
         try:
             with warnings.catch_warnings():  # e.g. "multivariate is experimental", once per ask
                 warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
@@ -186,7 +227,7 @@ class OptunaStrategy(Strategy):
                 seen = set(self.known) | set(self.pending)
                 fresh = sample_unseen(self.space, self.rng, seen)
                 self.study.enqueue_trial(arch_to_params(self.space, fresh))
-            self.study.sampler = self._sampler(self.n_asks)
+            self._seed_sampler(self.n_asks)
             self.n_asks += 1
             trial = self.study.ask(self.dists)
             arch = params_to_arch(self.space, trial.params)
