@@ -25,6 +25,7 @@ from nasforge.strategies import (  # noqa: E402,F401
     evolution,
     local_search,
     optuna_adapter,
+    proxy_warmstart,
     random_search,
     reinforce,
 )
