@@ -110,6 +110,7 @@ def run_oneshot(
     final_train: bool = True,
     final_epochs: int = 10,
     final_init: str = "scratch",
+    onnx: bool = True,
     device: str = "cpu",
     log: Callable[[str], Any] | None = None,
 ) -> OneShotResult:
@@ -121,7 +122,8 @@ def run_oneshot(
     each scored with inherited weights after BN recalibration on ``calib_batches``
     training batches. The winner is trained for ``final_epochs`` from scratch
     (``final_init="scratch"``) or, for SPOS, fine-tuned from its inherited weights
-    (``"inherited"``), tested once on the test split, and exported to ``out/best``.
+    (``"inherited"``), tested once on the test split, and exported to ``out/best``
+    (with ``model.onnx`` unless ``onnx=False``).
     """
     from nasforge.data import Dataset, load_dataset
     from nasforge.spaces.nb201 import NB201Space
@@ -156,7 +158,7 @@ def run_oneshot(
     settings: dict[str, Any] = {
         "method": method, "epochs": epochs, "batch_size": batch_size, "lr": w_lr,
         "data_fraction": data_fraction, "final_train": final_train,
-        "final_epochs": final_epochs, "final_init": final_init, "device": device,
+        "final_epochs": final_epochs, "final_init": final_init, "onnx": onnx, "device": device,
     }  # fmt: skip
     if method == "spos":
         settings.update(candidates=candidates, strategy=strategy, calib_batches=calib_batches,
@@ -351,7 +353,9 @@ def _final_model(
         "search_time_s": res.search_time_s,
         "run_dir": str(store.run_dir),
     }
-    model_dir = Path(save_best(store.run_dir / "best", model, arch, space, data, final, extra))
+    model_dir = Path(
+        save_best(store.run_dir / "best", model, arch, space, data, final, extra, onnx=s["onnx"])
+    )
     store.set_meta(final={"arch": arch.text, "trial_id": None, "metrics": final,
                           "model_dir": str(model_dir)})  # fmt: skip
     say(f"final: test accuracy {test_acc:.4f}; model in {model_dir}")
@@ -387,6 +391,7 @@ def register_cli(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
         data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        onnx: Annotated[bool, typer.Option(help="Also export model.onnx.")] = True,
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
     ) -> None:
         """Weight-sharing search on nb201: SPOS, DARTS or GDAS; exports RUN_DIR/best."""
@@ -398,7 +403,7 @@ def register_cli(app: typer.Typer) -> None:
             mitigation=None if mitigation.lower() == "none" else mitigation,
             alpha_lr=alpha_lr, final_epochs=final_epochs, image_size=image_size,
             max_train=max_train, batch_size=batch_size, data_dir=data_dir, seed=seed,
-            device=device, log=lambda m: print(m, file=sys.stderr, flush=True),
+            onnx=onnx, device=device, log=lambda m: print(m, file=sys.stderr, flush=True),
         )  # fmt: skip
         print(f"best architecture: {res.arch}")
         if res.final:
