@@ -10,8 +10,10 @@ the test accuracy goes to ``Result.report`` for the benchmark protocol.
 
 from __future__ import annotations
 
+import csv
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,13 +131,17 @@ def _read(path: Path) -> NB201Table:
 
     where = f"nb201-table: {path}"
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings():  # a row longer than the header only warns in pandas
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False
+            )
     except pd.errors.EmptyDataError:
         raise DataError(
             f"{where} is empty; expected a CSV with columns index, arch, D_valid, D_test"
         ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{where} is not a well-formed CSV: {e}".strip()) from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as e:
+        raise DataError(f"{where} is not a well-formed CSV: {_bad_line(path) or e}") from None
     cols = [str(c).strip() for c in df.columns]
     df.columns = cols
     missing = [c for c in _REQUIRED if c not in cols]
@@ -165,6 +171,20 @@ def _read(path: Path) -> NB201Table:
     valid = {d: _numeric(df, f"{d}_valid", where) for d in pairs}
     test = {d: _numeric(df, f"{d}_test", where) for d in pairs}
     return NB201Table(path, archs, index, valid, test, row_of)
+
+
+def _bad_line(path: Path) -> str | None:
+    """The first line whose field count differs from the header's (error path only)."""
+    try:
+        with path.open(newline="") as f:
+            rows = csv.reader(f)
+            header = next(rows, [])
+            for line, row in enumerate(rows, start=2):
+                if row and len(row) != len(header):
+                    return f"line {line} has {len(row)} fields, the header {len(header)}"
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def _numeric(df: Any, col: str, where: str) -> np.ndarray:
