@@ -545,7 +545,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, best: TrialRecor
                                    extra={"trial_id": best.id, "search_metrics": best.metrics,
                                           "run_dir": str(store.run_dir)}))
     doc = {"arch": arch.text, "trial_id": best.id, "metrics": final,
-           "model_dir": None if model_dir is None else str(model_dir)}
+           "model_dir": None if model_dir is None else str(model_dir.resolve())}
     store.set_meta(final=doc)
     return final, model_dir
 
@@ -738,9 +738,9 @@ def _final(store: RunStore, setup: _Setup, data: Dataset | None, best: TrialReco
     if not final_train or data is None:
         return {}, None
     done = store.get_meta("final")
+    model_dir = store.run_dir / "best"
     if done and done.get("arch") == best.arch and (
-        done.get("model_dir") is None or Path(done["model_dir"]).exists()
-    ):
-        return dict(done["metrics"]), None if done.get("model_dir") is None else Path(
-            done["model_dir"])
+        done.get("model_dir") is None or (model_dir / "summary.json").is_file()
+    ):  # retrained in an earlier session (the store may have moved: look beside it)
+        return dict(done["metrics"]), None if done.get("model_dir") is None else model_dir
     return _final_train(store, setup, data, best, final_epochs, display)
