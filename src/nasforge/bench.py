@@ -1,0 +1,514 @@
+"""Benchmark harness: search strategies on a tabular benchmark (NAS-Bench-201 by default).
+
+Why a harness of its own: claims such as "strategy X beats Optuna" only mean something
+over many seeds, with confidence intervals, under one protocol. The protocol here is
+NAS-Bench-201's: a strategy sees validation accuracy only; what is reported after ``q``
+queries is the *test* accuracy of the architecture with the best validation accuracy
+found so far. A query is one table evaluation: when a strategy asks for an architecture
+it already got, the harness tells it the known result again without counting a query
+(the same rule for every strategy, Optuna's included).
+
+Every run also includes two anchors: ``random`` search and ``optuna-direct``, Optuna's
+default ``TPESampler`` driven directly on the table through an objective function with
+one ``trial.suggest_categorical`` per choice, as a user would (no nasforge adapter).
+
+Seeds run in ``workers`` processes. Output: ``nb201_<dataset>.md`` (table),
+``nb201_<dataset>.png`` (mean test accuracy vs queries with 95% CI bands) and
+``nb201_<dataset>.json`` (the curves) in ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from nasforge.errors import NasforgeError
+
+#: the anchors every benchmark run includes
+ANCHORS = ("random", "optuna-direct")
+DEFAULT_STRATEGIES = ("random", "evolution", "local-search", "reinforce", "optuna-tpe")
+#: a strategy that keeps asking for seen archs is stopped after this many asks per query
+MAX_ASKS_PER_QUERY = 20
+
+
+# ----------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy to benchmark: its table label, registry name and options."""
+
+    label: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def parse_strategies(specs: str | Iterable[str | StrategySpec]) -> list[StrategySpec]:
+    """``"random,evolution[population_size=10,sample_size=3]"`` -> specs.
+
+    Options in brackets are ``key=value`` pairs, values JSON where they parse as JSON.
+    The label is the spec as written, so variants of one strategy get distinct rows.
+    """
+    if isinstance(specs, str):
+        parts, depth, cur = [], 0, ""
+        for ch in specs:
+            depth += ch == "["
+            depth -= ch == "]"
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        items: list[str | StrategySpec] = [p.strip() for p in parts if p.strip()]
+    else:
+        items = list(specs)
+    out: list[StrategySpec] = []
+    for item in items:
+        if isinstance(item, StrategySpec):
+            out.append(item)
+            continue
+        m = re.fullmatch(r"\s*([\w.-]+)\s*(?:\[(.*)\])?\s*", item)
+        if not m:
+            raise NasforgeError(
+                f"bad strategy spec {item!r}; write name or name[key=value,key=value]"
+            )
+        opts: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in (m.group(2) or "").split(","))):
+            key, sep, raw = pair.partition("=")
+            if not sep or not key.strip():
+                raise NasforgeError(f"bad option {pair!r} in {item!r}; expected key=value")
+            try:
+                opts[key.strip()] = json.loads(raw)
+            except ValueError:
+                opts[key.strip()] = raw.strip()
+        out.append(StrategySpec(item.strip(), m.group(1), opts))
+    labels = [s.label for s in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise NasforgeError(f"strategy listed twice: {dup}")
+    return out
+
+
+# ----------------------------------------------------------------------------- one run
+_WORKER: dict[tuple[Any, ...], Any] = {}
+
+
+def _setup(space: str, estimator: str, est_opts: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(space, estimator) built once per process (the table is loaded once)."""
+    key = (space, estimator, json.dumps(dict(est_opts), sort_keys=True))
+    if key not in _WORKER:
+        from nasforge import estimators, spaces
+
+        _WORKER[key] = (spaces.get(space), estimators.get(estimator, **est_opts))
+    return _WORKER[key]
+
+
+def _worker_init() -> None:
+    """Keep each worker single-threaded: the machine's cores are the workers."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@dataclass
+class _Tracker:
+    """The NB201 protocol's bookkeeping for one seed of one strategy."""
+
+    queries: int
+    top: frozenset[str]
+    best_val: float = -math.inf
+    best_test: float = math.nan
+    hit: int | None = None
+    n: int = 0
+    traj: list[float] = field(default_factory=list)
+    lookup_s: float = 0.0
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def evaluate(self, est: Any, space: Any, arch: Any) -> tuple[Any, bool]:
+        """The result for ``arch`` and whether it counted as a query (not cached)."""
+        if arch.text in self.cache:
+            return self.cache[arch.text], False
+        t0 = time.perf_counter()
+        res = est.evaluate(arch, space)
+        self.lookup_s += time.perf_counter() - t0
+        self.cache[arch.text] = res
+        self.n += 1
+        val = res.metrics.get("val_accuracy", -math.inf) if res.ok else -math.inf
+        if val > self.best_val:  # ties keep the earlier architecture
+            self.best_val = val
+            self.best_test = float(res.report.get("test_accuracy", math.nan))
+        if self.hit is None and arch.text in self.top:
+            self.hit = self.n
+        self.traj.append(self.best_test)
+        return res, True
+
+
+def run_one(
+    spec: StrategySpec,
+    seed: int,
+    queries: int,
+    space: str = "nb201",
+    estimator: str = "nb201-table",
+    est_opts: Mapping[str, Any] | None = None,
+    top_k: int = 10,
+) -> dict[str, Any]:
+    """One seed of one strategy: the incumbent's test accuracy after every query, and more."""
+    sp, est = _setup(space, estimator, est_opts or {})
+    top = frozenset(est.top_k(top_k)) if hasattr(est, "top_k") else frozenset()
+    tr = _Tracker(queries, top)
+    t_start = time.perf_counter()
+    asks = 0
+    if spec.name == "optuna-direct":
+        asks = _run_optuna_direct(sp, est, tr, seed, spec.options)
+    else:
+        from nasforge import strategies
+
+        st = strategies.get(spec.name, space=sp, seed=seed, **spec.options)
+        while tr.n < queries and asks < MAX_ASKS_PER_QUERY * queries:
+            sug = st.ask()
+            asks += 1
+            res, _ = tr.evaluate(est, sp, sug.arch)
+            st.tell(sug, res.visible())
+    total = time.perf_counter() - t_start
+    traj = tr.traj + [tr.best_test] * (queries - len(tr.traj))  # a stalled strategy stays put
+    return {
+        "label": spec.label,
+        "seed": seed,
+        "traj": traj,
+        "hit": tr.hit,
+        "queries": tr.n,
+        "asks": asks,
+        "strategy_s": max(0.0, total - tr.lookup_s),
+    }
+
+
+def _run_optuna_direct(
+    sp: Any, est: Any, tr: _Tracker, seed: int, options: Mapping[str, Any]
+) -> int:
+    """Optuna's TPESampler on the table through a plain objective: the anchor a user picks."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    choices = sp.choices()
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, **dict(options))
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        vals = [trial.suggest_categorical(c.name, list(c.options)) for c in choices]
+        res, _ = tr.evaluate(est, sp, sp.make(vals))
+        if tr.n >= tr.queries:
+            trial.study.stop()
+        if not res.ok:
+            return float("nan")  # Optuna records the trial as failed
+        return float(res.metrics["val_accuracy"])
+
+    study.optimize(objective, n_trials=MAX_ASKS_PER_QUERY * tr.queries)
+    return len(study.trials)
+
+
+# ----------------------------------------------------------------------------- summary
+@dataclass
+class StrategyResult:
+    """Aggregates over seeds for one strategy (accuracies as fractions)."""
+
+    label: str
+    seeds: int
+    mean: list[float]
+    ci: list[float]
+    median_hit: float
+    frac_found: float
+    ms_per_query: float
+    dup_asks: float
+
+    def at(self, q: int) -> tuple[float, float]:
+        return self.mean[q - 1], self.ci[q - 1]
+
+
+@dataclass
+class BenchResult:
+    """Everything one benchmark run measured, and where it wrote its files."""
+
+    space: str
+    estimator: str
+    dataset: str
+    queries: int
+    checkpoints: list[int]
+    ceiling: float | None
+    top_k: int
+    rows: list[StrategyResult]
+    files: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def row(self, label: str) -> StrategyResult:
+        for r in self.rows:
+            if r.label == label:
+                return r
+        raise KeyError(label)
+
+
+def summarize(label: str, runs: Sequence[Mapping[str, Any]], queries: int) -> StrategyResult:
+    """Mean and 95% t-interval of the test accuracy per query; top-k hit statistics."""
+    from scipy import stats
+
+    traj = np.array([r["traj"] for r in runs], dtype=np.float64)
+    n = traj.shape[0]
+    mean = np.nanmean(traj, axis=0)
+    if n > 1:
+        sd = np.nanstd(traj, axis=0, ddof=1)
+        ci = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    else:
+        ci = np.zeros_like(mean)
+    hits = [r["hit"] if r["hit"] is not None else queries + 1 for r in runs]
+    n_q = sum(r["queries"] for r in runs) or 1
+    return StrategyResult(
+        label=label,
+        seeds=n,
+        mean=[float(x) for x in mean],
+        ci=[float(x) for x in np.nan_to_num(ci)],
+        median_hit=float(np.median(hits)),
+        frac_found=float(np.mean([r["hit"] is not None for r in runs])),
+        ms_per_query=1000.0 * sum(r["strategy_s"] for r in runs) / n_q,
+        dup_asks=float(np.mean([r["asks"] - r["queries"] for r in runs])),
+    )
+
+
+def random_median_hit(size: int, k: int) -> int:
+    """Median queries for uniform sampling without replacement to hit one of ``k`` targets."""
+    p_miss, q = 1.0, 0
+    while p_miss > 0.5 and q < size:
+        p_miss *= (size - k - q) / (size - q)
+        q += 1
+    return q
+
+
+# ----------------------------------------------------------------------------- run
+def run_bench(
+    space: str = "nb201",
+    estimator: str = "nb201-table",
+    dataset: str = "cifar10",
+    strategies: str | Iterable[str | StrategySpec] = DEFAULT_STRATEGIES,
+    seeds: int = 100,
+    queries: int = 300,
+    checkpoints: Sequence[int] = (50, 100, 150, 300),
+    workers: int = 2,
+    table: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] = "benchmarks/results",
+    seeds_for: Mapping[str, int] | None = None,
+    top_k: int = 10,
+    progress: bool = True,
+) -> BenchResult:
+    """Run every strategy (plus the anchors) for ``seeds`` seeds and write the report.
+
+    ``seeds_for`` lowers the number of seeds of slow strategies (by label); the table
+    says how many seeds each row used.
+    """
+    if seeds < 1 or queries < 1 or workers < 1:
+        raise NasforgeError("seeds, queries and workers must be at least 1")
+    specs = parse_strategies(strategies)
+    labels = [s.label for s in specs]
+    for anchor in ANCHORS:
+        if anchor not in labels:
+            specs.append(StrategySpec(anchor, anchor))
+    from nasforge import strategies as S
+
+    for s in specs:
+        if s.name != "optuna-direct":
+            S.registry.factory(s.name)  # unknown names fail now, with the valid list
+    est_opts: dict[str, Any] = {"dataset": dataset}
+    if table is not None:
+        est_opts["table"] = str(table)
+    sp, est = _setup(space, estimator, est_opts)  # bad table/dataset: fail before forking
+    checkpoints = sorted({int(c) for c in checkpoints if 0 < int(c) <= queries} | {queries})
+    n_seeds = {s.label: int((seeds_for or {}).get(s.label, seeds)) for s in specs}
+    tasks = [(s, seed) for seed in range(max(n_seeds.values())) for s in specs
+             if seed < n_seeds[s.label]]  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in specs}
+    t0 = time.perf_counter()
+    if workers == 1:
+        for s, seed in tasks:
+            runs[s.label].append(run_one(s, seed, queries, space, estimator, est_opts, top_k))
+    else:
+        import multiprocessing as mp
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+        ) as ex:
+            futs = [
+                ex.submit(run_one, s, seed, queries, space, estimator, est_opts, top_k)
+                for s, seed in tasks
+            ]
+            for i, fut in enumerate(as_completed(futs), 1):
+                r = fut.result()
+                runs[r["label"]].append(r)
+                if progress and (i % max(1, len(futs) // 20) == 0 or i == len(futs)):
+                    print(f"bench {dataset}: {i}/{len(futs)} runs", file=sys.stderr, flush=True)
+    rows = []
+    for s in specs:
+        rs = sorted(runs[s.label], key=lambda r: r["seed"])
+        rows.append(summarize(s.label, rs, queries))
+    ceiling = est.ceiling() if hasattr(est, "ceiling") else None
+    res = BenchResult(space, estimator, dataset, queries, checkpoints, ceiling, top_k, rows)
+    res.wall_s = time.perf_counter() - t0
+    write_report(res, Path(out_dir), space_size=sp.size)
+    return res
+
+
+# ----------------------------------------------------------------------------- report
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None) -> None:
+    """Markdown table, PNG of the curves with CI bands, JSON of the curves."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{res.space}_{res.dataset}"
+    md, png, js = out_dir / f"{stem}.md", out_dir / f"{stem}.png", out_dir / f"{stem}.json"
+    q = res.queries
+    head = ["strategy", "seeds"] + [f"test acc @{c}" for c in res.checkpoints]
+    head += [f"top-{res.top_k}: median queries", f"top-{res.top_k} found by {q}",
+             "strategy ms/query", "dup asks/run"]  # fmt: skip
+    lines = [
+        f"# {res.space} / {res.dataset}: search strategies on the table",
+        "",
+        "Test accuracy (%) of the architecture with the best validation accuracy found so far "
+        "(NAS-Bench-201 protocol: strategies see validation accuracy only), "
+        "mean ± 95% CI (t-interval over seeds), after the given number of queries "
+        "(a query = one table lookup; re-asked architectures are answered from cache and "
+        "not counted).",
+        "",
+    ]
+    if res.ceiling is not None:
+        lines.append(
+            f"Ceiling (test accuracy of the best-validation architecture): **{_pct(res.ceiling)}**."
+        )
+    lines += [
+        f"Top-{res.top_k}: the {res.top_k} best architectures by validation accuracy; "
+        f"median queries until one is found, counting a run that never finds one as {q + 1} "
+        f"(so a median of {q + 1} means most runs missed); 'found' = fraction of seeds that did.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|",
+    ]
+    for r in res.rows:
+        cells = [f"`{r.label}`", str(r.seeds)]
+        for c in res.checkpoints:
+            m, ci = r.at(c)
+            cells.append(f"{_pct(m)} ± {_pct(ci)}")
+        med = f">{q}" if r.median_hit > q else f"{r.median_hit:g}"
+        cells += [med, f"{100 * r.frac_found:.0f}%", f"{r.ms_per_query:.2f}", f"{r.dup_asks:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if space_size:
+        lines.append(
+            f"For reference, uniform random sampling without replacement needs a median of "
+            f"{random_median_hit(space_size, res.top_k)} queries to hit one of {res.top_k} "
+            f"targets among {space_size} architectures."
+        )
+    lines += [
+        "`optuna-direct`: Optuna's default `TPESampler(seed=s)` driven directly with "
+        "`trial.suggest_categorical` per choice (no nasforge adapter). "
+        "Strategy ms/query: wall-clock time inside the strategy (ask + tell, "
+        "or Optuna's own loop) per counted query, table lookups excluded.",
+        "",
+        f"{res.queries} queries, wall time {res.wall_s:.0f} s. Regenerate with "
+        f"`nasforge bench --space {res.space} --estimator {res.estimator} "
+        f"--dataset {res.dataset} --seeds {max(r.seeds for r in res.rows)} --queries {q} "
+        f"--strategies '{','.join(r.label for r in res.rows)}'`.",
+        "",
+    ]
+    md.write_text("\n".join(lines))
+    js.write_text(json.dumps(asdict(res), indent=1))
+    _plot(res, png)
+    res.files = {"markdown": str(md), "png": str(png), "json": str(js)}
+
+
+def _plot(res: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    x = np.arange(1, res.queries + 1)
+    lows = []
+    for r in res.rows:
+        m, ci = 100 * np.asarray(r.mean), 100 * np.asarray(r.ci)
+        (line,) = ax.plot(x, m, label=f"{r.label} ({r.seeds} seeds)", lw=1.4)
+        ax.fill_between(x, m - ci, m + ci, color=line.get_color(), alpha=0.15, lw=0)
+        finite = m[min(len(m) - 1, max(9, res.queries // 10)) :]
+        if np.isfinite(finite).any():
+            lows.append(np.nanmin(finite))
+    if res.ceiling is not None:
+        ax.axhline(100 * res.ceiling, color="k", ls="--", lw=1, label="ceiling")
+    if lows:
+        top = 100 * res.ceiling if res.ceiling is not None else max(ax.get_ylim())
+        ax.set_ylim(min(lows) - 0.3, top + 0.3)
+    ax.set_xlabel("queries (table lookups)")
+    ax.set_ylabel("test accuracy of best-validation arch (%)")
+    ax.set_title(f"{res.space} / {res.dataset}: mean and 95% CI over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI
+def bench_command(
+    space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
+    estimator: Annotated[str, typer.Option(help="Table estimator (reports test_accuracy).")] = (
+        "nb201-table"
+    ),
+    dataset: Annotated[str, typer.Option(help="Dataset columns of the table.")] = "cifar10",
+    strategies: Annotated[
+        str,
+        typer.Option(help="Comma-separated strategies, options as name[key=value,...]."),
+    ] = ",".join(DEFAULT_STRATEGIES),
+    seeds: Annotated[int, typer.Option(help="Seeds per strategy.")] = 100,
+    queries: Annotated[int, typer.Option(help="Table lookups per run.")] = 300,
+    checkpoints: Annotated[str, typer.Option(help="Query counts to report.")] = "50,100,150,300",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    table: Annotated[
+        str | None, typer.Option(help="CSV table (else $NASFORGE_NB201_TABLE).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("benchmarks/results"),
+    seeds_for: Annotated[
+        list[str] | None, typer.Option(help="Fewer seeds for a slow strategy: LABEL=N.")
+    ] = None,
+) -> None:
+    """Benchmark search strategies on a table (NAS-Bench-201 protocol); writes md + png."""
+    try:
+        cps = [int(c) for c in checkpoints.split(",") if c.strip()]
+    except ValueError:
+        raise NasforgeError(
+            f"--checkpoints: expected integers like 50,100, got {checkpoints!r}"
+        ) from None
+    per: dict[str, int] = {}
+    for pair in seeds_for or []:
+        label, sep, n = pair.rpartition("=")
+        if not sep or not n.strip().isdigit():
+            raise NasforgeError(f"--seeds-for expects LABEL=N, got {pair!r}")
+        per[label.strip()] = int(n)
+    res = run_bench(space=space, estimator=estimator, dataset=dataset, strategies=strategies,
+                    seeds=seeds, queries=queries, checkpoints=cps, workers=workers, table=table,
+                    out_dir=out, seeds_for=per)  # fmt: skip
+    typer.echo(Path(res.files["markdown"]).read_text())
+    typer.echo(f"wrote {res.files['markdown']}, {res.files['png']}")
+
+
+def register_cli(app: typer.Typer) -> None:
+    """Add ``nasforge bench`` to ``app`` (the CLI module calls this)."""
+    app.command("bench")(bench_command)
