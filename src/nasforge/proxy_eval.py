@@ -35,6 +35,7 @@ from nasforge.estimators.proxies import (
     PROXY_NAMES,
     build_network,
     check_proxies,
+    compute_proxies,
     compute_proxy,
     rank_vote,
     transform,
@@ -136,7 +137,7 @@ def _warm_up() -> None:
     from nasforge import spaces
 
     space = spaces.get("nb201", C=2, N=1)
-    arch = space.parse(space.format(space.make(["nor_conv_3x3"] * 6)))
+    arch = space.make(["nor_conv_3x3"] * 6)
     net = build_network(arch, space, (3, 8, 8), 10, 0)
     x, y = torch.randn(4, 3, 8, 8), torch.arange(4)
     for p in PROXY_NAMES:
@@ -144,14 +145,15 @@ def _warm_up() -> None:
 
 
 def _score_one(task: tuple[Any, ...]) -> dict[str, Any]:
-    """All proxies of one arch (in a worker): value and CPU/wall seconds per proxy and class count.
+    """All proxies of one arch (in a worker): values, and CPU/wall seconds per proxy if timed.
 
-    CPU time is ``time.thread_time`` of the one torch thread: what the proxy costs on one
-    core, unlike wall time, which depends on what else the shared machine runs.
+    Timed: every proxy alone, on one core (``time.thread_time`` of the one torch thread,
+    which unlike wall time does not depend on what else the shared machine runs).
+    Untimed: the loss-based proxies share one backward (same values, less compute).
     """
     import torch
 
-    text, space_name, space_cfg, proxies, class_counts, x_np, y_np, seed = task
+    text, space_name, space_cfg, proxies, class_counts, x_np, y_np, seed, timed = task
     from nasforge import spaces
 
     space = spaces.get(space_name, **space_cfg)
@@ -160,14 +162,18 @@ def _score_one(task: tuple[Any, ...]) -> dict[str, Any]:
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     row: dict[str, Any] = {"arch": text}
     for i, classes in enumerate(class_counts):
-        c0, w0 = time.thread_time(), time.perf_counter()
+        c0 = time.thread_time()
         net = build_network(arch, space, shape, classes, seed)
         row[f"build_cpu_s@{classes}"] = time.thread_time() - c0
-        row[f"build_wall_s@{classes}"] = time.perf_counter() - w0
+        todo = [p for p in proxies if not (i > 0 and p in CLASSIFIER_FREE)]
         for p in proxies:
-            if i > 0 and p in CLASSIFIER_FREE:
+            if p not in todo:
                 row[f"{p}@{classes}"] = row[f"{p}@{class_counts[0]}"]
-                continue
+        if not timed:
+            for p, v in compute_proxies(todo, net, x, y, shape).items():
+                row[f"{p}@{classes}"] = v
+            continue
+        for p in todo:
             c0, w0 = time.thread_time(), time.perf_counter()
             row[f"{p}@{classes}"] = compute_proxy(p, net, x, y, shape)
             row[f"cpu_s:{p}@{classes}"] = time.thread_time() - c0
@@ -185,16 +191,21 @@ def score_archs(
     seed: int = 0,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    timed: int | None = None,
 ) -> pd.DataFrame:
     """One row per arch: ``proxy@classes`` values and ``cpu_s:proxy@classes`` timings.
 
-    ``workers`` processes (spawned, one torch thread each); the result does not depend
-    on it, because every network is built right after ``torch.manual_seed(seed)``.
+    The first ``timed`` archs (None: all) time every proxy alone; the others share
+    the loss-based backward. ``workers`` processes (spawned, one torch thread each);
+    the values do not depend on it: every network is built right after
+    ``torch.manual_seed(seed)``.
     """
     proxies = check_proxies(proxies)
     cfg = dict(space_config or {})
+    n_timed = len(archs) if timed is None else timed
     tasks = [
-        (a, space, cfg, list(proxies), list(class_counts), batch.x, batch.y, seed) for a in archs
+        (a, space, cfg, list(proxies), list(class_counts), batch.x, batch.y, seed, i < n_timed)
+        for i, a in enumerate(archs)
     ]
     rows: list[dict[str, Any]] = []
     if workers <= 1:
@@ -302,16 +313,21 @@ def validate_proxies(
     out: str | os.PathLike[str] | None = RESULTS_DIR,
     data_dir: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    timing_samples: int | None = 100,
+    per_class_networks: bool = True,
 ) -> pd.DataFrame:
     """Rank correlation of proxies with the table's validation accuracy; writes markdown.
 
     Samples ``samples`` distinct table archs (seeded), scores them once per distinct class
     count (10 for cifar10, 100 for cifar100; ``naswot`` is computed once since it never
-    sees the classifier) and returns one row per (dataset, proxy or vote) with
+    sees the classifier; ``per_class_networks=False``: the first column's networks serve
+    all columns) and returns one row per (dataset, proxy or vote) with
     ``spearman``, ``kendall``, ``n``, ``degenerate`` and per-arch ``cpu_s``/``wall_s``
-    (mean) and ``cpu_s_max``. Votes (default: ``zc-vote``'s members) are reported as a
-    rank vote and as the z-score vote. ``out``: directory for
-    ``proxies_<space>.md`` and the raw ``proxies_<space>_scores.csv`` (None: write nothing).
+    (mean) and ``cpu_s_max``, timed on the first ``timing_samples`` archs (None: all;
+    each proxy alone there, the others share the loss-based backward). Votes (default:
+    ``zc-vote``'s members) are reported as a rank vote and as the z-score vote. ``out``:
+    directory for ``proxies_<space>.md`` and the raw ``proxies_<space>_scores.csv``
+    (None: write nothing).
     The per-arch scores are in ``result.attrs["scores"]``.
     """
     from nasforge.estimators.nb201_table import load_table
@@ -333,6 +349,9 @@ def validate_proxies(
         if d not in NUM_CLASSES:
             raise NasforgeError(f"number of classes of {d!r} unknown; known: {sorted(NUM_CLASSES)}")
     class_counts = list(dict.fromkeys(NUM_CLASSES[d] for d in datasets))
+    if not per_class_networks:
+        class_counts = class_counts[:1]
+    k_of = {d: NUM_CLASSES[d] if per_class_networks else class_counts[0] for d in datasets}
     cfg = {"C": 16, "N": 5, **dict(space_config or {})}
     rng = np.random.default_rng(seed)
     rows_idx = rng.choice(len(tab), size=min(samples, len(tab)), replace=False)
@@ -340,20 +359,27 @@ def validate_proxies(
     batch = proxy_batch(data, batch_size, seed, (3, 32, 32), data_dir)
 
     t0 = time.perf_counter()
-    raw = score_archs(archs, proxies, batch, class_counts, space, cfg, seed, workers, progress)
+    raw = score_archs(
+        archs, proxies, batch, class_counts, space, cfg, seed, workers, progress, timing_samples
+    )
     elapsed = time.perf_counter() - t0
+    for k in class_counts:  # untimed runs still get (empty) timing columns
+        for p in proxies:
+            for kind in ("cpu_s", "wall_s"):
+                if f"{kind}:{p}@{k}" not in raw.columns:
+                    raw[f"{kind}:{p}@{k}"] = math.nan
 
     votes = [list(v) for v in (votes if votes is not None else [DEFAULT_VOTE])]
     votes = [check_proxies(v) for v in votes if set(v) <= set(proxies)]
     summary = []
     for d in datasets:
-        k = NUM_CLASSES[d]
+        k = k_of[d]
         acc = pd.Series(tab.valid[d][rows_idx], index=raw.index)
         sc = pd.DataFrame({p: raw[f"{p}@{k}"].astype(float) for p in proxies})
         for p in proxies:
             rho, tau = rank_correlations(sc[p], acc)
-            cpu = raw.get(f"cpu_s:{p}@{k}", raw.get(f"cpu_s:{p}@{class_counts[0]}"))
-            wall = raw.get(f"wall_s:{p}@{k}", raw.get(f"wall_s:{p}@{class_counts[0]}"))
+            kt = k if raw[f"cpu_s:{p}@{k}"].notna().any() else class_counts[0]  # naswot: once
+            cpu, wall = raw[f"cpu_s:{p}@{kt}"], raw[f"wall_s:{p}@{kt}"]
             summary.append({
                 "dataset": d, "proxy": p, "spearman": rho, "kendall": tau, "n": len(sc),
                 "degenerate": int((~np.isfinite(sc[p].to_numpy(dtype=float))).sum()),
@@ -376,7 +402,8 @@ def validate_proxies(
         "space": space, "space_config": cfg, "table": str(tab.path), "datasets": datasets,
         "samples": len(archs), "seed": seed, "workers": workers, "batch_size": batch_size,
         "data": batch.description, "elapsed_s": elapsed, "build_cpu_s": float(build),
-        "class_counts": class_counts, "proxies": proxies,
+        "class_counts": class_counts, "proxies": proxies, "per_class": per_class_networks,
+        "timed": int(raw[f"cpu_s:{proxies[0]}@{class_counts[0]}"].notna().sum()),
     }  # fmt: skip
     result.attrs["scores"] = raw
     result.attrs["meta"] = meta
@@ -409,12 +436,19 @@ def validation_markdown(result: pd.DataFrame) -> str:
         f"- Data-dependent proxies (naswot, snip, grad_norm, fisher, jacob_cov) saw one "
         f"minibatch: {m.get('data')}. No CIFAR images were used. synflow, params and flops "
         "use no data (synflow: one all-ones input in float64, batch-norm disabled).",
-        "- 100-class networks differ only in the classifier; every classifier-dependent "
-        "proxy was recomputed on them, naswot (which never sees the classifier) was not.",
-        f"- Time: CPU seconds of one thread (`time.thread_time`, 1 torch thread) per architecture "
-        "and proxy, network construction excluded (building one took "
-        f"{_f(m.get('build_cpu_s', math.nan))} "
-        f"CPU s on average); wall seconds depend on the load of the shared 2-core machine. "
+        ("- 100-class networks differ only in the classifier; every classifier-dependent "
+         "proxy was recomputed on them, naswot (which never sees the classifier) was not."
+         if m.get("per_class", True) and len(m.get("class_counts", [])) > 1 else
+         f"- Every column was scored on the same {m.get('class_counts', ['?'])[0]}-class "
+         "networks (classifier size differs only)." if len(m.get("datasets", [])) > 1 else
+         "- One class count."),
+        "- Time: CPU seconds of one thread (`time.thread_time`, 1 torch thread) per architecture "
+        f"and proxy, each proxy computed alone, on the first {m.get('timed')} architectures "
+        "(the rest let snip, grad_norm and fisher share one backward: same values, less "
+        "compute); network construction excluded (building one took "
+        f"{_f(m.get('build_cpu_s', math.nan))} CPU s on average). Wall seconds depend on the "
+        "load of the shared 2-core machine (up to 8 people running jobs). Limit: 0.5 s per "
+        "network per proxy at batch 64 on one core. "
         f"Whole run: {_f(m.get('elapsed_s', math.nan) / 60, 1)} min wall with {m.get('workers')} "
         "worker process(es).",
         "",

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 
 #: proxies that need no minibatch at all
 DATA_FREE = ("synflow", "params", "flops")
+#: proxies that differentiate the minibatch loss (one backward serves them all)
+LOSS_BASED = ("snip", "grad_norm", "fisher")
 #: proxies that need a minibatch (inputs, and labels for the loss-based ones)
 DATA_DEPENDENT = ("naswot", "snip", "grad_norm", "fisher", "jacob_cov")
 #: every proxy, in report order
@@ -187,35 +189,23 @@ def naswot(net: nn.Module, x: torch.Tensor) -> float:
     return float(logdet) if float(sign) > 0 else -math.inf
 
 
-def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """SNIP connection sensitivity: sum of |theta * dL/dtheta| (= |dL/dmask| of the reference)."""
-    _forward_backward_loss(net, x, y)
-    total = 0.0
-    for m in _weighted_layers(net):
-        if m.weight.grad is not None:
-            total += float((m.weight.detach() * m.weight.grad).abs().sum())
-    _zero_grads(net)
-    return total
+def loss_proxies(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str] = LOSS_BASED
+) -> dict[str, float]:
+    """snip, grad_norm and/or fisher from one forward/backward of the minibatch loss.
 
+    They differentiate the same cross-entropy, so computing them together gives the
+    same values as one at a time for the price of one backward. Weight gradients are
+    skipped when only fisher (which needs activation gradients) is asked for.
 
-def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Sum over conv/linear layers of the L2 norm of the weight gradient of the loss."""
-    _forward_backward_loss(net, x, y)
-    total = 0.0
-    for m in _weighted_layers(net):
-        if m.weight.grad is not None:
-            total += float(m.weight.grad.norm())
-    _zero_grads(net)
-    return total
-
-
-def fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fisher channel saliency (Theis et al. 2018) summed over channels as foresight does.
-
-    Per conv/linear output channel k: 0.5 * mean over samples of (sum over positions of
-    activation * gradient)^2, then broadcast to the channel's weights (times
-    ``weight[k].numel()``) and summed, exactly what foresight's per-weight sum yields.
+    - snip: sum of |theta * dL/dtheta| (= |dL/dmask| of the reference).
+    - grad_norm: sum over conv/linear layers of the L2 norm of dL/dW.
+    - fisher (Theis et al. 2018): per output channel k of a conv/linear layer,
+      0.5 * mean over samples of (sum over positions of activation * gradient)^2,
+      broadcast to the channel's weights (times ``weight[k].numel()``) and summed,
+      exactly what foresight's per-weight sum yields.
     """
+    names = [n for n in names if n in LOSS_BASED]
     per_layer: dict[nn.Module, torch.Tensor] = {}
 
     def fwd_hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
@@ -231,18 +221,47 @@ def fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
             out.register_hook(grad_hook)
 
     layers = _weighted_layers(net)
-    handles = [m.register_forward_hook(fwd_hook) for m in layers]
+    handles = [m.register_forward_hook(fwd_hook) for m in layers] if "fisher" in names else []
     try:
-        _forward_backward_loss(net, x, y, weight_grads=False)
+        _forward_backward_loss(net, x, y, weight_grads=bool(set(names) - {"fisher"}))
     finally:
         for h in handles:
             h.remove()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        if "snip" in names:
+            out["snip"] = sum(
+                float((m.weight * m.weight.grad).abs().sum())
+                for m in layers
+                if m.weight.grad is not None
+            )
+        if "grad_norm" in names:
+            out["grad_norm"] = sum(
+                float(m.weight.grad.norm()) for m in layers if m.weight.grad is not None
+            )
+        if "fisher" in names:
+            out["fisher"] = sum(
+                float(per_layer[m].abs().sum()) * math.prod(m.weight.shape[1:])
+                for m in layers
+                if m in per_layer
+            )
     _zero_grads(net)
-    total = 0.0
-    for m in layers:
-        if m in per_layer:
-            total += float(per_layer[m].abs().sum()) * math.prod(m.weight.shape[1:])
-    return total
+    return {n: out[n] for n in names}
+
+
+def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """SNIP connection sensitivity (Lee et al. 2019); see :func:`loss_proxies`."""
+    return loss_proxies(net, x, y, ["snip"])["snip"]
+
+
+def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Sum of per-layer weight-gradient norms of the loss; see :func:`loss_proxies`."""
+    return loss_proxies(net, x, y, ["grad_norm"])["grad_norm"]
+
+
+def fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fisher channel saliency summed over channels as foresight does; see :func:`loss_proxies`."""
+    return loss_proxies(net, x, y, ["fisher"])["fisher"]
 
 
 def jacob_cov(net: nn.Module, x: torch.Tensor) -> float:
@@ -303,6 +322,26 @@ def compute_proxy(
         "snip": snip, "grad_norm": grad_norm, "fisher": fisher
     }[name]  # fmt: skip
     return fn(net, x, y)
+
+
+def compute_proxies(
+    names: Sequence[str],
+    net: nn.Module,
+    x: torch.Tensor | None,
+    y: torch.Tensor | None,
+    input_shape: Sequence[int],
+) -> dict[str, float]:
+    """Several proxies of one network; the loss-based ones share a single backward."""
+    out: dict[str, float] = {}
+    shared = [n for n in names if n in LOSS_BASED]
+    if len(shared) > 1:
+        if x is None or y is None:
+            raise NasforgeError(f"proxies {shared} need a minibatch (inputs and labels)")
+        out.update(loss_proxies(net, x, y, shared))
+    for n in names:
+        if n not in out:
+            out[n] = compute_proxy(n, net, x, y, input_shape)
+    return {n: out[n] for n in names}
 
 
 def check_proxies(names: Sequence[str]) -> list[str]:
@@ -544,7 +583,7 @@ class ZeroCostVote(ZeroCostProxy):
         net = build_network(arch, space, shape, classes, self.seed, self.device)
         x, y, _ = minibatch(data, self.batch_size, self.seed, shape, classes, self.inputs)
         x, y = x.to(self.device), y.to(self.device)
-        return {p: compute_proxy(p, net, x, y, shape) for p in self.proxies}
+        return compute_proxies(self.proxies, net, x, y, shape)
 
     def calibrate(
         self, space: SearchSpace, data: Dataset | None = None
