@@ -182,9 +182,10 @@ def test_run_oneshot_spos_stores_trials_and_exports_a_loadable_model(tmp_path):
     assert meta["status"] == "finished" and meta["final"]["arch"] == res.arch
     loaded = nasforge.load(tmp_path / "run" / "best")
     assert loaded.arch.text == res.arch
-    raw = data.x_test[:4] * np.array(data.std, np.float32)[None, :, None, None] + np.array(
-        data.mean, np.float32
-    )[None, :, None, None]
+    raw = (
+        data.x_test[:4] * np.array(data.std, np.float32)[None, :, None, None]
+        + np.array(data.mean, np.float32)[None, :, None, None]
+    )
     pred = loaded.predict(raw)
     assert len(pred) == 4
     assert 0.0 <= res.final["test_accuracy"] <= 1.0

@@ -208,11 +208,13 @@ def second_order_alpha_grad(
     yv: torch.Tensor,
     xi: float,
     aux_skip: float = 0.0,
+    fd_radius: float = 0.01,
 ) -> tuple[torch.Tensor, float]:
     """DARTS' second-order ``dL_val(w - xi dL_train/dw, alpha)/dalpha`` (see module docstring).
 
-    The weights are modified in place and restored exactly. Returns the gradient and
-    the validation loss at the virtual weights.
+    The Hessian-vector product is a central difference with perturbation norm
+    ``fd_radius`` (DARTS: 0.01). The weights are modified in place and restored exactly.
+    Returns the gradient and the validation loss at the virtual weights.
     """
     ws = model.weight_parameters()
     backup = [p.detach().clone() for p in ws]
@@ -231,7 +233,7 @@ def second_order_alpha_grad(
         d_alpha = grads[0]
         d_w = [torch.zeros_like(p) if g is None else g for p, g in zip(ws, grads[1:], strict=True)]
         norm = torch.sqrt(sum((g * g).sum() for g in d_w))  # type: ignore[arg-type]
-        eps = 0.01 / float(norm.clamp_min(1e-12))
+        eps = fd_radius / float(norm.clamp_min(1e-12))
         with torch.no_grad():
             for p, b, g in zip(ws, backup, d_w, strict=True):
                 p.copy_(b + eps * g)
