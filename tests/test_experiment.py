@@ -233,17 +233,17 @@ def test_time_budget_is_total_over_resumes(tmp_path):
                  estimator_options={"sleep": 0.05}, **FAST)
     wall = time.monotonic() - t0
     n1 = len(res.trials)
-    assert 3 <= n1 <= 14  # ~0.6 s of 0.05 s trials, with generous slack for a busy machine
-    assert wall < 5
+    assert 2 <= n1 <= 14  # ~0.6 s of 0.05 s trials, with generous slack for a busy machine
+    assert wall < 10
     el1 = RunStore.open(out).get_meta("elapsed_s")
-    assert 0.6 <= el1 < 0.6 + 1.0
+    assert 0.6 <= el1 < 0.6 + 2.0  # stopped asking once the budget was spent
     # the budget is spent: resuming with the same budget runs nothing more
     assert len(resume(out, progress=False).trials) == n1
     # a larger total budget continues from the elapsed time already spent
     res2 = resume(out, time_budget=1.2, progress=False)
     assert len(res2.trials) > n1
     el2 = RunStore.open(out).get_meta("elapsed_s")
-    assert 1.2 <= el2 < 1.2 + 1.0
+    assert 1.2 <= el2 < 1.2 + 2.0
 
 
 def test_trials_and_time_whichever_first(tmp_path):

@@ -48,8 +48,13 @@ IDENTITY_KEYS = ("dataset", "space", "strategy", "estimator", "seed")
 
 @dataclass
 class SearchResult:
-    """What a search found. ``test_metrics`` come from the single test evaluation of the
-    retrained best model (empty without final training); ``model_dir`` is ``RUN_DIR/best``."""
+    """What a search found.
+
+    ``test_metrics`` come from the single test evaluation of the retrained best model
+    (empty without final training); for estimators that need no data (benchmark tables)
+    they are the best trial's report values, e.g. the table's ``test_accuracy``.
+    ``model_dir`` is ``RUN_DIR/best`` when a model was exported.
+    """
 
     run_dir: Path
     best_arch: Arch | None
