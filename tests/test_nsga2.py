@@ -24,9 +24,10 @@ class GridSpace(SearchSpace):
 
     def __init__(self, k: int = 4, m: int = 5) -> None:
         self.k, self.m = k, m
+        self._choices = tuple(Choice(f"x{i}", tuple(range(m))) for i in range(k))
 
     def choices(self) -> tuple[Choice, ...]:
-        return tuple(Choice(f"x{i}", tuple(range(self.m))) for i in range(self.k))
+        return self._choices
 
     def build(self, arch, input_shape, num_classes):  # pragma: no cover - never built
         raise NotImplementedError

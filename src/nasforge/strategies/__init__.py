@@ -24,6 +24,8 @@ from nasforge.strategies import (  # noqa: E402,F401
     bananas,
     evolution,
     local_search,
+    multifidelity,
+    nsga2,
     optuna_adapter,
     proxy_warmstart,
     random_search,

@@ -1,0 +1,637 @@
+"""Multi-fidelity search: successive halving, Hyperband (Li et al. 2018), BOHB (Falkner 2018).
+
+Most candidates are judged on a small budget (few epochs or a fraction of the data) and
+only the best ``1/eta`` of each *rung* is promoted to ``eta`` times the budget, up to
+``max_resource``. Budgets reach the estimator through ``Suggestion.fidelity``
+(``{"epochs": 3}`` or ``{"data_fraction": 0.33}``, plus any fixed ``fidelity`` keys).
+
+Schedule (Hyperband paper, with ``R = max_resource / min_resource``):
+``s_max = floor(log_eta R)``; bracket ``s`` (``s_max`` down to 0) starts
+``n = ceil((s_max + 1) / (s + 1) * eta**s)`` configurations at
+``r = max_resource * eta**-s`` and its rung ``i`` keeps ``floor(n * eta**-i)`` of them at
+``r * eta**i``. Successive halving is the single most aggressive bracket, repeated.
+
+Asynchrony — the choice made here: promotions are *synchronous per rung* (a rung is
+promoted only when all its results are in, exactly as in the papers, so a sequential
+run is the textbook algorithm and promotions never depend on timing). When an ask comes
+while every open bracket is waiting for results, the next bracket of the cycle is
+opened instead (as HpBandSter runs BOHB iterations concurrently), so workers never idle.
+ASHA-style early promotion was not used because it makes promotion decisions depend on
+the order results arrive. Brackets, rung members, scores, in-flight asks and the
+sampler's state are all in ``state_dict``, so a resumed run asks exactly what an
+uninterrupted one would. An ask that is never told stalls only its own bracket.
+
+Failed results score ``-inf`` and are never promoted. :meth:`MultiFidelityStrategy.best`
+reports the best architecture at the highest budget that has a successful result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Result
+from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.strategies import register
+from nasforge.strategies.base import Strategy, Suggestion
+
+#: spaces up to this size are enumerated to find an unseen architecture when sampling fails
+ENUMERATE_LIMIT = 4096
+_EPS = 1e-9
+
+Rung = tuple[int, float]  # (number of configurations, resource)
+
+
+# -- schedules ---------------------------------------------------------------------------------
+def _check(min_resource: float, max_resource: float, eta: float) -> None:
+    if not eta > 1:
+        raise NasforgeError(f"eta must be greater than 1 (3 is usual), got {eta!r}")
+    if not 0 < min_resource <= max_resource:
+        raise NasforgeError(
+            f"need 0 < min_resource <= max_resource, got min_resource={min_resource!r}, "
+            f"max_resource={max_resource!r}"
+        )
+
+
+def s_max(min_resource: float, max_resource: float, eta: float) -> int:
+    """Number of halvings that fit between the budgets: ``floor(log_eta(max / min))``."""
+    _check(min_resource, max_resource, eta)
+    return int(math.floor(math.log(max_resource / min_resource) / math.log(eta) + _EPS))
+
+
+def hyperband_schedule(
+    min_resource: float, max_resource: float, eta: float = 3
+) -> list[list[Rung]]:
+    """Hyperband's brackets ``s = s_max .. 0``, each a list of rungs ``(n_i, r_i)``."""
+    top = s_max(min_resource, max_resource, eta)
+    out = []
+    for s in range(top, -1, -1):
+        n = math.ceil((top + 1) / (s + 1) * eta**s - _EPS)
+        r = max_resource * eta ** (-s)
+        out.append([(int(math.floor(n * eta ** (-i) + _EPS)), float(r * eta**i))
+                    for i in range(s + 1)])
+    return out
+
+
+def successive_halving_schedule(min_resource: float, max_resource: float, eta: float = 3,
+                                n_configs: int | None = None) -> list[Rung]:
+    """One successive-halving bracket from ``~min_resource`` to ``max_resource``.
+
+    ``n_configs`` (default ``eta**s_max``, so one survivor reaches the top) configurations
+    start; each rung keeps ``max(1, floor(n / eta**i))``.
+    """
+    top = s_max(min_resource, max_resource, eta)
+    n = int(round(eta**top)) if n_configs is None else int(n_configs)
+    if n < 1:
+        raise NasforgeError(f"n_configs must be at least 1, got {n_configs!r}")
+    return [(max(1, int(math.floor(n * eta ** (-i) + _EPS))),
+             float(max_resource * eta ** (i - top))) for i in range(top + 1)]
+
+
+def highest_fidelity_best(records: Sequence[Any], resource: str = "epochs",
+                          metric: str = "val_accuracy", mode: str = "max") -> int | None:
+    """Index of the best successful record at the highest ``resource`` seen, or None.
+
+    For the loop/report: with multi-fidelity, a 1-epoch score must not beat a 9-epoch
+    one. Records are mappings (or objects) with ``fidelity`` and ``metrics``
+    (and optionally ``status``); records without the resource rank lowest.
+    """
+    best: tuple[float, float, int] | None = None
+    def get(rec: Any, key: str) -> Any:
+        return rec.get(key) if isinstance(rec, Mapping) else getattr(rec, key, None)
+
+    for i, rec in enumerate(records):
+        if get(rec, "status") not in (None, "ok"):
+            continue
+        metrics = get(rec, "metrics") or {}
+        try:
+            v = float(metrics[metric])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not math.isfinite(v):
+            continue
+        fid = get(rec, "fidelity") or {}
+        r = float(fid.get(resource, -math.inf)) if isinstance(fid, Mapping) else -math.inf
+        key = (r, v if mode == "max" else -v, -i)
+        if best is None or key > best:
+            best = key
+    return None if best is None else -best[2]
+
+
+# -- samplers: where rung-0 configurations come from ---------------------------------------------
+class Sampler:
+    """Proposes new configurations for a bracket's first rung.
+
+    ``strategy`` gives the random generator, the space, what was already sampled
+    (``strategy.seen``) and every result so far (``strategy.results``).
+    """
+
+    name = "sampler"
+
+    def sample(self, strategy: MultiFidelityStrategy) -> Arch:
+        raise NotImplementedError
+
+    def observe(self, strategy: MultiFidelityStrategy, suggestion: Suggestion, result: Result,
+                rung: int) -> None:
+        """Called on every tell that belongs to a bracket (``rung`` 0 is the first)."""
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def random_unseen(strategy: MultiFidelityStrategy, retries: int = 100) -> Arch:
+    """A uniform sample not sampled before, if one can be found (else a repeat)."""
+    space, rng, seen = strategy.space, strategy.rng, strategy.seen
+    arch = space.sample(rng)
+    for _ in range(retries):
+        if arch.text not in seen:
+            return arch
+        arch = space.sample(rng)
+    if space.size <= ENUMERATE_LIMIT:
+        unseen = [a for a in space.enumerate() if a.text not in seen]
+        if unseen:
+            return unseen[int(rng.integers(len(unseen)))]
+    return arch
+
+
+class RandomSampler(Sampler):
+    """Uniform random configurations (Hyperband's and successive halving's sampler)."""
+
+    name = "random"
+
+    def sample(self, strategy: MultiFidelityStrategy) -> Arch:
+        return random_unseen(strategy)
+
+
+class KDESampler(Sampler):
+    """BOHB's model: TPE-style ratio of two kernel densities over the one-hot encodings.
+
+    Each choice is read from its one-hot block of ``space.encode`` as a category (an
+    all-zero block, an inactive choice, is one more category). Observations at the
+    largest budget that has at least ``min_points_in_model`` of them are split into the
+    best ``top_n_percent`` ("good") and the rest ("bad"); each set gets a product
+    Aitchison-Aitken kernel density (the categorical kernel BOHB uses). A proposal draws
+    ``num_samples`` candidates around good points (each choice re-drawn uniformly with
+    probability ``bandwidth_factor`` x its bandwidth; HpBandSter's BOHB uses the plain
+    bandwidth for categorical choices, hence the default 1) and keeps the unseen one with
+    the highest ``l(x) / g(x)``. A ``random_fraction`` of proposals stays uniform, as in
+    BOHB, so the model cannot lock the search in. Bandwidths are
+    ``(K - 1) / K * (1 + n)**-0.5`` for a choice of ``K`` categories and ``n`` points, so
+    the model sharpens as evidence accumulates.
+    """
+
+    name = "kde"
+
+    def __init__(self, min_points_in_model: int | None = None, top_n_percent: float = 15.0,
+                 num_samples: int = 64, random_fraction: float = 1 / 3,
+                 bandwidth_factor: float = 1.0, min_bandwidth: float = 1e-3) -> None:
+        if not 0 < top_n_percent < 100:
+            raise NasforgeError(f"top_n_percent must be in (0, 100), got {top_n_percent!r}")
+        if not 0 <= random_fraction <= 1:
+            raise NasforgeError(f"random_fraction must be in [0, 1], got {random_fraction!r}")
+        if num_samples < 1:
+            raise NasforgeError("num_samples must be at least 1")
+        self.min_points_in_model = min_points_in_model
+        self.top_n_percent = float(top_n_percent)
+        self.num_samples = int(num_samples)
+        self.random_fraction = float(random_fraction)
+        self.bandwidth_factor = float(bandwidth_factor)
+        self.min_bandwidth = float(min_bandwidth)
+        self._cache: dict[str, np.ndarray] = {}
+        self._layout_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self.n_model_samples = 0  # proposals that came from the model (for reports/tests)
+
+    def state(self) -> dict[str, Any]:
+        return {"n_model_samples": self.n_model_samples}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.n_model_samples = int(state.get("n_model_samples", 0))
+
+    # -- encodings --------------------------------------------------------------------------
+    def _layout(self, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+        """Options per choice and where each one-hot block starts."""
+        if self._layout_cache is None:
+            sizes = np.array([len(c.options) for c in space.choices()], dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            self._layout_cache = (sizes, starts)
+        return self._layout_cache
+
+    def categories(self, space: SearchSpace, arch: Arch) -> np.ndarray:
+        """Category index per choice from the one-hot encoding (``K`` = inactive)."""
+        got = self._cache.get(arch.text)
+        if got is None:
+            enc = space.encode(arch)
+            sizes, starts = self._layout(space)
+            got = np.empty(len(sizes), dtype=np.int64)
+            for d, (k, s0) in enumerate(zip(sizes, starts, strict=True)):
+                block = enc[s0: s0 + k]
+                got[d] = int(np.argmax(block)) if block.max() > 0 else int(k)
+            self._cache[arch.text] = got
+        return got
+
+    def _from_categories(self, space: SearchSpace, cats: np.ndarray) -> Arch:
+        vals = [c.options[int(k)] if int(k) < len(c.options) else c.options[0]
+                for c, k in zip(space.choices(), cats, strict=True)]
+        return space.make(vals)
+
+    # -- the model ---------------------------------------------------------------------------
+    def training_set(
+        self, strategy: MultiFidelityStrategy
+    ) -> tuple[float, list[tuple[str, float]]] | None:
+        """``(budget, [(arch text, score), ...])`` at the largest budget with enough points."""
+        n_min = self.min_points_in_model or len(strategy.space.choices()) + 1
+        n_min = max(n_min, 2)
+        by_r: dict[float, dict[str, float]] = {}
+        for text, r, score in strategy.results:
+            by_r.setdefault(float(r), {})[text] = score  # the latest score per arch and budget
+        for r in sorted(by_r, reverse=True):
+            if len(by_r[r]) >= n_min:
+                return r, list(by_r[r].items())
+        return None
+
+    def _bandwidths(self, n: int, ncat: np.ndarray) -> np.ndarray:
+        top = (ncat - 1) / ncat
+        return np.clip(top * (1.0 + n) ** -0.5, self.min_bandwidth, top)
+
+    @staticmethod
+    def _log_density(
+        x: np.ndarray, data: np.ndarray, bw: np.ndarray, ncat: np.ndarray
+    ) -> np.ndarray:
+        """log of the mean product Aitchison-Aitken kernel; x (m, D), data (n, D)."""
+        eq = x[:, None, :] == data[None, :, :]
+        same = np.log1p(-bw)
+        other = np.log(bw / np.maximum(ncat - 1, 1))
+        logk = np.where(eq, same, other).sum(axis=2)  # (m, n)
+        mx = logk.max(axis=1, keepdims=True)
+        return (mx[:, 0] + np.log(np.exp(logk - mx).sum(axis=1))) - math.log(data.shape[0])
+
+    def sample(self, strategy: MultiFidelityStrategy) -> Arch:
+        rng, space = strategy.rng, strategy.space
+        if rng.random() < self.random_fraction:
+            return random_unseen(strategy)
+        fit = self.training_set(strategy)
+        if fit is None:
+            return random_unseen(strategy)
+        _, obs = fit
+        obs.sort(key=lambda t: -t[1])  # stable: ties keep told order
+        n = len(obs)
+        n_good = min(max(1, int(math.ceil(self.top_n_percent / 100.0 * n))), n - 1)
+        cats = np.stack([self._cache[t] if t in self._cache
+                         else self.categories(space, space.parse(t)) for t, _ in obs])
+        good, bad = cats[:n_good], cats[n_good:]
+        sizes, _ = self._layout(space)
+        ncat = sizes + 1  # + the "inactive" category
+        bw_g, bw_b = self._bandwidths(len(good), ncat), self._bandwidths(len(bad), ncat)
+        # candidates around good points: each choice re-drawn with prob factor * bandwidth
+        picks = good[rng.integers(len(good), size=self.num_samples)]
+        redraw = rng.random(picks.shape) < np.minimum(1.0, self.bandwidth_factor * bw_g)
+        fresh = np.floor(rng.random(picks.shape) * sizes).astype(np.int64)  # active options only
+        cand = np.unique(np.where(redraw, fresh, picks), axis=0)  # sorted: deterministic
+        archs = list({a: None for a in (self._from_categories(space, row) for row in cand)})
+        x = np.stack([self.categories(space, a) for a in archs])
+        ratio = self._log_density(x, good, bw_g, ncat) - self._log_density(x, bad, bw_b, ncat)
+        for i in np.argsort(-ratio, kind="stable"):
+            if archs[int(i)].text not in strategy.seen:
+                self.n_model_samples += 1
+                return archs[int(i)]
+        return random_unseen(strategy)
+
+
+class StrategySampler(Sampler):
+    """Any registered strategy as the sampler (e.g. ``"evolution"``), told rung-0 results."""
+
+    def __init__(self, name: str, space: SearchSpace, seed: int, metric: str, mode: str,
+                 **options: Any) -> None:
+        from nasforge import strategies
+
+        self.name = name
+        self.inner = strategies.get(name, space=space, seed=seed, metric=metric, mode=mode,
+                                    **options)
+
+    def sample(self, strategy: MultiFidelityStrategy) -> Arch:
+        return self.inner.ask().arch
+
+    def observe(self, strategy: MultiFidelityStrategy, suggestion: Suggestion, result: Result,
+                rung: int) -> None:
+        if rung == 0:
+            self.inner.tell(suggestion, result)
+
+    def state(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.inner.load_state_dict(state)
+
+
+# -- the engine ------------------------------------------------------------------------------------
+def _enc(v: float | None) -> float | str | None:
+    """Score to JSON: None = not told yet, "-inf" = failed."""
+    if v is None or math.isfinite(v):
+        return v
+    return "-inf" if v < 0 else "inf"
+
+
+def _dec(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+_DEFAULT_RANGES = {"epochs": (1, 9), "data_fraction": (1 / 9, 1.0)}
+_INTEGER_RESOURCES = {"epochs", "resolution", "steps", "batches"}
+
+
+class MultiFidelityStrategy(Strategy):
+    """Bracketed successive halving engine shared by ``successive-halving``, ``hyperband``
+    and ``bohb`` (see the module docstring for the schedule and the asynchrony choice)."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        metric: str = "val_accuracy",
+        mode: str = "max",
+        resource: str = "epochs",
+        min_resource: float | None = None,
+        max_resource: float | None = None,
+        eta: float = 3,
+        sampler: str | Sampler = "random",
+        fidelity: Mapping[str, Any] | None = None,
+        integer_resource: bool | None = None,
+        sampler_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``resource``: the fidelity key that grows (``"epochs"`` or ``"data_fraction"``,
+        any key the estimator reads). ``fidelity``: fixed keys sent along with it.
+        ``sampler``: ``"random"``, ``"kde"`` (BOHB's model), another strategy's name, or a
+        :class:`Sampler`; ``sampler_options`` go to its constructor."""
+        super().__init__(space, seed, metric, mode)
+        if not isinstance(resource, str) or not resource:
+            raise NasforgeError(
+                "resource must be a fidelity key such as 'epochs' or 'data_fraction'"
+            )
+        lo, hi = _DEFAULT_RANGES.get(resource, (None, None))
+        min_resource = lo if min_resource is None else min_resource
+        max_resource = hi if max_resource is None else max_resource
+        if min_resource is None or max_resource is None:
+            raise NasforgeError(
+                f"resource {resource!r} has no default range: pass min_resource and max_resource"
+            )
+        _check(float(min_resource), float(max_resource), float(eta))
+        if resource == "data_fraction" and max_resource > 1:
+            raise NasforgeError(f"data_fraction max_resource must be at most 1, got {max_resource}")
+        self.resource = resource
+        self.min_resource = float(min_resource)
+        self.max_resource = float(max_resource)
+        self.eta = float(eta)
+        self.integer_resource = (resource in _INTEGER_RESOURCES if integer_resource is None
+                                 else bool(integer_resource))
+        self.fixed_fidelity = dict(fidelity or {})
+        if resource in self.fixed_fidelity:
+            raise NasforgeError(
+                f"fidelity must not fix {resource!r}: it is the resource that grows"
+            )
+        self.sampler_options = dict(sampler_options or {})
+        self.sampler = self._make_sampler(sampler)
+        self.schedule = self._schedule()
+        #: every bracket opened: {"id", "s", "current", "done", "rungs": [...]}
+        self.brackets: list[dict[str, Any]] = []
+        self.n_opened = 0
+        #: asked but not told: [bracket id, rung, member index, arch text]
+        self.in_flight: list[list[Any]] = []
+        #: every tell that belonged to a bracket: (arch text, resource value, score)
+        self.results: list[tuple[str, float, float]] = []
+        self.seen: set[str] = set()
+
+    # -- configuration ------------------------------------------------------------------------
+    def _schedule(self) -> list[list[Rung]]:
+        raise NotImplementedError
+
+    def _make_sampler(self, spec: str | Sampler) -> Sampler:
+        if isinstance(spec, Sampler):
+            return spec
+        if spec == "random":
+            return RandomSampler()
+        if spec in ("kde", "tpe"):
+            return KDESampler(**self.sampler_options)
+        return StrategySampler(spec, self.space, self.seed, self.metric, self.mode,
+                               **self.sampler_options)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "resource": self.resource,
+            "min_resource": self.min_resource,
+            "max_resource": self.max_resource,
+            "eta": self.eta,
+            "sampler": self.sampler.name,
+            "fidelity": self.fixed_fidelity,
+            "sampler_options": self.sampler_options,
+        }
+
+    def resource_value(self, r: float) -> float | int:
+        """The budget as sent to the estimator (whole epochs are rounded, at least 1)."""
+        if self.integer_resource:
+            return max(1, int(round(r)))
+        return float(r)
+
+    def fidelity_for(self, r: float) -> dict[str, Any]:
+        return {**self.fixed_fidelity, self.resource: self.resource_value(r)}
+
+    # -- brackets ---------------------------------------------------------------------------------
+    def _open_bracket(self) -> dict[str, Any]:
+        s = self.n_opened % len(self.schedule)
+        rungs = [{"n": n, "resource": r, "members": [], "scores": [], "asked": 0}
+                 for n, r in self.schedule[s]]
+        b = {"id": self.n_opened, "s": s, "current": 0, "done": False, "rungs": rungs}
+        self.n_opened += 1
+        self.brackets.append(b)
+        return b
+
+    def _next_in(self, b: dict[str, Any]) -> Suggestion | None:
+        i = b["current"]
+        rung = b["rungs"][i]
+        if rung["asked"] < len(rung["members"]):
+            k = rung["asked"]
+            text = rung["members"][k]
+            arch = self._arch(text)
+        elif i == 0 and len(rung["members"]) < rung["n"]:
+            arch = self.sampler.sample(self)
+            self.seen.add(arch.text)
+            rung["members"].append(arch.text)
+            rung["scores"].append(None)
+            k, text = len(rung["members"]) - 1, arch.text
+        else:
+            return None
+        rung["asked"] += 1
+        self.in_flight.append([b["id"], i, k, text])
+        return Suggestion(arch, self.fidelity_for(rung["resource"]))
+
+    def _promote(self, b: dict[str, Any]) -> None:
+        """Close complete rungs: keep the top ``n_(i+1)`` finite scores, or finish."""
+        while not b["done"]:
+            i = b["current"]
+            rung = b["rungs"][i]
+            complete = (len(rung["members"]) == (rung["n"] if i == 0 else len(rung["members"]))
+                        and all(s is not None for s in rung["scores"]))
+            if not complete:
+                return
+            if i + 1 >= len(b["rungs"]):
+                b["done"] = True
+                return
+            nxt = b["rungs"][i + 1]
+            ok = [k for k, s in enumerate(rung["scores"]) if s is not None and math.isfinite(s)]
+            ok.sort(key=lambda k: (-rung["scores"][k], k))
+            keep = ok[: nxt["n"]]
+            if not keep:
+                b["done"] = True
+                return
+            nxt["members"] = [rung["members"][k] for k in keep]
+            nxt["scores"] = [None] * len(keep)
+            b["current"] = i + 1
+
+    def _by_id(self, bid: int) -> dict[str, Any] | None:
+        for b in self.brackets:
+            if b["id"] == bid:
+                return b
+        return None
+
+    # -- ask / tell -------------------------------------------------------------------------------
+    def ask(self) -> Suggestion:
+        for b in self.brackets:
+            if not b["done"]:
+                sug = self._next_in(b)
+                if sug is not None:
+                    return sug
+        sug = self._next_in(self._open_bracket())
+        assert sug is not None  # a fresh bracket always has rung-0 work
+        return sug
+
+    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+        text = suggestion.arch.text
+        want = (suggestion.fidelity or {}).get(self.resource)
+        match = None
+        for pos, (bid, i, _k, t) in enumerate(self.in_flight):
+            if t != text:
+                continue
+            b = self._by_id(bid)
+            r = self.resource_value(b["rungs"][i]["resource"]) if b else None
+            if want is None or r == want:
+                match = pos
+                break
+        if match is None:
+            return  # not one of ours (e.g. a seeded or repeated trial): nothing to book
+        bid, i, k, _ = self.in_flight.pop(match)
+        b = self._by_id(bid)
+        assert b is not None
+        rung = b["rungs"][i]
+        score = self.score(result)
+        rung["scores"][k] = score
+        self.results.append((text, float(rung["resource"]), score))
+        self.sampler.observe(self, suggestion, result, i)
+        self._promote(b)
+
+    # -- results -----------------------------------------------------------------------------------
+    def best(self) -> dict[str, Any] | None:
+        """Best arch at the highest budget with a successful result.
+
+        ``{"arch": Arch, "fidelity": {...}, "value": metric value, "score": larger-better}``.
+        """
+        top: tuple[float, float, int] | None = None
+        for idx, (_t, r, s) in enumerate(self.results):
+            if math.isfinite(s) and (top is None or (r, s, -idx) > top):
+                top = (r, s, -idx)
+        if top is None:
+            return None
+        text, r, s = self.results[-top[2]]
+        return {"arch": self._arch(text), "fidelity": self.fidelity_for(r),
+                "value": s if self.mode == "max" else -s, "score": s}
+
+    def rung_summary(self) -> list[list[tuple[float | int, int, int]]]:
+        """Per bracket, per rung: (budget, members so far, results in) — for reports/tests."""
+        return [[(self.resource_value(r["resource"]), len(r["members"]),
+                  sum(s is not None for s in r["scores"])) for r in b["rungs"]]
+                for b in self.brackets]
+
+    # -- persistence -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        brackets = []
+        for b in self.brackets:
+            rungs = [{**r, "scores": [_enc(s) for s in r["scores"]]} for r in b["rungs"]]
+            brackets.append({**b, "rungs": rungs})
+        return {
+            "schedule": [[list(x) for x in br] for br in self.schedule],
+            "brackets": brackets,
+            "n_opened": self.n_opened,
+            "in_flight": [list(x) for x in self.in_flight],
+            "results": [[t, r, _enc(s)] for t, r, s in self.results],
+            "seen": sorted(self.seen),
+            "sampler": self.sampler.state(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("schedule")
+        if saved is not None and saved != [[list(x) for x in br] for br in self.schedule]:
+            raise NasforgeError(
+                "saved multi-fidelity state has another bracket schedule; resume with the same "
+                "min_resource, max_resource and eta"
+            )
+        self.brackets = []
+        for b in state.get("brackets", []):
+            rungs = [{**r, "scores": [_dec(s) for s in r["scores"]]} for r in b["rungs"]]
+            self.brackets.append({**b, "rungs": rungs})
+        self.n_opened = int(state.get("n_opened", 0))
+        self.in_flight = [list(x) for x in state.get("in_flight", [])]
+        self.results = [(str(t), float(r), float(_dec(s))) for t, r, s in state.get("results", [])]
+        self.seen = set(state.get("seen", []))
+        self.sampler.load_state(state.get("sampler") or {})
+
+
+@register("successive-halving")
+class SuccessiveHalving(MultiFidelityStrategy):
+    """Successive halving: many configs on a small budget, the top 1/eta promoted each rung."""
+
+    def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy",
+                 mode: str = "max", n_configs: int | None = None, **options: Any) -> None:
+        """``n_configs``: configurations per bracket (default ``eta**s_max``); other options
+        as :class:`MultiFidelityStrategy`."""
+        self.n_configs = n_configs
+        super().__init__(space, seed, metric, mode, **options)
+
+    def _schedule(self) -> list[list[Rung]]:
+        return [successive_halving_schedule(self.min_resource, self.max_resource, self.eta,
+                                            self.n_configs)]
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "n_configs": self.n_configs}
+
+
+@register("hyperband")
+class Hyperband(MultiFidelityStrategy):
+    """Hyperband: successive halving over a cycle of brackets from aggressive to none."""
+
+    def _schedule(self) -> list[list[Rung]]:
+        return hyperband_schedule(self.min_resource, self.max_resource, self.eta)
+
+
+@register("bohb")
+class BOHB(Hyperband):
+    """BOHB: Hyperband's brackets with new configs from a TPE-like kernel density model."""
+
+    def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy",
+                 mode: str = "max", sampler: str | Sampler = "kde",
+                 min_points_in_model: int | None = None, top_n_percent: float = 15.0,
+                 num_samples: int = 64, random_fraction: float = 1 / 3,
+                 bandwidth_factor: float = 1.0, min_bandwidth: float = 1e-3,
+                 **options: Any) -> None:
+        """Model options as :class:`KDESampler` (BOHB's defaults); others as Hyperband."""
+        kde = {"min_points_in_model": min_points_in_model, "top_n_percent": top_n_percent,
+               "num_samples": num_samples, "random_fraction": random_fraction,
+               "bandwidth_factor": bandwidth_factor, "min_bandwidth": min_bandwidth}
+        options.setdefault("sampler_options", kde if sampler in ("kde", "tpe") else None)
+        super().__init__(space, seed, metric, mode, sampler=sampler, **options)

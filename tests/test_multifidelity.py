@@ -1,0 +1,259 @@
+"""Successive halving, Hyperband and BOHB: schedules, rung bookkeeping, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nasforge import strategies
+from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Result
+from nasforge.spaces.base import Arch, Choice, SearchSpace
+from nasforge.strategies.base import Suggestion
+from nasforge.strategies.multifidelity import (
+    BOHB,
+    Hyperband,
+    SuccessiveHalving,
+    highest_fidelity_best,
+    hyperband_schedule,
+    successive_halving_schedule,
+)
+
+
+class GridSpace(SearchSpace):
+    """``k`` integer knobs in ``0..m-1``; no network, only for strategy tests."""
+
+    name = "grid"
+
+    def __init__(self, k: int = 4, m: int = 5) -> None:
+        self.k, self.m = k, m
+        self._choices = tuple(Choice(f"x{i}", tuple(range(m))) for i in range(k))
+
+    def choices(self) -> tuple[Choice, ...]:
+        return self._choices
+
+    def build(self, arch, input_shape, num_classes):  # pragma: no cover - never built
+        raise NotImplementedError
+
+
+def quality(arch: Arch) -> float:
+    x = np.array(arch.values, dtype=float)
+    return float(x.sum() / (len(x) * 4))
+
+
+def evaluate(sug: Suggestion) -> Result:
+    """Quality plus a bonus that *shrinks* with budget: low budgets look deceptively good."""
+    r = float(next(iter(v for k, v in sug.fidelity.items() if k in ("epochs", "data_fraction"))))
+    return Result({"val_accuracy": quality(sug.arch) + 0.5 / (1.0 + r)})
+
+
+def _run(strategy, n, outstanding=1, queue=None, stop_after=None, fail=None):
+    """Ask/tell loop with ``outstanding`` asks in flight (told oldest first); returns the
+    told (arch, fidelity) pairs, and with ``stop_after`` also the asks still in flight."""
+    told, queue = [], list(queue or [])
+    asked = len(queue)
+    while len(told) < (stop_after if stop_after is not None else n):
+        while len(queue) < outstanding and asked < n:
+            queue.append(strategy.ask())
+            asked += 1
+        s = queue.pop(0)
+        res = Result.failed("boom") if fail and fail(s) else evaluate(s)
+        strategy.tell(s, res)
+        told.append((s.arch.text, json.dumps(s.fidelity, sort_keys=True)))
+    return (told, queue) if stop_after is not None else told
+
+
+# -- schedules -----------------------------------------------------------------------------------
+def test_hyperband_schedule_matches_the_paper_table():
+    # Li et al. 2018, Table 1: R = 81, eta = 3
+    table = [
+        [(81, 1), (27, 3), (9, 9), (3, 27), (1, 81)],
+        [(34, 3), (11, 9), (3, 27), (1, 81)],
+        [(15, 9), (5, 27), (1, 81)],
+        [(8, 27), (2, 81)],
+        [(5, 81)],
+    ]
+    got = hyperband_schedule(1, 81, 3)
+    assert [[(n, pytest.approx(r)) for n, r in b] for b in got] == table
+
+
+@pytest.mark.parametrize(("lo", "hi", "eta"), [(1, 27, 3), (1, 16, 2), (2, 50, 3), (0.1, 1, 3),
+                                               (1, 2, 3), (1, 100, 4)])
+def test_hyperband_schedule_follows_the_formula(lo, hi, eta):
+    s_max = 0
+    while lo * eta ** (s_max + 1) <= hi * (1 + 1e-9):
+        s_max += 1
+    got = hyperband_schedule(lo, hi, eta)
+    assert len(got) == s_max + 1
+    for b, s in zip(got, range(s_max, -1, -1), strict=True):
+        n = math.ceil((s_max + 1) / (s + 1) * eta**s)
+        assert len(b) == s + 1
+        for i, (n_i, r_i) in enumerate(b):
+            assert n_i == math.floor(n / eta**i + 1e-9)
+            assert r_i == pytest.approx(hi * eta ** (i - s))
+        assert b[-1][1] == pytest.approx(hi) and b[0][1] >= lo * (1 - 1e-9)
+
+
+def test_successive_halving_schedule():
+    assert successive_halving_schedule(1, 27, 3) == [(27, 1), (9, 3), (3, 9), (1, 27)]
+    assert successive_halving_schedule(1, 9, 3, n_configs=10) == [(10, 1), (3, 3), (1, 9)]
+    with pytest.raises(NasforgeError, match="eta"):
+        successive_halving_schedule(1, 9, 1)
+    with pytest.raises(NasforgeError, match="min_resource"):
+        hyperband_schedule(9, 1, 3)
+
+
+# -- successive halving bookkeeping ----------------------------------------------------------------
+def test_successive_halving_rungs_and_promotions():
+    space = GridSpace()
+    sh = strategies.get("successive-halving", space=space, seed=0, max_resource=9)
+    assert isinstance(sh, SuccessiveHalving)
+    told = _run(sh, 13)
+    epochs = [json.loads(f)["epochs"] for _, f in told]
+    assert epochs == [1] * 9 + [3] * 3 + [9]
+    b = sh.brackets[0]
+    assert b["done"] and [len(r["members"]) for r in b["rungs"]] == [9, 3, 1]
+    for lower, upper in zip(b["rungs"], b["rungs"][1:], strict=False):
+        ranked = sorted(range(len(lower["members"])), key=lambda k: -lower["scores"][k])
+        assert upper["members"] == [lower["members"][k] for k in ranked[: len(upper["members"])]]
+    # the next ask starts a new bracket at the lowest budget, with an unseen arch
+    nxt = sh.ask()
+    assert nxt.fidelity == {"epochs": 1} and nxt.arch.text not in {t for t, _ in told}
+    # best comes from the top budget even though 1-epoch scores are inflated
+    best = sh.best()
+    assert best["fidelity"] == {"epochs": 9} and best["arch"].text == b["rungs"][2]["members"][0]
+    assert max(b["rungs"][0]["scores"]) > best["score"]  # the budget decides, not the score
+    assert sh.rung_summary()[0] == [(1, 9, 9), (3, 3, 3), (9, 1, 1)]
+
+
+def test_failures_are_never_promoted():
+    space = GridSpace()
+    sh = SuccessiveHalving(space, seed=1, max_resource=9)
+    first = [sh.ask() for _ in range(9)]
+    good = max(first, key=lambda s: quality(s.arch))
+    for s in first:
+        sh.tell(s, Result.failed("oom") if s is good else evaluate(s))
+    rung1 = sh.brackets[0]["rungs"][1]["members"]
+    assert len(rung1) == 3 and good.arch.text not in rung1
+    # a rung where everything fails ends its bracket; the next ask opens a new one
+    sh2 = SuccessiveHalving(space, seed=2, max_resource=9)
+    for _ in range(9):
+        sh2.tell(sh2.ask(), Result.failed("boom"))
+    assert sh2.brackets[0]["done"]
+    assert sh2.ask().fidelity == {"epochs": 1} and len(sh2.brackets) == 2
+    assert sh2.best() is None
+
+
+def test_asks_while_waiting_open_new_brackets():
+    space = GridSpace()
+    sh = SuccessiveHalving(space, seed=0, max_resource=9)
+    asks = [sh.ask() for _ in range(12)]  # bracket 0 needs 9 results before it can promote
+    assert [len(b["rungs"][0]["members"]) for b in sh.brackets] == [9, 3]
+    assert len({a.arch.text for a in asks}) == 12
+    for s in reversed(asks[:9]):  # out of order
+        sh.tell(s, evaluate(s))
+    nxt = sh.ask()
+    assert nxt.fidelity == {"epochs": 3}  # bracket 0 promoted first
+    assert nxt.arch.text in sh.brackets[0]["rungs"][1]["members"]
+
+
+def test_resource_options_and_errors():
+    space = GridSpace()
+    hb = Hyperband(space, resource="data_fraction", eta=3, fidelity={"epochs": 2})
+    s = hb.ask()
+    assert s.fidelity["epochs"] == 2 and s.fidelity["data_fraction"] == pytest.approx(1 / 9)
+    assert isinstance(s.fidelity["data_fraction"], float)
+    hb.tell(s, evaluate(s))
+    assert hb.brackets[0]["rungs"][0]["scores"][0] is not None
+    with pytest.raises(NasforgeError, match="at most 1"):
+        Hyperband(space, resource="data_fraction", max_resource=2)
+    with pytest.raises(NasforgeError, match="min_resource and max_resource"):
+        Hyperband(space, resource="resolution")
+    with pytest.raises(NasforgeError, match="must not fix"):
+        Hyperband(space, fidelity={"epochs": 3})
+    with pytest.raises(NasforgeError, match="eta"):
+        Hyperband(space, eta=1)
+
+
+# -- resume ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["successive-halving", "hyperband", "bohb", "hb-evolution"])
+def test_resume_asks_the_same_as_an_uninterrupted_run(name):
+    space = GridSpace()
+    opts = {"max_resource": 9, "seed": 3}
+    if name == "bohb":
+        opts["min_points_in_model"] = 4
+    if name == "hb-evolution":  # a strategy as the sampler: its state must travel too
+        name = "hyperband"
+        opts.update(sampler="evolution", sampler_options={"population_size": 4, "sample_size": 2})
+
+    def fail(s):  # some deterministic failures to exercise -inf bookkeeping
+        return s.arch.values[0] == 0
+
+    ref = _run(strategies.get(name, space=space, **opts), 60, outstanding=3, fail=fail)
+    for k in (5, 13, 14, 31, 47):
+        a = strategies.get(name, space=space, **opts)
+        first, in_flight = _run(a, 60, outstanding=3, stop_after=k, fail=fail)
+        state = json.loads(json.dumps(a.state_dict(), allow_nan=False))
+        b = strategies.get(name, space=space, **opts)
+        b.load_state_dict(state)
+        in_flight = [Suggestion.from_json(x.to_json(), space) for x in in_flight]
+        rest = _run(b, 60 - k, outstanding=3, queue=in_flight, fail=fail)
+        assert first + rest == ref, k
+    with pytest.raises(NasforgeError, match="schedule"):
+        strategies.get(name, space=space, max_resource=27).load_state_dict(state)
+
+
+def test_hyperband_cycles_brackets():
+    hb = Hyperband(GridSpace(), seed=0, max_resource=9)
+    told = _run(hb, 9 + 3 + 1 + 5 + 1 + 3 + 2)
+    budgets = [json.loads(f)["epochs"] for _, f in told]
+    assert budgets == [1] * 9 + [3] * 3 + [9] + [3] * 5 + [9] + [9] * 3 + [1, 1]
+    assert [b["s"] for b in hb.brackets] == [0, 1, 2, 0]
+
+
+# -- BOHB ------------------------------------------------------------------------------------------
+def test_bohb_is_deterministic_and_uses_its_model():
+    space = GridSpace(5, 5)
+    runs = []
+    for _ in range(2):
+        s = BOHB(space, seed=5, max_resource=9, min_points_in_model=6)
+        runs.append(_run(s, 120))
+    assert runs[0] == runs[1]
+    assert _run(BOHB(space, seed=6, max_resource=9, min_points_in_model=6), 120) != runs[0]
+    assert s.sampler.n_model_samples > 10
+    # configurations proposed once the model exists are better than uniform ones
+    new = [t for t, f in runs[0] if json.loads(f)["epochs"] == 1]
+    late = [quality(space.parse(t)) for t in new[-20:]]
+    hb = _run(Hyperband(space, seed=5, max_resource=9), 120)
+    hb_late = [quality(space.parse(t)) for t, f in hb if json.loads(f)["epochs"] == 1][-20:]
+    assert np.mean(late) > np.mean(hb_late) + 0.1
+
+
+def test_bohb_model_choice_and_strategy_sampler():
+    space = GridSpace()
+    with pytest.raises(NasforgeError):
+        BOHB(space, top_n_percent=0)
+    hb = Hyperband(space, seed=0, max_resource=9, sampler="evolution",
+                   sampler_options={"population_size": 4, "sample_size": 2})
+    told = _run(hb, 30)
+    assert len({t for t, _ in told}) > 10
+    state = json.loads(json.dumps(hb.state_dict()))
+    assert state["own"]["sampler"]["strategy"] == "evolution"
+
+
+def test_highest_fidelity_best():
+    recs = [
+        {"metrics": {"val_accuracy": 0.99}, "fidelity": {"epochs": 1}},
+        {"metrics": {"val_accuracy": 0.70}, "fidelity": {"epochs": 9}},
+        {"metrics": {"val_accuracy": 0.80}, "fidelity": {"epochs": 9}},
+        {"metrics": {}, "fidelity": {"epochs": 27}, "status": "failed"},
+        {"metrics": {"val_accuracy": 0.95}, "fidelity": None},
+    ]
+    assert highest_fidelity_best(recs) == 2
+    assert highest_fidelity_best(recs, mode="min") == 1
+    assert highest_fidelity_best(recs[4:]) == 0
+    assert highest_fidelity_best([recs[4], recs[1]]) == 1  # a budget beats no budget
+    assert highest_fidelity_best([]) is None
