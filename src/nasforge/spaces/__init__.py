@@ -21,6 +21,6 @@ def names() -> list[str]:
 
 
 # Importing the modules registers the built-in spaces.
-from nasforge.spaces import cnn, nb201  # noqa: E402,F401
+from nasforge.spaces import cnn, mobile, nb201  # noqa: E402,F401
 
 __all__ = ["Arch", "Choice", "SearchSpace", "get", "names", "register", "registry"]

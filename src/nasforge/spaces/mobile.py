@@ -1,0 +1,392 @@
+"""The ``mobile`` space: MobileNetV2/V3-style inverted-residual networks for edge devices.
+
+An architecture is ``stem conv 3x3 -> S stages -> head (1x1 conv, global pool, linear)``.
+Stage ``s`` has a fixed output width and stride (space options) and an elastic *depth*
+(``s{s}_depth``); each of its blocks is an inverted residual (MBConv: 1x1 expansion,
+depthwise kxk, linear 1x1 projection) with its own *kernel size* (``s{s}_b{i}_kernel``)
+and *expansion ratio* (``s{s}_b{i}_expand``). The first block of a stage changes width
+and applies the stride; the others keep the shape and add a residual connection, so
+dropping a stage's last blocks (elastic depth) leaves a valid network. This is the
+space Once-for-All trains one supernet for (:mod:`nasforge.oneshot.ofa`).
+
+Blocks past a stage's depth are inactive and canonicalized to the first options. The
+string form lists each stage's blocks, stages separated by ``|``:
+``k3e4-k5e6|k3e3-k3e3-k7e6|k5e6-k5e6|k3e3-k3e3-k3e3-k3e3`` (the number of blocks is
+the depth). ``width_mult`` scales every width (rounded to a multiple of 4), so small
+versions train on a CPU; ``stem_stride=2`` (default) halves 28x28 inputs right away.
+Any input with >= 1 channel and at least 8x8 pixels works (a stride-2 conv on a 1x1 map
+stays 1x1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nasforge.errors import ArchParseError, NasforgeError
+from nasforge.spaces import register
+from nasforge.spaces.base import Arch, Choice, SearchSpace, Value
+from nasforge.spaces.cnn import ACTIVATIONS
+
+#: smallest input side accepted by :meth:`MobileSpace.build`
+MIN_SIDE = 8
+#: widths are rounded to multiples of this (hardware-friendly and keeps slicing simple)
+DIVISOR = 4
+_BLOCK = re.compile(r"^k(\d+)e(\d+)$")
+
+
+@dataclass(frozen=True)
+class MBBlock:
+    """One active inverted-residual block as the builder sees it."""
+
+    stage: int
+    index: int
+    in_channels: int
+    out_channels: int
+    kernel: int
+    expand: int
+    stride: int
+
+    @property
+    def hidden(self) -> int:
+        """Channels after the 1x1 expansion (what the depthwise conv works on)."""
+        return self.in_channels * self.expand
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+def scale_width(width: int, mult: float, divisor: int = DIVISOR) -> int:
+    """``width * mult`` rounded to the nearest multiple of ``divisor`` (never below it)."""
+    return max(divisor, int(round(width * mult / divisor)) * divisor)
+
+
+# -- option checks ---------------------------------------------------------------------------
+def _ints(name: str, value: Any, *, odd: bool = False, lo: int = 1) -> tuple[int, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise NasforgeError(f"mobile: {name} must be a list of integers, got {value!r}")
+    opts = tuple(value)
+    if not opts:
+        raise NasforgeError(f"mobile: {name} needs at least one value")
+    for o in opts:
+        if isinstance(o, bool) or not isinstance(o, int) or o < lo:
+            raise NasforgeError(f"mobile: {name} must be integers >= {lo}, got {o!r}")
+        if odd and o % 2 == 0:
+            raise NasforgeError(f"mobile: {name} must be odd (same padding), got {o}")
+    return opts
+
+
+def _unique_sorted(name: str, opts: tuple[int, ...]) -> tuple[int, ...]:
+    if len(set(opts)) != len(opts):
+        raise NasforgeError(f"mobile: {name} has duplicate options: {list(opts)}")
+    return tuple(sorted(opts))
+
+
+# -- network ---------------------------------------------------------------------------------
+def conv_bn_act(
+    cin: int, cout: int, k: int, stride: int, groups: int, act: str | None
+) -> nn.Sequential:
+    """conv (no bias) -> BN [-> activation]; the unit every layer of the space is made of."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act is not None:
+        layers.append(ACTIVATIONS[act]())
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: 1x1 expand -> depthwise kxk (stride) -> linear 1x1 project [+ input]."""
+
+    def __init__(self, b: MBBlock, act: str) -> None:
+        super().__init__()
+        self.residual = b.residual
+        self.expand = conv_bn_act(b.in_channels, b.hidden, 1, 1, 1, act)
+        self.dw = conv_bn_act(b.hidden, b.hidden, b.kernel, b.stride, b.hidden, act)
+        self.project = conv_bn_act(b.hidden, b.out_channels, 1, 1, 1, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class MobileNet(nn.Module):
+    """Stem -> stages of inverted residuals -> 1x1 head conv -> global pool -> linear."""
+
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, head: nn.Module,
+                 head_width: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stages = stages
+        self.head = head
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(head_width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.stages(self.stem(x)))
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+# -- the space -------------------------------------------------------------------------------
+@register("mobile")
+class MobileSpace(SearchSpace):
+    """Inverted-residual space: per-stage elastic depth, per-block kernel and expansion."""
+
+    name = "mobile"
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 24, 40, 64),
+        strides: Sequence[int] = (1, 2, 2, 1),
+        depths: Sequence[int] = (2, 3, 4),
+        kernels: Sequence[int] = (3, 5, 7),
+        expansions: Sequence[int] = (3, 4, 6),
+        stem_width: int = 16,
+        stem_stride: int = 2,
+        head_width: int = 128,
+        width_mult: float = 1.0,
+        act: str = "relu6",
+    ) -> None:
+        self.widths = _ints("widths", widths)
+        self.strides = _ints("strides", strides)
+        if len(self.strides) != len(self.widths):
+            raise NasforgeError(
+                f"mobile: strides ({len(self.strides)}) must give one stride per stage "
+                f"(widths has {len(self.widths)})"
+            )
+        if any(s not in (1, 2) for s in self.strides):
+            raise NasforgeError(f"mobile: strides must be 1 or 2, got {list(self.strides)}")
+        self.depths = _unique_sorted("depths", _ints("depths", depths))
+        self.kernels = _unique_sorted("kernels", _ints("kernels", kernels, odd=True))
+        self.expansions = _unique_sorted("expansions", _ints("expansions", expansions))
+        (self.stem_width,) = _ints("stem_width", [stem_width])
+        (self.stem_stride,) = _ints("stem_stride", [stem_stride])
+        if self.stem_stride not in (1, 2):
+            raise NasforgeError(f"mobile: stem_stride must be 1 or 2, got {stem_stride}")
+        (self.head_width,) = _ints("head_width", [head_width])
+        if isinstance(width_mult, bool) or not isinstance(width_mult, int | float) or not (
+            0 < width_mult <= 16 and math.isfinite(width_mult)
+        ):
+            raise NasforgeError(
+                f"mobile: width_mult must be a number in (0, 16], got {width_mult!r}"
+            )
+        self.width_mult = float(width_mult)
+        if act not in ACTIVATIONS:
+            raise NasforgeError(f"mobile: unknown act {act!r}; choose from {list(ACTIVATIONS)}")
+        self.act = act
+
+        cs: list[Choice] = []
+        self._pos: dict[str, tuple[int, int | None]] = {}
+        for s in range(self.num_stages):
+            cs.append(Choice(f"s{s}_depth", self.depths))
+            self._pos[f"s{s}_depth"] = (s, None)
+            for i in range(self.max_depth):
+                for f, opts in (("kernel", self.kernels), ("expand", self.expansions)):
+                    cs.append(Choice(f"s{s}_b{i}_{f}", opts))
+                    self._pos[f"s{s}_b{i}_{f}"] = (s, i)
+        self._choices = tuple(cs)
+        self._first = {c.name: c.options[0] for c in cs}
+
+    # -- shape of the space --------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.widths)
+
+    @property
+    def max_depth(self) -> int:
+        return self.depths[-1]
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """Per-stage output channels after ``width_mult``."""
+        return tuple(scale_width(w, self.width_mult) for w in self.widths)
+
+    @property
+    def stem_channels(self) -> int:
+        return scale_width(self.stem_width, self.width_mult)
+
+    @property
+    def head_channels(self) -> int:
+        return scale_width(self.head_width, self.width_mult)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "widths": list(self.widths),
+            "strides": list(self.strides),
+            "depths": list(self.depths),
+            "kernels": list(self.kernels),
+            "expansions": list(self.expansions),
+            "stem_width": self.stem_width,
+            "stem_stride": self.stem_stride,
+            "head_width": self.head_width,
+            "width_mult": self.width_mult,
+            "act": self.act,
+        }
+
+    def choices(self) -> tuple[Choice, ...]:
+        return self._choices
+
+    # -- conditionality ------------------------------------------------------------------------
+    def is_active(self, name: str, values: Mapping[str, Value]) -> bool:
+        """A block's kernel/expansion only matter for blocks within its stage's depth."""
+        s, i = self._pos[name]
+        return i is None or i < int(values[f"s{s}_depth"])
+
+    def canonicalize(self, values: dict[str, Value]) -> dict[str, Value]:
+        return {k: (v if self.is_active(k, values) else self._first[k]) for k, v in values.items()}
+
+    @property
+    def size(self) -> int:
+        """Distinct canonical archs: ``(sum_d (K*E)**d) ** S``."""
+        per_block = len(self.kernels) * len(self.expansions)
+        return sum(per_block**d for d in self.depths) ** self.num_stages
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every canonical arch once, generated directly (lazily)."""
+        blocks = list(itertools.product(self.kernels, self.expansions))
+        per_stage = [chain for d in self.depths for chain in itertools.product(blocks, repeat=d)]
+        for stages in itertools.product(per_stage, repeat=self.num_stages):
+            yield self.from_stages(stages)
+
+    # -- structure -----------------------------------------------------------------------------
+    def stage_config(self, arch: Arch) -> list[list[tuple[int, int]]]:
+        """``[[(kernel, expand) per active block] per stage]``: what a supernet needs."""
+        d = arch.as_dict()
+        return [
+            [(int(d[f"s{s}_b{i}_kernel"]), int(d[f"s{s}_b{i}_expand"]))
+             for i in range(int(d[f"s{s}_depth"]))]
+            for s in range(self.num_stages)
+        ]  # fmt: skip
+
+    def from_stages(self, stages: Sequence[Sequence[tuple[int, int]]]) -> Arch:
+        """The arch with ``[(kernel, expand), ...]`` per stage (inverse of stage_config)."""
+        if len(stages) != self.num_stages:
+            raise ArchParseError(f"mobile: expected {self.num_stages} stages, got {len(stages)}")
+        vals: dict[str, Value] = dict(self._first)
+        for s, blocks in enumerate(stages):
+            vals[f"s{s}_depth"] = len(blocks)
+            for i, (k, e) in enumerate(blocks):
+                if i >= self.max_depth:
+                    break  # make() reports the bad depth
+                vals[f"s{s}_b{i}_kernel"] = k
+                vals[f"s{s}_b{i}_expand"] = e
+        return self.make(vals)
+
+    def blocks(self, arch: Arch) -> list[MBBlock]:
+        """Every active block of ``arch`` in order, with its channels and stride."""
+        out: list[MBBlock] = []
+        cin = self.stem_channels
+        cfgs = zip(self.stage_config(arch), self.stage_widths, strict=True)
+        for s, (cfg, cout) in enumerate(cfgs):
+            for i, (k, e) in enumerate(cfg):
+                stride = self.strides[s] if i == 0 else 1
+                c_in = cin if i == 0 else cout
+                out.append(MBBlock(s, i, c_in, cout, k, e, stride))
+            cin = cout
+        return out
+
+    def largest(self) -> Arch:
+        """Max depth, kernel and expansion everywhere (the OFA teacher)."""
+        blk = (self.kernels[-1], self.expansions[-1])
+        return self.from_stages([[blk] * self.max_depth for _ in range(self.num_stages)])
+
+    def smallest(self) -> Arch:
+        """Min depth, kernel and expansion everywhere (the cheapest network)."""
+        blk = (self.kernels[0], self.expansions[0])
+        return self.from_stages([[blk] * self.depths[0] for _ in range(self.num_stages)])
+
+    # -- string form ---------------------------------------------------------------------------
+    def format(self, arch: Arch) -> str:
+        """``k3e4-k5e6|k3e3-k3e3-k7e6|...``: blocks of each stage, stages split by ``|``."""
+        return "|".join(
+            "-".join(f"k{k}e{e}" for k, e in stage) for stage in self.stage_config(arch)
+        )
+
+    def parse(self, text: str) -> Arch:
+        """Inverse of :meth:`format`; raises :class:`ArchParseError` naming the bad token."""
+        if not isinstance(text, str):
+            raise ArchParseError(
+                f"mobile: architecture must be a string, got {type(text).__name__}"
+            )
+        example = self.format(self.smallest())
+        toks = [t.strip() for t in text.strip().split("|")]
+        if len(toks) != self.num_stages:
+            raise ArchParseError(
+                f"mobile: bad architecture {text!r}: {len(toks)} stage(s), this space has "
+                f"{self.num_stages} (stages split by '|', e.g. {example!r})"
+            )
+        stages: list[list[tuple[int, int]]] = []
+        for s, tok in enumerate(toks):
+            parts = [p.strip() for p in tok.split("-")] if tok else []
+            if len(parts) not in self.depths:
+                raise ArchParseError(
+                    f"mobile: bad token {tok!r} in {text!r}: stage {s} has {len(parts)} block(s); "
+                    f"depth must be one of {list(self.depths)}"
+                )
+            blocks = []
+            for p in parts:
+                m = _BLOCK.match(p)
+                if m is None:
+                    raise ArchParseError(
+                        f"mobile: bad token {p!r} in {text!r}: a block is 'k<kernel>e<expand>', "
+                        "e.g. 'k5e6'"
+                    )
+                k, e = int(m[1]), int(m[2])
+                if k not in self.kernels:
+                    raise ArchParseError(
+                        f"mobile: bad token {p!r} in {text!r}: kernel {k} is not one of "
+                        f"{list(self.kernels)}"
+                    )
+                if e not in self.expansions:
+                    raise ArchParseError(
+                        f"mobile: bad token {p!r} in {text!r}: expansion {e} is not one of "
+                        f"{list(self.expansions)}"
+                    )
+                blocks.append((k, e))
+            stages.append(blocks)
+        return self.from_stages(stages)
+
+    # -- building ------------------------------------------------------------------------------
+    def _check(self, arch: Arch) -> Arch:
+        if not isinstance(arch, Arch) or arch.space != self.name:
+            raise NasforgeError(f"mobile: not an architecture of the mobile space: {arch!r}")
+        return self.make(arch.as_dict())
+
+    def check_input(self, input_shape: Sequence[int]) -> tuple[int, int, int]:
+        """``(C, H, W)`` validated: >= 1 channel, at least 8x8 pixels."""
+        shape = tuple(input_shape)
+        if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) for s in shape):
+            raise NasforgeError(
+                f"mobile: input_shape must be (channels, height, width), got {shape}"
+            )
+        c, h, w = shape
+        if c < 1 or h < MIN_SIDE or w < MIN_SIDE:
+            raise NasforgeError(
+                f"mobile: input {c}x{h}x{w} is too small: needs >= 1 channel and at least "
+                f"{MIN_SIDE}x{MIN_SIDE} pixels (resize or pad the images)"
+            )
+        return c, h, w
+
+    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        arch = self._check(arch)
+        c, _, _ = self.check_input(input_shape)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise NasforgeError(
+                f"mobile: num_classes must be a positive integer, got {num_classes!r}"
+            )
+        stem = conv_bn_act(c, self.stem_channels, 3, self.stem_stride, 1, self.act)
+        per_stage: list[list[nn.Module]] = [[] for _ in range(self.num_stages)]
+        for b in self.blocks(arch):
+            per_stage[b.stage].append(InvertedResidual(b, self.act))
+        stages = nn.Sequential(*(nn.Sequential(*mods) for mods in per_stage))
+        head = conv_bn_act(self.stage_widths[-1], self.head_channels, 1, 1, 1, self.act)
+        return MobileNet(stem, stages, head, self.head_channels, num_classes)
