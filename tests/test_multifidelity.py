@@ -258,3 +258,93 @@ def test_highest_fidelity_best():
     assert highest_fidelity_best(recs[4:]) == 0
     assert highest_fidelity_best([recs[4], recs[1]]) == 1  # a budget beats no budget
     assert highest_fidelity_best([]) is None
+
+
+# -- early stopping (nasforge.early_stopping; tested here with the other cheap estimators) --
+def _curve(final, epochs=6):
+    """A saturating learning curve reaching ``final`` at the last epoch."""
+    return [{"epoch": e, "val_accuracy": final * (1 - 0.5 ** e) / (1 - 0.5 ** epochs),
+             "val_loss": 2.0 - final * e / epochs} for e in range(1, epochs + 1)]
+
+
+def _train(monitor, curve):
+    """What train_model does with on_epoch: stop on False (except at the last epoch)."""
+    stopped = False
+    for i, rec in enumerate(curve):
+        if monitor(rec["epoch"], dict(rec)) is False and i < len(curve) - 1:
+            stopped = True
+            break
+    return {"curve": curve[: i + 1], "stopped_early": stopped}
+
+
+def test_median_rule_stops_a_bad_curve_and_keeps_a_good_one():
+    from nasforge.early_stopping import LearningCurveStopper
+
+    st = LearningCurveStopper(min_trials=3, grace_epochs=1)
+    for final in (0.6, 0.7, 0.8):
+        st.add_curve(_curve(final))
+    bad = st.trial()
+    hist = _train(bad, _curve(0.2))
+    assert hist["stopped_early"] and bad.stopped and len(hist["curve"]) == 2  # after grace
+    out = bad.finalize({"val_accuracy": 0.0, "params": 10.0}, stopped=hist["stopped_early"])
+    assert out["early_stopped"] == 1.0 and out["params"] == 10.0
+    assert out["val_accuracy"] == pytest.approx(hist["curve"][-1]["val_accuracy"])
+    good = st.trial()
+    hist = _train(good, _curve(0.9))
+    assert not hist["stopped_early"] and len(hist["curve"]) == 6
+    assert "early_stopped" not in good.finalize({"val_accuracy": 0.9})
+    # a curve just below the median at the end survives: its best beats the running means
+    assert not _train(st.trial(), _curve(0.68))["stopped_early"]
+    # the stopped curve is kept but, by default, is no reference
+    assert [c["stopped"] for c in st.curves] == [False, False, False, True, False]
+    strict = st.threshold(2)
+    st.include_stopped = True
+    assert st.threshold(2) < strict
+
+
+def test_early_stopping_needs_references_and_respects_groups_and_modes():
+    from nasforge.early_stopping import LearningCurveStopper
+
+    st = LearningCurveStopper(min_trials=3, grace_epochs=0)
+    st.add_curve(_curve(0.8))
+    st.add_curve(_curve(0.9))
+    assert not _train(st.trial(), _curve(0.1))["stopped_early"]  # only two references
+    st.add_curve(_curve(0.85), group="epochs=6")
+    assert st.threshold(3) is None and st.threshold(3, group="epochs=6") is None
+    st.add_curve(_curve(0.7, epochs=2))  # too short to be a reference at epoch 3
+    assert st.threshold(2) is not None and st.threshold(3) is None
+    # val_loss: smaller is better
+    lo = LearningCurveStopper(metric="val_loss", mode="min", min_trials=2, grace_epochs=0)
+    for f in (0.8, 0.9):
+        lo.add_curve(_curve(f))
+    assert _train(lo.trial(), [{"epoch": 1, "val_loss": 9.0}, {"epoch": 2, "val_loss": 9.0}])[
+        "stopped_early"]
+    assert not _train(lo.trial(), [{"epoch": 1, "val_loss": 0.1}, {"epoch": 2, "val_loss": 0.1}])[
+        "stopped_early"]
+    # a diverged (NaN) trial is hopeless
+    nan = [{"epoch": 1, "val_loss": float("nan")}, {"epoch": 2, "val_loss": float("nan")}]
+    assert _train(lo.trial(), nan)["stopped_early"]
+    with pytest.raises(NasforgeError):
+        LearningCurveStopper(quantile=1.5)
+    with pytest.raises(NasforgeError, match="bad learning-curve entry"):
+        st.add_curve(["oops"])
+
+
+def test_early_stopping_state_round_trips_through_json():
+    from nasforge.early_stopping import LearningCurveStopper
+
+    st = LearningCurveStopper(quantile=0.75, min_trials=2, grace_epochs=1, reference="best")
+    for final in (0.5, 0.6, 0.9):
+        st.trial(group="g").finalize()  # an empty trial records nothing
+        mon = st.trial(group="g", max_epochs=6)
+        mon.finalize(stopped=_train(mon, _curve(final))["stopped_early"])
+    st.add_curve([(1, float("nan")), (2, 0.1)], group="g")  # NaN stored as null
+    state = json.loads(json.dumps(st.state_dict(), allow_nan=False))
+    back = LearningCurveStopper.from_state(state)
+    assert back.config() == st.config() and back.curves == st.curves
+    probe = [(1, 0.3), (2, 0.45), (3, 0.5)]
+    for e in (1, 2, 3, 6):
+        assert back.threshold(e, "g") == st.threshold(e, "g")
+    assert back.should_stop(probe, "g") == st.should_stop(probe, "g")
+    # the 0.75 quantile of best-so-far references is strict: 0.6-level curves are stopped
+    assert st.should_stop(_curve(0.6)[:3], "g") and not st.should_stop(_curve(0.95)[:3], "g")
