@@ -154,3 +154,13 @@ def test_plot_front_writes_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     with pytest.raises(NasforgeError):
         plot_front(_records(), x="mystery", path=tmp_path / "x.png")
+
+
+def test_store_records_work_directly():
+    from nasforge.store import TrialRecord
+
+    recs = [TrialRecord(i, f"arch{i}", {"epochs": 1}, "ok", dict(r["metrics"]))
+            for i, r in enumerate(_records()[:4])]
+    recs.append(TrialRecord(4, "arch4", None, "failed", {"latency_ms": 0.1, "val_accuracy": 1.0}))
+    assert front_of_records(recs, ["latency_ms", "val_accuracy"]) == [0, 1, 3]
+    assert "`arch3`" in front_table(recs, ["val_accuracy", "latency_ms"])
