@@ -67,6 +67,9 @@ class OneShotResult:
     supernet_history: dict[str, Any] | None = None
     search_time_s: float = 0.0
     total_time_s: float = 0.0
+    #: SPOS: the trained supernet and its inherited-weights scorer (in memory only)
+    supernet: Supernet | None = field(default=None, repr=False)
+    estimator: InheritedWeightsEstimator | None = field(default=None, repr=False)
 
 
 def _default_out(method: str) -> Path:
@@ -185,6 +188,7 @@ def run_oneshot(
         inherited: tuple[Any, Any] | None = None
         if method == "spos":
             arch, inherited = _run_spos(store, space, data, res, settings, seed, say)
+            res.supernet, res.estimator = inherited
         else:
             arch = _run_gradient(store, space, data, res, settings, seed, say)
         res.arch = arch.text
