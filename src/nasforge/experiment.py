@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from nasforge import estimators, spaces, strategies
 from nasforge.errors import NasforgeError, RunDirError
 from nasforge.estimators.base import Estimator, Result
-from nasforge.executors import Executor, InProcessExecutor, run_trial
+from nasforge.executors import ATTEMPTS_ATTR, Executor, make_executor, validate_execution
 from nasforge.registry import Registry
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.store import RunStore, TrialRecord, trials_dataframe
@@ -430,13 +430,13 @@ class _Loop:
         return f"best {self.setup.strategy.metric} {self.best:.4g}"
 
     def _submit(self, tid: int, sugg: Suggestion) -> None:
-        s = self.setup
-        fut = self.executor.submit(run_trial, s.estimator, s.space, self.data, sugg.arch,
-                                   sugg.fidelity)
+        # only (arch, fidelity) travels per trial: the context was bound once in run()
+        fut = self.executor.submit_trial(sugg.arch, sugg.fidelity)
         self.in_flight[fut] = (tid, sugg)
 
     def run(self) -> None:
         strat, store = self.setup.strategy, self.store
+        self.executor.bind(self.setup.estimator, self.setup.space, self.data)
         # trials started before a crash never finished: evaluate them again, same id
         for rec in store.trials("running"):
             if not self.budget_left():
@@ -467,13 +467,14 @@ class _Loop:
             done = {f for f in self.in_flight if f.done()}
         for fut in sorted(done, key=lambda f: self.in_flight[f][0]):
             tid, sugg = self.in_flight.pop(fut)
-            self._finish(tid, sugg, _outcome(fut))
+            # a worker that died under the trial made the executor start it again
+            self._finish(tid, sugg, _outcome(fut), int(getattr(fut, ATTEMPTS_ATTR, 1) or 1))
 
-    def _finish(self, tid: int, sugg: Suggestion, result: Result) -> None:
+    def _finish(self, tid: int, sugg: Suggestion, result: Result, attempts: int = 1) -> None:
         strat = self.setup.strategy
         strat.tell(sugg, result.visible())
         self.store.finish_trial(tid, result, strat.state_dict(), strat.n_told,
-                                meta={"elapsed_s": self.elapsed()})
+                                meta={"elapsed_s": self.elapsed()}, attempts=attempts)
         self.n_done += 1
         if result.ok and _finite(result.metrics.get(strat.metric)):
             v = float(result.metrics[strat.metric])
@@ -574,8 +575,12 @@ def search(
     final_epochs: int | None = None,
     data_dir: str | None = None,
     progress: bool = True,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
     dataset_options: dict[str, Any] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    trial_timeout: float | str | None = None,
+    retries: int = 1,
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
 
@@ -585,8 +590,15 @@ def search(
     is one (its configuration must match). Ctrl-C stores everything, prints how to resume
     and re-raises ``KeyboardInterrupt``. ``dataset_options`` go to :func:`load_dataset`
     (``val_fraction``, ``image_size``, ``max_train``).
+
+    Execution: ``workers`` trials at once; ``executor`` is an :class:`Executor` or one of
+    ``auto`` (in-process for 1 worker, else a process pool), ``inprocess``, ``process``,
+    ``thread``, ``ray`` (``ray_address`` for an existing cluster). ``trial_timeout``
+    (seconds or ``"5m"``) stops a trial's worker; a worker that dies under a trial is
+    replaced and the trial retried ``retries`` times.
     """
     budget = _budget(trials, time_budget)
+    execution = _execution(executor, workers, ray_address, trial_timeout, retries)
     if final_epochs is not None and (isinstance(final_epochs, bool) or final_epochs < 1):
         raise NasforgeError(f"final_epochs must be a positive integer, got {final_epochs!r}")
     if resume and out is None:
@@ -625,7 +637,7 @@ def search(
                                           "final_train": final_train,
                                           "final_epochs": final_epochs})
     return _session(store, setup, data, budget, final_train=final_train,
-                    final_epochs=final_epochs, progress=progress, executor=executor)
+                    final_epochs=final_epochs, progress=progress, executor=execution)
 
 
 def resume(
@@ -635,17 +647,31 @@ def resume(
     time_budget: float | str | None = None,
     progress: bool = True,
     final_train: bool = True,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    trial_timeout: float | str | None = None,
+    retries: int | None = None,
 ) -> SearchResult:
     """Continue the run in ``run_dir`` from its store alone.
 
     ``trials`` / ``time_budget`` replace the stored totals (e.g. to extend a finished
-    search); by default the run continues to the budget it was started with.
+    search); by default the run continues to the budget it was started with. Execution
+    options (see :func:`search`) not given are those the run was last started with.
     """
     run_dir = Path(run_dir)
+    # bad options fail before the store is opened: a refused resume changes nothing
+    if trials is not None:
+        _budget(trials, None)
+    if time_budget is not None:
+        parse_duration(time_budget)
+    given = _execution(executor, workers if workers is not None else 1, ray_address,
+                       trial_timeout, retries if retries is not None else 1)
     store = RunStore.open(run_dir, write=True)
     try:
         config = store.config
+        execution = _resumed_execution(config.get("execution"), given, executor, workers,
+                                       ray_address, trial_timeout, retries)
         old = dict(config.get("budget") or {})
         if trials is None and time_budget is None:
             budget = _budget(old.get("trials"), old.get("time_budget"))
@@ -659,15 +685,16 @@ def resume(
         raise
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=config.get("final_epochs"), progress=progress,
-                    executor=executor)
+                    executor=execution)
 
 
 def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[str, Any],
              *, final_train: bool, final_epochs: int | None, progress: bool,
-             executor: Executor | None) -> SearchResult:
+             executor: Executor | dict[str, Any]) -> SearchResult:
     """Run one session of a run (fresh or resumed) to the end of its budget."""
-    own_executor = executor is None
-    ex = executor if executor is not None else InProcessExecutor()
+    own_executor = not isinstance(executor, Executor)
+    spec = executor if isinstance(executor, dict) else None
+    ex: Executor | None = executor if isinstance(executor, Executor) else None
     strat = setup.strategy
     unit = "trials" if budget["trials"] is not None else "seconds"
     total = budget["trials"] if unit == "trials" else budget["time_budget"]
@@ -682,13 +709,19 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
                     f"the run in {store.run_dir} is inconsistent: the strategy was told "
                     f"{strat.n_told} results but {store.n_completed()} trials are complete"
                 )
+        if ex is None:  # started here, before the run is marked running
+            ex = make_executor(**spec)  # type: ignore[arg-type]
         config = {**setup.config, "budget": budget, "final_train": final_train,
                   "final_epochs": final_epochs}
+        if spec is not None:
+            config["execution"] = spec
         store.set_meta(config=config, status="running")
         display = _Display(progress, total, 0, unit)
         loop = _Loop(store, setup, data, budget, ex, display)
         display.update(loop.progress(), loop.best_text())
         loop.run()
+        if own_executor:  # free the workers (and their copies of the data) before retraining
+            ex.shutdown(wait=False, cancel_futures=True)
         store.set_meta(status="searched", elapsed_s=loop.elapsed())
         display.stop()
         best = store.best(strat.metric, strat.mode)
@@ -727,9 +760,51 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
                   f"Resume with: nasforge resume {store.run_dir}", file=sys.stderr, flush=True)
         raise
     finally:
-        if own_executor:
+        if own_executor and ex is not None:
             ex.shutdown(wait=False, cancel_futures=True)
         store.close()
+
+
+def _execution(executor: Executor | str | None, workers: int, ray_address: str | None,
+               trial_timeout: float | str | None, retries: int) -> Executor | dict[str, Any]:
+    """An executor given as an object, or the checked spec of the one to start."""
+    if isinstance(executor, Executor):
+        if workers != 1 or ray_address is not None or trial_timeout is not None:
+            raise NasforgeError("workers, ray_address and trial_timeout only apply when the "
+                                "executor is given by name; set them on the Executor object")
+        return executor
+    if executor is not None and not isinstance(executor, str):
+        raise NasforgeError(f"executor must be a name or an Executor, got "
+                            f"{type(executor).__name__}")
+    timeout = None if trial_timeout is None else parse_duration(trial_timeout)
+    kind = validate_execution(executor or "auto", workers, ray_address, timeout, retries)
+    return {"kind": kind, "workers": workers, "ray_address": ray_address,
+            "trial_timeout": timeout, "retries": retries}
+
+
+def _resumed_execution(stored: Any, given: Executor | dict[str, Any],
+                       executor: Executor | str | None, workers: int | None,
+                       ray_address: str | None, trial_timeout: float | str | None,
+                       retries: int | None) -> Executor | dict[str, Any]:
+    """The options given to resume, the rest as the run was last started."""
+    if isinstance(given, Executor) or not isinstance(stored, dict):
+        return given
+    spec = dict(given)
+    for key, value in (("kind", executor), ("workers", workers), ("ray_address", ray_address),
+                       ("trial_timeout", trial_timeout), ("retries", retries)):
+        if value is None and key in stored:
+            spec[key] = stored[key]
+    if executor is not None and spec["kind"] not in ("auto", "ray"):
+        spec["ray_address"] = None  # another executor chosen now: the old cluster is moot
+    if executor is None and workers is not None and spec["kind"] == "inprocess" and workers > 1:
+        spec["kind"] = "auto"  # more workers asked for: let auto pick the process pool
+    try:
+        kind = validate_execution(spec["kind"], spec["workers"], spec["ray_address"],
+                                  spec["trial_timeout"], spec["retries"])
+    except (NasforgeError, KeyError, TypeError) as e:
+        raise RunDirError(f"the stored execution options are invalid ({e}); give --executor "
+                          "and --workers explicitly") from None
+    return {**spec, "kind": kind}
 
 
 def _final(store: RunStore, setup: _Setup, data: Dataset | None, best: TrialRecord | None,

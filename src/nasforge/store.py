@@ -347,6 +347,13 @@ class RunStore:
                     f"{db} is a SQLite file but not a nasforge run database (tables missing)"
                 )
             row = conn.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+            # a torn or tampered file is refused on open, not found out mid-search
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise RunDirError(
+                    f"{db} is corrupt (SQLite integrity check: {'; '.join(problems)[:300]}); "
+                    f"restore it from a backup or start a new run with another --out directory"
+                )
         except sqlite3.DatabaseError as e:
             raise RunDirError(
                 f"{db} is corrupt or not a nasforge run database ({e}); "
@@ -505,15 +512,21 @@ class RunStore:
         strategy_state: Mapping[str, Any],
         n_told: int,
         meta: Mapping[str, Any] | None = None,
+        attempts: int = 1,
     ) -> None:
-        """"Trial finished": store the result and the state right after ``tell``, atomically."""
+        """"Trial finished": store the result and the state right after ``tell``, atomically.
+
+        ``attempts`` > 1 says the executor had to start the trial again in this session (its
+        worker died); the extra starts are added to the row's ``attempt`` count.
+        """
         status = "ok" if result.ok else "failed"
+        extra = max(0, int(attempts) - 1)
         with self._tx() as c:
             n = c.execute(
-                "UPDATE trials SET status=?, metrics=?, report=?, cost=?, error=?, finished_at=? "
-                "WHERE id=? AND status='running'",
+                "UPDATE trials SET status=?, metrics=?, report=?, cost=?, error=?, finished_at=?, "
+                "attempt=attempt+? WHERE id=? AND status='running'",
                 (status, _dumps(result.metrics), _dumps(result.report), float(result.cost or 0.0),
-                 result.error, time.time(), trial_id),
+                 result.error, time.time(), extra, trial_id),
             ).rowcount
             if n != 1:
                 raise RunDirError(
