@@ -148,6 +148,100 @@ def _default_out(space: str, strategy: str) -> Path:
     return out
 
 
+# -------------------------------------------------------------------- execution options
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Trials run at once (default 1; resume: as the run was started). "
+                 "More than one runs a process pool, each worker with cores/N torch threads."),
+]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option("--executor", help="Where trials run: auto (in-process for 1 worker, else "
+                 "process), inprocess, process, thread, ray."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Address of an existing Ray cluster (implies --executor "
+                 "ray); without it, --executor ray starts a local Ray with --workers CPUs."),
+]
+TrialTimeoutOpt = Annotated[
+    str | None,
+    typer.Option("--trial-timeout", help="Stop a trial after this long (90s, 10m); its worker "
+                 "is killed and the trial fails."),
+]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="Times a trial is retried when its worker process dies "
+                 "(default 1)."),
+]
+
+
+def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
+    """``--config FILE``: a JSON/TOML file of option defaults; the command line still wins.
+
+    Keys are the option names (``trials``, ``time_budget`` or ``time-budget``, ...);
+    ``space_opt`` / ``strategy_opt`` / ``estimator_opt`` may be tables. The values go
+    through the same type checks as the command line (click's ``default_map``).
+    """
+    if value is None or ctx.resilient_parsing:
+        return value
+    path = Path(value)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise NasforgeError(f"--config: cannot read {path}: {e.strerror or e}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            doc: Any = tomllib.loads(raw.decode("utf-8"))
+        elif suffix == ".json":
+            doc = json.loads(raw.decode("utf-8"))
+        else:
+            raise NasforgeError(f"--config: {path} must be a .json or .toml file")
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise NasforgeError(f"--config: {path} is not valid {suffix[1:].upper()}: {e}") from None
+    if not isinstance(doc, dict):
+        raise NasforgeError(f"--config: {path} must hold a table/object of options, "
+                            f"not {type(doc).__name__}")
+    params = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
+    defaults: dict[str, Any] = {}
+    for key, v in doc.items():
+        name = str(key).replace("-", "_")
+        if name not in params:
+            raise NasforgeError(f"--config: unknown option {key!r} in {path}; valid options: "
+                                f"{', '.join(sorted(params))}")
+        if getattr(params[name], "multiple", False):
+            if isinstance(v, dict):
+                v = [f"{k}={json.dumps(x)}" for k, x in v.items()]
+            elif isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise NasforgeError(f"--config: {key!r} must be a table of options or a list "
+                                    f"of 'key=value' strings")
+        elif isinstance(v, dict | list):
+            raise NasforgeError(f"--config: {key!r} must be a single value, not "
+                                f"{type(v).__name__}")
+        elif v is not None and not isinstance(v, bool):
+            v = str(v)  # parsed and checked by the option's own type, like command-line text
+        defaults[name] = v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _execution(workers: int | None, executor: str | None, ray_address: str | None,
+               trial_timeout: str | None, retries: int | None) -> dict[str, Any]:
+    """The execution keyword arguments of search/resume, with bad values refused early."""
+    from nasforge.executors import validate_execution
+
+    timeout = _duration(trial_timeout, "--trial-timeout")
+    validate_execution(executor or "auto", workers or 1, ray_address, timeout,
+                       1 if retries is None else retries)
+    return {"executor": executor, "workers": workers, "ray_address": ray_address,
+            "trial_timeout": timeout, "retries": retries}
+
+
 # ------------------------------------------------------------------------------ search
 @app.command()
 def search(
@@ -228,6 +322,17 @@ def search(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress display.")
     ] = False,
+    workers: WorkersOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    retries: RetriesOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", is_eager=True, callback=_load_config,
+                     help="JSON or TOML file of option defaults (e.g. trials = 20); "
+                     "options given on the command line win."),
+    ] = None,
 ) -> None:
     """Search for a network; the best one is retrained and saved to RUN_DIR/best.
 
@@ -237,6 +342,9 @@ def search(
     from nasforge import spaces, strategies
 
     tb = _duration(time_budget)
+    execution = _execution(workers, executor, ray_address, trial_timeout, retries)
+    execution["workers"] = workers or 1
+    execution["retries"] = 1 if retries is None else retries
     space_options = parse_options(space_opt, "--space-opt")
     strategy_options = parse_options(strategy_opt, "--strategy-opt")
     estimator_options = parse_options(estimator_opt, "--estimator-opt")
@@ -281,6 +389,7 @@ def search(
         final_epochs=final_epochs,
         data_dir=data_dir,
         progress=not no_progress,
+        **execution,
     )
     _report(result)
 
@@ -293,13 +402,20 @@ def resume_cmd(
         str | None, typer.Option("--time-budget", "-t", help="New total budget: 90s, 10m, 1h.")
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    workers: WorkersOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    retries: RetriesOpt = None,
 ) -> None:
     """Continue an interrupted (or finished, with a larger budget) search."""
     tb = _duration(time_budget)
+    execution = _execution(workers, executor, ray_address, trial_timeout, retries)
     _current_run["dir"] = str(run_dir)
     from nasforge.experiment import resume as run_resume
 
-    _report(run_resume(run_dir, trials=trials, time_budget=tb, progress=not no_progress))
+    _report(run_resume(run_dir, trials=trials, time_budget=tb, progress=not no_progress,
+                       **execution))
 
 
 def _report(result: Any) -> None:
