@@ -9,9 +9,11 @@ per-sample Python overhead would dominate the small networks NAS trains by the h
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +28,20 @@ from nasforge.estimators.base import Estimator, Result
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
+    from nasforge.early_stopping import LearningCurveStopper
     from nasforge.spaces.base import Arch, SearchSpace
+    from nasforge.store import TrialRecord
 
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 FIDELITY_KEYS = ("epochs", "data_fraction", "resolution", "batch_size")
+#: what the train estimator times per trial: torch only (cheap), or also ONNX Runtime
+LATENCY_MODES = ("torch", "torch+onnx")
+#: the "throughput" batch size of ``latency_ms_b32`` / ``onnx_latency_ms_b32``
+LARGE_BATCH = 32
+#: report keys holding an early-stopping trial's curve: ``curve_<metric>_<epoch>``
+CURVE_PREFIX = "curve_"
 
 EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
 
@@ -238,6 +248,75 @@ def train_model(
     }
 
 
+# ----------------------------------------------------------------------------- latency
+def quick_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> Path:
+    """Export ``model`` to ONNX for timing: TorchScript exporter first (~0.2-1 s against
+    5-10 s for the dynamo one on a busy CPU), the checked :func:`export_onnx` if it fails."""
+    from nasforge.export import _export_once, export_onnx
+
+    path = Path(path)
+    was_training = model.training
+    model.cpu().eval()
+    example = torch.randn(2, *[int(s) for s in input_shape],
+                          generator=torch.Generator().manual_seed(0))
+    try:
+        _export_once(model, example, path, None, dynamo=False)
+    except Exception:  # noqa: BLE001 - the slower exporter may still work
+        export_onnx(model, input_shape, path, check=False)
+    finally:
+        model.train(was_training)
+    return path
+
+
+def runtime_names() -> dict[str, str]:
+    """Which runtimes the latencies come from (versions matter: kernels change)."""
+    names = {"torch": f"torch {torch.__version__} (eager, cpu)"}
+    try:
+        import onnxruntime as ort
+
+        names["onnx"] = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        names["onnx"] = "onnxruntime (not installed)"
+    return names
+
+
+def latency_metrics(model: nn.Module, input_shape: Sequence[int], *, onnx: bool = False,
+                    repeats: int = 20, onnx_path: str | Path | None = None,
+                    large_batch: int = LARGE_BATCH) -> dict[str, float]:
+    """CPU latency medians (ms) of ``model``, measured where the search runs.
+
+    Always ``latency_ms`` (torch, batch 1) and ``latency_threads`` (torch's intra-op
+    threads, also used for ONNX Runtime so both are comparable). With ``onnx``: also
+    ``latency_ms_b32`` (torch, batch ``large_batch``), ``onnx_latency_ms`` and
+    ``onnx_latency_ms_b32`` from ONNX Runtime, on ``onnx_path`` if given (the file that is
+    shipped) else on a temporary export. An ONNX export failure leaves the ONNX keys out
+    (a constraint on them then counts as violated) instead of failing the trial.
+    """
+    from nasforge import metrics
+
+    model.to("cpu")
+    lat = metrics.measure_latency(model, input_shape, repeats=repeats)
+    out: dict[str, float] = {"latency_ms": lat["median_ms"], "latency_threads": lat["threads"]}
+    if not onnx:
+        return out
+    big_repeats = max(3, repeats // 4)  # a batch of 32 takes ~32x longer: fewer repeats
+    out["latency_ms_b32"] = metrics.measure_latency(
+        model, input_shape, batch_size=large_batch, repeats=big_repeats, warmup=2)["median_ms"]
+    threads = int(lat["threads"])
+    with tempfile.TemporaryDirectory(prefix="nasforge-onnx-") as tmp:
+        try:
+            path = Path(onnx_path) if onnx_path is not None else quick_onnx(
+                model, input_shape, Path(tmp) / "model.onnx")
+            out["onnx_latency_ms"] = metrics.measure_onnx_latency(
+                path, input_shape, repeats=repeats, threads=threads)["median_ms"]
+            out["onnx_latency_ms_b32"] = metrics.measure_onnx_latency(
+                path, input_shape, batch_size=large_batch, repeats=big_repeats, warmup=2,
+                threads=threads)["median_ms"]
+        except Exception:  # noqa: BLE001 - see docstring: missing, not a failed trial
+            out.pop("onnx_latency_ms", None)
+    return out
+
+
 # ------------------------------------------------------------------------------ checks
 def _int(name: str, v: Any, lo: int, allow_none: bool = False) -> int | None:
     """An integer option >= ``lo``; integral floats (2.0, from budget arithmetic) accepted."""
@@ -280,7 +359,17 @@ def _check_device(device: str) -> str:
 
 @register("train")
 class TrainingEstimator(Estimator):
-    """Train each candidate for a few epochs and score it on the validation split."""
+    """Train each candidate for a few epochs and score it on the validation split.
+
+    ``latency``: ``"torch"`` times each trained candidate with PyTorch (CPU, batch 1);
+    ``"torch+onnx"`` adds batch-32 and ONNX Runtime latencies (a quick ONNX export per
+    trial, ~1 s). ``early_stopping``: stop hopeless trials by the median stopping rule
+    (:class:`~nasforge.early_stopping.LearningCurveStopper`, ``early_stopping_options``
+    go to it). Its reference curves live in this estimator object: shared by all trials
+    with the in-process (or thread) executor and rebuilt from the store on resume; with
+    process or Ray workers every worker holds its own copy, bound once, and learns only
+    from the trials it ran itself (so stopping starts later and differs between workers).
+    """
 
     def __init__(
         self,
@@ -297,6 +386,9 @@ class TrainingEstimator(Estimator):
         measure_latency: bool = True,
         latency_repeats: int = 20,
         label_smoothing: float = 0.0,
+        latency: str = "torch",
+        early_stopping: bool = False,
+        early_stopping_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.epochs = _int("epochs", epochs, 1)
         self.data_fraction = _fraction("data_fraction", data_fraction)
@@ -318,9 +410,68 @@ class TrainingEstimator(Estimator):
         if ls is None or ls >= 1:
             raise NasforgeError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = ls
+        if latency not in LATENCY_MODES:
+            raise NasforgeError(
+                f"latency must be one of {', '.join(LATENCY_MODES)}, got {latency!r}"
+            )
+        self.latency = latency
+        self.early_stopping = bool(early_stopping)
+        self.early_stopping_options = dict(early_stopping_options or {})
+        self._stopper: LearningCurveStopper | None = None
+        if self.early_stopping:
+            self.stopper  # noqa: B018 - bad stopper options fail now, not in trial 1
+
+    @property
+    def stopper(self) -> LearningCurveStopper:
+        """The early-stopping rule and its reference curves (made on first use)."""
+        if self._stopper is None:
+            from nasforge.early_stopping import LearningCurveStopper
+
+            try:
+                self._stopper = LearningCurveStopper(**self.early_stopping_options)
+            except TypeError as e:
+                raise NasforgeError(f"bad early_stopping_options: {e}") from None
+        return self._stopper
+
+    @staticmethod
+    def _group(s: Mapping[str, Any]) -> str:
+        """Curves are comparable only under the same budget (the cosine schedule differs)."""
+        return (f"epochs={s['epochs']},data_fraction={s['data_fraction']},"
+                f"resolution={s['resolution']},batch_size={s['batch_size']}")
+
+    def restore(self, trials: Iterable[TrialRecord]) -> None:
+        """Rebuild the early-stopping references from stored trials (called on resume).
+
+        Curves were stored in each trial's report (``curve_<metric>_<epoch>``), so a
+        resumed search stops exactly the trials the uninterrupted one would have.
+        """
+        if not self.early_stopping:
+            return
+        stopper = self.stopper
+        stopper.curves = []
+        prefix = f"{CURVE_PREFIX}{stopper.metric}_"
+        done = [t for t in trials if t.ok]
+        done.sort(key=lambda t: (t.finished_at or 0.0, t.id))
+        for t in done:
+            pts = sorted((float(k[len(prefix):]), float(v)) for k, v in t.report.items()
+                         if k.startswith(prefix))
+            if pts:
+                try:
+                    group = self._group(self.settings(t.fidelity))
+                except NasforgeError:
+                    continue
+                stopper.add_curve(pts, stopped=bool(t.metrics.get("early_stopped")),
+                                  group=group)
 
     def config(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}  # new options only when set: older runs' configs still match
+        if self.latency != "torch":
+            extra["latency"] = self.latency
+        if self.early_stopping:
+            extra["early_stopping"] = True
+            extra["early_stopping_options"] = dict(self.early_stopping_options)
         return {
+            **extra,
             "epochs": self.epochs,
             "data_fraction": self.data_fraction,
             "resolution": self.resolution,
@@ -398,6 +549,8 @@ class TrainingEstimator(Estimator):
         shape = (c, r, r) if r is not None else (c, h, w)
         torch.manual_seed(seed)
         model = space.build(arch, shape, data.num_classes)
+        monitor = (self.stopper.trial(group=self._group(s), max_epochs=s["epochs"])
+                   if self.early_stopping else None)
         try:
             hist = train_model(
                 model,
@@ -413,6 +566,7 @@ class TrainingEstimator(Estimator):
                 seed=seed,
                 device=self.device,
                 deadline=deadline,
+                on_epoch=monitor,
             )
         except TimeoutError:
             if self.timeout is None:
@@ -439,10 +593,12 @@ class TrainingEstimator(Estimator):
             "data_fraction": s["data_fraction"],
         }
         if self.measure_latency:
-            lat = metrics.measure_latency(model, shape, repeats=self.latency_repeats)
-            m["latency_ms"] = lat["median_ms"]
-        return Result(
-            metrics=m,
-            cost=time.perf_counter() - t0,
-            report={"train_loss": hist["train_loss"]},
-        )
+            m.update(latency_metrics(model, shape, onnx=self.latency == "torch+onnx",
+                                     repeats=self.latency_repeats))
+        report: dict[str, float] = {"train_loss": hist["train_loss"]}
+        if monitor is not None:
+            m = monitor.finalize(m, stopped=hist["stopped_early"])
+            key = self.stopper.metric
+            report.update({f"{CURVE_PREFIX}{key}_{int(rec['epoch'])}": float(rec[key])
+                           for rec in hist["curve"] if key in rec})
+        return Result(metrics=m, cost=time.perf_counter() - t0, report=report)
