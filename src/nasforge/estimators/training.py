@@ -285,8 +285,8 @@ def latency_metrics(model: nn.Module, input_shape: Sequence[int], *, onnx: bool 
                     large_batch: int = LARGE_BATCH) -> dict[str, float]:
     """CPU latency medians (ms) of ``model``, measured where the search runs.
 
-    Always ``latency_ms`` (torch, batch 1) and ``latency_threads`` (torch's intra-op
-    threads, also used for ONNX Runtime so both are comparable). With ``onnx``: also
+    Always ``latency_ms`` (torch, batch 1). With ``onnx``: also ``latency_threads``
+    (torch's intra-op threads, also given to ONNX Runtime so both are comparable),
     ``latency_ms_b32`` (torch, batch ``large_batch``), ``onnx_latency_ms`` and
     ``onnx_latency_ms_b32`` from ONNX Runtime, on ``onnx_path`` if given (the file that is
     shipped) else on a temporary export. An ONNX export failure leaves the ONNX keys out
@@ -296,9 +296,10 @@ def latency_metrics(model: nn.Module, input_shape: Sequence[int], *, onnx: bool 
 
     model.to("cpu")
     lat = metrics.measure_latency(model, input_shape, repeats=repeats)
-    out: dict[str, float] = {"latency_ms": lat["median_ms"], "latency_threads": lat["threads"]}
+    out: dict[str, float] = {"latency_ms": lat["median_ms"]}
     if not onnx:
         return out
+    out["latency_threads"] = lat["threads"]
     big_repeats = max(3, repeats // 4)  # a batch of 32 takes ~32x longer: fewer repeats
     out["latency_ms_b32"] = metrics.measure_latency(
         model, input_shape, batch_size=large_batch, repeats=big_repeats, warmup=2)["median_ms"]
