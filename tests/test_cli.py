@@ -327,3 +327,35 @@ def test_export_onnx_matches_torch(run_dir, tmp_path, capsys):
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     code, _, err = run(["export", run_dir, "--format", "tflite", "--out", target], capsys)
     assert code == 2 and "onnx" in err
+
+
+# ------------------------------------------------------------------ command modules
+def test_command_modules_add_commands_and_a_broken_one_is_skipped(tmp_path, monkeypatch, capsys):
+    import nasforge.cli as cli
+
+    (tmp_path / "nf_hello_cmd.py").write_text(
+        "import typer\n"
+        "def register_cli(app: typer.Typer) -> None:\n"
+        "    @app.command('hello')\n"
+        "    def hello(name: str = 'world') -> None:\n"
+        "        typer.echo(f'hello {name}')\n"
+    )
+    (tmp_path / "nf_broken_cmd.py").write_text(
+        "from __future__ import annotations\n"
+        "import typer\n"
+        "def register_cli(app: typer.Typer) -> None:\n"
+        "    @app.command('broken')\n"
+        "    def broken(x: NoSuchType = None) -> None: ...\n"  # fails when typer builds it
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["nf_hello_cmd", "nf_broken_cmd", "nf_absent"])
+    monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))
+    cli._load_command_modules()
+    err = capsys.readouterr().err
+    assert "nf_broken_cmd" in err and "nf_absent" not in err  # absent: silently skipped
+    code, out, _ = run(["hello", "--name", "nas"], capsys)
+    assert code == 0 and out.strip() == "hello nas"
+    code, out, _ = run(["spaces"], capsys)  # the core commands still work
+    assert code == 0 and "cnn" in out
+    code, _, err = run(["broken"], capsys)
+    assert code == 2

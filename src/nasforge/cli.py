@@ -4,9 +4,9 @@ Errors that are the user's to fix (:class:`~nasforge.errors.NasforgeError`, bad 
 become one red line on stderr and exit code 2; Ctrl-C exits 130 and says how to resume;
 anything else keeps its traceback, because it is a bug.
 
-Adding a command from another module: in ``nasforge/foo.py`` write
-``from nasforge.cli import app`` and decorate a function with ``@app.command("foo")``,
-then add ``"nasforge.foo"`` to :data:`COMMAND_MODULES` so ``nasforge foo`` finds it.
+Adding a command from another module: give ``nasforge/foo.py`` a function
+``register_cli(app: typer.Typer)`` that adds it (``@app.command("foo")``), and add
+``"nasforge.foo"`` to :data:`COMMAND_MODULES`; :func:`main` then offers ``nasforge foo``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ from rich.text import Text
 
 from nasforge.errors import NasforgeError
 
-#: modules that register more commands on :data:`app` when imported (see module docstring)
-COMMAND_MODULES: list[str] = []
+#: modules whose ``register_cli(app)`` adds more commands (see module docstring)
+COMMAND_MODULES: list[str] = [
+    "nasforge.bench",
+    "nasforge.proxy_eval",
+    "nasforge.oneshot",
+    "nasforge.oneshot.ofa",
+]
 
 app = typer.Typer(
     name="nasforge",
@@ -151,28 +156,38 @@ def _default_out(space: str, strategy: str) -> Path:
 # -------------------------------------------------------------------- execution options
 WorkersOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="Trials run at once (default 1; resume: as the run was started). "
-                 "More than one runs a process pool, each worker with cores/N torch threads."),
+    typer.Option(
+        min=1,
+        help="Trials run at once (default 1; resume: as the run was started). "
+        "More than one runs a process pool, each worker with cores/N torch threads.",
+    ),
 ]
 ExecutorOpt = Annotated[
     str | None,
-    typer.Option("--executor", help="Where trials run: auto (in-process for 1 worker, else "
-                 "process), inprocess, process, thread, ray."),
+    typer.Option(
+        "--executor",
+        help="Where trials run: auto (in-process for 1 worker, else "
+        "process), inprocess, process, thread, ray.",
+    ),
 ]
 RayAddressOpt = Annotated[
     str | None,
-    typer.Option("--ray-address", help="Address of an existing Ray cluster (implies --executor "
-                 "ray); without it, --executor ray starts a local Ray with --workers CPUs."),
+    typer.Option(
+        "--ray-address",
+        help="Address of an existing Ray cluster (implies --executor "
+        "ray); without it, --executor ray starts a local Ray with --workers CPUs.",
+    ),
 ]
 TrialTimeoutOpt = Annotated[
     str | None,
-    typer.Option("--trial-timeout", help="Stop a trial after this long (90s, 10m); its worker "
-                 "is killed and the trial fails."),
+    typer.Option(
+        "--trial-timeout",
+        help="Stop a trial after this long (90s, 10m); its worker is killed and the trial fails.",
+    ),
 ]
 RetriesOpt = Annotated[
     int | None,
-    typer.Option(min=0, help="Times a trial is retried when its worker process dies "
-                 "(default 1)."),
+    typer.Option(min=0, help="Times a trial is retried when its worker process dies (default 1)."),
 ]
 
 
@@ -203,26 +218,29 @@ def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise NasforgeError(f"--config: {path} is not valid {suffix[1:].upper()}: {e}") from None
     if not isinstance(doc, dict):
-        raise NasforgeError(f"--config: {path} must hold a table/object of options, "
-                            f"not {type(doc).__name__}")
+        raise NasforgeError(
+            f"--config: {path} must hold a table/object of options, not {type(doc).__name__}"
+        )
     params = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
     defaults: dict[str, Any] = {}
     for key, v in doc.items():
         name = str(key).replace("-", "_")
         if name not in params:
-            raise NasforgeError(f"--config: unknown option {key!r} in {path}; valid options: "
-                                f"{', '.join(sorted(params))}")
+            raise NasforgeError(
+                f"--config: unknown option {key!r} in {path}; valid options: "
+                f"{', '.join(sorted(params))}"
+            )
         if getattr(params[name], "multiple", False):
             if isinstance(v, dict):
                 v = [f"{k}={json.dumps(x)}" for k, x in v.items()]
             elif isinstance(v, str):
                 v = [v]
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise NasforgeError(f"--config: {key!r} must be a table of options or a list "
-                                    f"of 'key=value' strings")
+                raise NasforgeError(
+                    f"--config: {key!r} must be a table of options or a list of 'key=value' strings"
+                )
         elif isinstance(v, dict | list):
-            raise NasforgeError(f"--config: {key!r} must be a single value, not "
-                                f"{type(v).__name__}")
+            raise NasforgeError(f"--config: {key!r} must be a single value, not {type(v).__name__}")
         elif v is not None and not isinstance(v, bool):
             v = str(v)  # parsed and checked by the option's own type, like command-line text
         defaults[name] = v
@@ -230,16 +248,27 @@ def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
     return value
 
 
-def _execution(workers: int | None, executor: str | None, ray_address: str | None,
-               trial_timeout: str | None, retries: int | None) -> dict[str, Any]:
+def _execution(
+    workers: int | None,
+    executor: str | None,
+    ray_address: str | None,
+    trial_timeout: str | None,
+    retries: int | None,
+) -> dict[str, Any]:
     """The execution keyword arguments of search/resume, with bad values refused early."""
     from nasforge.executors import validate_execution
 
     timeout = _duration(trial_timeout, "--trial-timeout")
-    validate_execution(executor or "auto", workers or 1, ray_address, timeout,
-                       1 if retries is None else retries)
-    return {"executor": executor, "workers": workers, "ray_address": ray_address,
-            "trial_timeout": timeout, "retries": retries}
+    validate_execution(
+        executor or "auto", workers or 1, ray_address, timeout, 1 if retries is None else retries
+    )
+    return {
+        "executor": executor,
+        "workers": workers,
+        "ray_address": ray_address,
+        "trial_timeout": timeout,
+        "retries": retries,
+    }
 
 
 # ------------------------------------------------------------------------------ search
@@ -329,9 +358,13 @@ def search(
     retries: RetriesOpt = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", is_eager=True, callback=_load_config,
-                     help="JSON or TOML file of option defaults (e.g. trials = 20); "
-                     "options given on the command line win."),
+        typer.Option(
+            "--config",
+            is_eager=True,
+            callback=_load_config,
+            help="JSON or TOML file of option defaults (e.g. trials = 20); "
+            "options given on the command line win.",
+        ),
     ] = None,
 ) -> None:
     """Search for a network; the best one is retrained and saved to RUN_DIR/best.
@@ -414,8 +447,9 @@ def resume_cmd(
     _current_run["dir"] = str(run_dir)
     from nasforge.experiment import resume as run_resume
 
-    _report(run_resume(run_dir, trials=trials, time_budget=tb, progress=not no_progress,
-                       **execution))
+    _report(
+        run_resume(run_dir, trials=trials, time_budget=tb, progress=not no_progress, **execution)
+    )
 
 
 def _report(result: Any) -> None:
@@ -681,13 +715,31 @@ def _interrupted() -> None:
     _error(f"interrupted; stored trials are safe; resume with: {where}")
 
 
+_loaded_modules: set[str] = set()
+
+
 def _load_command_modules() -> None:
+    """Let each module in :data:`COMMAND_MODULES` add its commands, once.
+
+    A module that fails to import costs only its own commands (with a warning): the core
+    commands (search, predict, ...) must keep working.
+    """
     for name in COMMAND_MODULES:
+        if name in _loaded_modules:
+            continue
+        _loaded_modules.add(name)
+        n_cmds, n_groups = len(app.registered_commands), len(app.registered_groups)
         try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # the module exists but one of its imports is missing
-                raise
+            mod = importlib.import_module(name)
+            register = getattr(mod, "register_cli", None)
+            if callable(register):
+                register(app)
+            typer.main.get_command(app)  # typer checks the commands only when building them
+        except Exception as e:  # noqa: BLE001 - see docstring
+            del app.registered_commands[n_cmds:]
+            del app.registered_groups[n_groups:]
+            if not (isinstance(e, ModuleNotFoundError) and e.name == name):
+                _error(f"warning: commands of {name} unavailable: {type(e).__name__}: {e}")
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
