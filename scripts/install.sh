@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for nasforge (idempotent: safe to run again).
+#  1. torch 2.13.0, the CPU build (pinned here only; the package itself accepts a range)
+#  2. nasforge itself, editable, with the test tools
+#  3. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
+#     works; never fatal: without it the default search uses scikit-learn's digits.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY="${PYTHON:-python3}"
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+
+echo "nasforge install: torch (CPU) and nasforge[test] ..."
+"$PY" -m pip install -q torch==2.13.0
+"$PY" -m pip install -q -e ".[test]"
+
+fashion_installed() {
+  [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
+    dpkg -s dataset-fashion-mnist >/dev/null 2>&1
+}
+
+if fashion_installed; then
+  echo "nasforge install: Fashion-MNIST already installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  if timeout 300 apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
+    { timeout 300 apt-get update -q >/dev/null 2>&1 &&
+      timeout 300 apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; then
+    echo "nasforge install: Fashion-MNIST installed"
+  else
+    echo "nasforge install: could not install Fashion-MNIST; the default search uses digits" >&2
+  fi
+else
+  echo "nasforge install: not root or no apt-get; skipping Fashion-MNIST (the default search" \
+    "uses digits; or point --data-dir at the IDX files)" >&2
+fi
+echo "nasforge install: done ($("$PY" -c 'import nasforge; print("nasforge", nasforge.__version__)'))"
