@@ -661,25 +661,34 @@ class CostModel:
         self.table: dict[str, dict[str, float]] = {}
         self.measured = 0
 
-    def __call__(self, arch: Arch) -> dict[str, float]:
-        hit = self.table.get(arch.text)
-        if hit is not None and ("latency_ms" in hit or not self.latency):
-            return hit
+    def __call__(
+        self, arch: Arch, latency: bool | None = None, flops: bool = True
+    ) -> dict[str, float]:
+        """``{"params"[, "flops"][, "latency_ms"]}`` of ``arch``, each measured at most once.
+
+        ``latency=False`` / ``flops=False`` skip the slow measurements for this call (a
+        constraint check counts params first); default latency: the model's ``latency``.
+        """
+        want_latency = self.latency if latency is None else latency and self.latency
+        cost = self.table.setdefault(arch.text, {})
+        wanted = {"params": True, "flops": flops, "latency_ms": want_latency}
+        need = [k for k, want in wanted.items() if want and k not in cost]
+        if not need:
+            return cost
         from nasforge import metrics
 
         with torch.random.fork_rng(devices=[]):
             model = self.space.build(arch, self.input_shape, self.num_classes)
-        cost: dict[str, float] = {
-            "params": metrics.count_params(model),
-            "flops": metrics.count_flops(model, self.input_shape),
-        }
-        if self.latency:
+        if "params" in need:
+            cost["params"] = metrics.count_params(model)
+        if "flops" in need:
+            cost["flops"] = metrics.count_flops(model, self.input_shape)
+        if "latency_ms" in need:
             lat = metrics.measure_latency(model, self.input_shape, batch_size=1,
                                           warmup=self.warmup, repeats=self.repeats,
                                           threads=self.threads)  # fmt: skip
             cost["latency_ms"] = lat["median_ms"]
-        self.table[arch.text] = cost
-        self.measured += 1
+            self.measured += 1
         return cost
 
     def to_json(self) -> dict[str, Any]:
@@ -711,6 +720,13 @@ class Constraint:
         if self.max_params is not None and cost["params"] > self.max_params:
             return False
         return self.max_latency_ms is None or cost["latency_ms"] <= self.max_latency_ms
+
+    def check(self, arch: Arch, costs: CostModel) -> bool:
+        """Whether ``arch`` fits; latency is only measured when the cheap checks pass."""
+        c = costs(arch, latency=False, flops=False)
+        if self.max_params is not None and c["params"] > self.max_params:
+            return False
+        return self.ok(costs(arch, flops=False)) if self.needs_latency else True
 
     def describe(self) -> str:
         parts = []
@@ -777,7 +793,7 @@ def specialize(
     t0 = time.perf_counter()
     rng = np.random.default_rng([seed, 23])
     smallest = space.smallest()
-    if not constraint.ok(costs(smallest)):
+    if not constraint.check(smallest, costs):
         c = costs(smallest)
         lat = f", {c['latency_ms']:.3g} ms" if "latency_ms" in c else ""
         raise NasforgeError(
@@ -792,7 +808,7 @@ def specialize(
 
     def feasible(a: Arch) -> bool:
         nonlocal rejected
-        ok = constraint.ok(costs(a))
+        ok = constraint.check(a, costs)
         rejected += not ok
         return ok
 
@@ -838,31 +854,34 @@ def specialize(
     def budget_left() -> bool:
         return len(scored) < num_candidates
 
-    misses = 0
+    misses = 0  # consecutive failures to find a new feasible arch: the feasible set is used up
+    max_misses = 10
     population: list[Arch] = []
-    while budget_left() and len(population) < population_size and misses < 50:
+    while budget_left() and len(population) < population_size and misses < max_misses:
         a = fit(lambda: space.sample(rng))
         if a is None:
             misses += 1
             continue
+        misses = 0
         evaluate(a)
         population.append(a)
     if strategy == "random":
-        while budget_left() and misses < 50:
+        while budget_left() and misses < max_misses:
             a = fit(lambda: space.sample(rng))
             if a is None:
                 misses += 1
                 continue
+            misses = 0
             evaluate(a)
     else:
         n_parents = max(1, int(round(parent_ratio * population_size)))
         n_mut = int(round(mutation_ratio * population_size))
-        while budget_left() and misses < 50:
+        while budget_left() and misses < max_misses:
             state["generation"] += 1
             parents = sorted(population, key=lambda p: -scored[p])[:n_parents]
             children: list[Arch] = []
             for j in range(population_size - n_parents):
-                if not budget_left():
+                if not budget_left() or misses >= max_misses:
                     break
                 if j < n_mut or len(parents) < 2:
                     par = parents[int(rng.integers(len(parents)))]
@@ -874,6 +893,7 @@ def specialize(
                 if a is None:
                     misses += 1
                     continue
+                misses = 0
                 evaluate(a)
                 children.append(a)
             population = parents + children
