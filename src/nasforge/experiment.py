@@ -23,7 +23,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from nasforge.data import Dataset
 
 #: config keys that must be equal for ``search(..., resume=True)`` to continue a run
-IDENTITY_KEYS = ("dataset", "space", "strategy", "estimator", "seed")
+IDENTITY_KEYS = ("dataset", "space", "strategy", "estimator", "seed", "objectives",
+                 "constraints")
 
 
 @dataclass
@@ -53,7 +54,10 @@ class SearchResult:
     ``test_metrics`` come from the single test evaluation of the retrained best model
     (empty without final training); for estimators that need no data (benchmark tables)
     they are the best trial's report values, e.g. the table's ``test_accuracy``.
-    ``model_dir`` is ``RUN_DIR/best`` when a model was exported.
+    ``model_dir`` is ``RUN_DIR/best`` when a model was exported. With hard constraints,
+    ``best_arch`` is the returned (feasible) model's architecture; ``feasible`` is False,
+    with ``message`` saying why, when no model met them (nothing is exported then).
+    ``pareto_ids``: the trial ids of the stored Pareto front (multi-objective/constrained).
     """
 
     run_dir: Path
@@ -62,6 +66,9 @@ class SearchResult:
     test_metrics: dict[str, float] = field(default_factory=dict)
     model_dir: Path | None = None
     trials: list[TrialRecord] = field(default_factory=list)
+    feasible: bool = True
+    message: str | None = None
+    pareto_ids: list[int] = field(default_factory=list)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per trial (see :meth:`RunStore.to_dataframe`)."""
@@ -250,6 +257,72 @@ def _build(
         "seed": seed,
     }
     return _Setup(_jsonable(config), sp, st, est, ds_obj)
+
+
+#: metrics that only the train estimator's ``latency="torch+onnx"`` mode measures
+_ONNX_METRICS = ("onnx_latency_ms", "onnx_latency_ms_b32", "latency_ms_b32", "latency_threads")
+
+
+def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
+           strategy_options: Mapping[str, Any] | None, estimator: str | Estimator,
+           estimator_options: Mapping[str, Any] | None
+           ) -> tuple[list[str] | None, list[str] | None, str | Strategy, dict[str, Any],
+                      dict[str, Any]]:
+    """Parse objectives/constraints and hand them to the strategy that optimizes them.
+
+    Several objectives and no strategy chosen: NSGA-II. A strategy taking ``objectives``
+    (and ``constraints``) gets them; Optuna's gets ``metrics``/``directions``; one
+    objective sets ``metric``/``mode``. A single-metric strategy cannot take several
+    objectives (an error); constraints it cannot take are still enforced when the returned
+    model is chosen. Returns (objectives, constraints, strategy, strategy and estimator
+    options), objectives/constraints as canonical strings (None when not given).
+    """
+    from nasforge.objectives import parse_constraints, parse_objectives
+
+    objs = None if objectives is None else parse_objectives(objectives)
+    cons = parse_constraints(constraints)
+    if strategy is None:
+        strategy = "nsga2" if objs is not None and len(objs) > 1 else "evolution"
+    s_opts = dict(strategy_options or {})
+    specs = None if objs is None else [str(o) for o in objs]
+    if isinstance(strategy, Strategy):
+        have = [str(o) for o in getattr(strategy, "objectives", None) or []] or [
+            f"{strategy.metric}:{strategy.mode}"]
+        if specs is not None and have != specs:
+            raise NasforgeError(f"the strategy object optimizes {have}, not {specs}; build it "
+                                f"with those objectives or give the strategy by name")
+    elif isinstance(strategy, str):
+        names, _ = _accepted(strategies.registry.factory(strategy))
+        if objs is not None and specs is not None:
+            if "objectives" in names:
+                given = s_opts.get("objectives")
+                if given is not None and [str(o) for o in parse_objectives(given)] != specs:
+                    raise NasforgeError(f"objectives {specs} conflict with strategy option "
+                                        f"objectives={given!r}")
+                s_opts["objectives"] = specs
+            elif len(objs) > 1 and {"metrics", "directions"} <= names:
+                s_opts.update(metrics=[o.metric for o in objs],
+                              directions=["maximize" if o.mode == "max" else "minimize"
+                                          for o in objs],
+                              metric=objs[0].metric, mode=objs[0].mode)
+            elif len(objs) == 1 and {"metric", "mode"} <= names:
+                s_opts.update(metric=objs[0].metric, mode=objs[0].mode)
+            else:
+                raise NasforgeError(
+                    f"strategy {strategy!r} optimizes a single metric and cannot search "
+                    f"{specs}; use strategy 'nsga2' (or 'optuna-nsga2'), or give one objective"
+                )
+        if cons and "constraints" in names:
+            mine = [str(c) for c in cons]
+            theirs = [str(c) for c in parse_constraints(s_opts.get("constraints"))]
+            s_opts["constraints"] = list(dict.fromkeys(theirs + mine))
+    e_opts = dict(estimator_options or {})
+    wanted = {o.metric for o in objs or []} | {c.metric for c in cons}
+    if isinstance(estimator, str) and wanted & set(_ONNX_METRICS) and "latency" not in e_opts:
+        names, _ = _accepted(estimators.registry.factory(estimator))
+        if "latency" in names:  # the cheap default would never measure these
+            e_opts["latency"] = "torch+onnx"
+    return specs, [str(c) for c in cons] or None, strategy, s_opts, e_opts
 
 
 def _rebuild(config: Mapping[str, Any], run_dir: Path) -> _Setup:
@@ -502,58 +575,155 @@ def _outcome(fut: cf.Future) -> Result:
 
 
 # -------------------------------------------------------------------------- final model
-def _final_train(store: RunStore, setup: _Setup, data: Dataset, best: TrialRecord,
-                 final_epochs: int | None, display: _Display) -> tuple[dict[str, Any], Path | None]:
-    """Retrain the best architecture on the full training split, test it once, export it."""
+#: a constrained search retrains at most this many candidates when the final model breaks
+#: a bound (latency noise, a val_accuracy floor), and checks at most this many in all
+MAX_FINAL_RETRAINS = 3
+MAX_FINAL_CANDIDATES = 10
+STAGING_DIR = ".best-staging"
+
+
+def _cost_metrics(model: Any, input_shape: Any, *, onnx: bool, repeats: int = 50,
+                  onnx_path: Path | None = None) -> dict[str, float]:
+    """Cost metrics measured on ``model`` itself, as the train estimator names them."""
+    from nasforge import metrics as M
+    from nasforge.estimators.training import latency_metrics
+
+    model.to("cpu").eval()
+    out: dict[str, float] = {
+        "params": M.count_params(model),
+        "flops": M.count_flops(model, input_shape),
+        "peak_memory_mb": M.peak_memory_mb(model, input_shape),
+    }
+    out.update(latency_metrics(model, input_shape, onnx=onnx, repeats=repeats,
+                               onnx_path=onnx_path))
+    return out
+
+
+def _broken(metrics: Mapping[str, Any], constraints: list[Any]) -> list[str]:
+    """The constraints ``metrics`` break, each with the measured value."""
+    return [f"{c} ({c.metric} = {metrics.get(c.metric, 'missing')})"
+            for c in constraints if not c.satisfied(metrics)]
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move the checked model directory into place, replacing an older one."""
+    import shutil
+
+    old = target.with_name(".best-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[TrialRecord],
+                 final_epochs: int | None, display: _Display
+                 ) -> tuple[TrialRecord | None, dict[str, Any], Path | None, str | None]:
+    """Retrain the best feasible architecture on the full training split, test it, export it.
+
+    Returns ``(chosen trial, final metrics, model dir, None)``, or ``(None, {}, None,
+    why)`` when no candidate stays within the run's hard constraints. Cost metrics are
+    measured again -- on the untrained network first (latency does not depend on the
+    weights, so a candidate that now measures over budget costs no training), then on the
+    retrained one -- and a model that breaks a bound is never exported: the next feasible
+    candidate is tried, at most :data:`MAX_FINAL_RETRAINS` retrainings. The final
+    ``summary.json`` always gets torch and ONNX Runtime latencies at batch 1 and 32.
+    """
+    import shutil
+
     import torch
 
-    from nasforge import metrics as M
-    from nasforge.estimators.training import evaluate_model, train_model
+    from nasforge.estimators.training import evaluate_model, runtime_names, train_model
+    from nasforge.export import SUMMARY_FILE, _write_json, save_best
+    from nasforge.reporting import run_constraints
 
     space, est = setup.space, setup.estimator
     cfg = est.config()
     search_epochs = int(cfg.get("epochs") or 1)
     epochs = int(final_epochs) if final_epochs else max(3, 3 * search_epochs)
-    arch = space.parse(best.arch)
     seed = int(setup.config["seed"])
     kw = {k: cfg[k] for k in ("batch_size", "optimizer", "lr", "weight_decay",
                               "label_smoothing", "device") if cfg.get(k) is not None}
-    display.print(f"[bold]final training[/] of trial {best.id} ({arch.text}) for {epochs} "
-                  f"epochs on {len(data.y_train)} training examples")
-    store.set_meta(status="final_training")
-    torch.manual_seed(seed)
-    model = space.build(arch, data.input_shape, data.num_classes)
-    t0 = time.perf_counter()
-    hist = train_model(model, data, epochs=epochs, data_fraction=1.0, resolution=None,
-                       seed=seed, **kw)
-    train_time = time.perf_counter() - t0
     device = kw.get("device", "cpu")
-    test_acc, test_loss = evaluate_model(model, data.x_test, data.y_test, device=device)
-    model.to("cpu").eval()
-    final: dict[str, Any] = {
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "val_accuracy": hist["val_accuracy"],
-        "val_loss": hist["val_loss"],
-        "params": M.count_params(model),
-        "flops": M.count_flops(model, data.input_shape),
-        "latency_ms": M.measure_latency(model, data.input_shape)["median_ms"],
-        "epochs": hist["epochs"],
-        "train_time_s": train_time,
-    }
-    model_dir: Path | None = None
-    try:
-        from nasforge.export import save_best
-    except ImportError:  # export lands separately; the metrics are stored regardless
-        save_best = None  # type: ignore[assignment]
-    if save_best is not None:
-        model_dir = Path(save_best(store.run_dir / "best", model, arch, space, data, final,
-                                   extra={"trial_id": best.id, "search_metrics": best.metrics,
-                                          "run_dir": str(store.run_dir)}))
-    doc = {"arch": arch.text, "trial_id": best.id, "metrics": final,
-           "model_dir": None if model_dir is None else str(model_dir.resolve())}
-    store.set_meta(final=doc)
-    return final, model_dir
+    constraints = run_constraints(setup.config)
+    onnx_bound = any("onnx" in c.metric or c.metric.endswith("_b32") for c in constraints)
+    staging = store.run_dir / STAGING_DIR
+    rejected: list[str] = []
+    retrains = 0
+    for rec in cands[:MAX_FINAL_CANDIDATES]:
+        if retrains >= MAX_FINAL_RETRAINS:
+            break
+        arch = space.parse(rec.arch)
+        torch.manual_seed(seed)
+        model = space.build(arch, data.input_shape, data.num_classes)
+        if constraints:
+            pre = {**rec.metrics, **_cost_metrics(model, data.input_shape, onnx=onnx_bound)}
+            bad = _broken(pre, constraints)
+            if bad:
+                rejected.append(f"trial {rec.id}: {'; '.join(bad)} (re-measured before training)")
+                display.print(f"[yellow]skipping trial {rec.id}[/]: {rejected[-1]}")
+                continue
+        retrains += 1
+        display.print(f"[bold]final training[/] of trial {rec.id} ({arch.text}) for {epochs} "
+                      f"epochs on {len(data.y_train)} training examples")
+        store.set_meta(status="final_training")
+        t0 = time.perf_counter()
+        hist = train_model(model, data, epochs=epochs, data_fraction=1.0, resolution=None,
+                           seed=seed, **kw)
+        train_time = time.perf_counter() - t0
+        test_acc, test_loss = evaluate_model(model, data.x_test, data.y_test, device=device)
+        model.to("cpu").eval()
+        final: dict[str, Any] = {
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "val_accuracy": hist["val_accuracy"],
+            "val_loss": hist["val_loss"],
+            **_cost_metrics(model, data.input_shape, onnx=False),
+            "epochs": hist["epochs"],
+            "train_time_s": train_time,
+        }
+        shutil.rmtree(staging, ignore_errors=True)
+        save_best(staging, model, arch, space, data, final,
+                  extra={"trial_id": rec.id, "search_metrics": rec.metrics,
+                         "run_dir": str(store.run_dir)})
+        shipped = staging / "model.onnx"
+        final.update(_cost_metrics(model, data.input_shape, onnx=True,
+                                   onnx_path=shipped if shipped.is_file() else None))
+        bad = _broken({**rec.metrics, **final}, constraints)
+        if bad:
+            shutil.rmtree(staging, ignore_errors=True)
+            rejected.append(f"trial {rec.id}: {'; '.join(bad)} (re-measured after retraining)")
+            display.print(f"[yellow]not exporting trial {rec.id}[/]: {rejected[-1]}")
+            continue
+        summary = json.loads((staging / SUMMARY_FILE).read_text())
+        summary["metrics"].update(final)
+        summary["latency"] = {
+            "threads": final.get("latency_threads"),
+            "runtimes": runtime_names(),
+            "batch_1_ms": {"torch": final.get("latency_ms"),
+                           "onnx": final.get("onnx_latency_ms")},
+            "batch_32_ms": {"torch": final.get("latency_ms_b32"),
+                            "onnx": final.get("onnx_latency_ms_b32")},
+            "onnx_file": "model.onnx" if shipped.is_file() else "temporary export",
+        }
+        summary["constraints"] = [str(c) for c in constraints]
+        _write_json(staging / SUMMARY_FILE, summary)
+        model_dir = store.run_dir / "best"
+        _install(staging, model_dir)
+        store.set_meta(final={
+            "arch": arch.text, "trial_id": rec.id, "metrics": final, "feasible": True,
+            "model_dir": str(model_dir.resolve()), "first_choice": cands[0].arch,
+            "rejected": rejected,
+        })
+        return rec, final, model_dir, None
+    why = (f"no feasible model: every candidate tried broke a constraint when measured "
+           f"again ({' | '.join(rejected)})")
+    shutil.rmtree(store.run_dir / "best", ignore_errors=True)  # never leave an older answer
+    store.set_meta(final={"arch": None, "trial_id": None, "metrics": {}, "feasible": False,
+                          "model_dir": None, "first_choice": cands[0].arch if cands else None,
+                          "rejected": rejected, "message": why})
+    return None, {}, None, why
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -561,7 +731,7 @@ def search(
     dataset: str | Dataset = "auto",
     *,
     space: str | SearchSpace = "cnn",
-    strategy: str | Strategy = "evolution",
+    strategy: str | Strategy | None = None,
     estimator: str | Estimator = "train",
     trials: int | None = 20,
     time_budget: float | str | None = None,
@@ -581,6 +751,8 @@ def search(
     ray_address: str | None = None,
     trial_timeout: float | str | None = None,
     retries: int = 1,
+    objectives: str | Sequence[str] | None = None,
+    constraints: str | Sequence[str] | Mapping[str, Any] | None = None,
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
 
@@ -596,16 +768,29 @@ def search(
     ``thread``, ``ray`` (``ray_address`` for an existing cluster). ``trial_timeout``
     (seconds or ``"5m"``) stops a trial's worker; a worker that dies under a trial is
     replaced and the trial retried ``retries`` times.
+
+    Goals: ``objectives`` (``["val_accuracy:max", "latency_ms:min"]``; the first decides
+    the returned model) and hard ``constraints`` (``"latency_ms<=2"``, ``["params<=200k"]``
+    or ``{"max_latency_ms": 2, "max_params": "200k"}``) are stored with the run. Several
+    objectives default the strategy to ``nsga2`` (``strategy=None`` means ``evolution``
+    otherwise). The returned model is the best *feasible* trial (at the highest fidelity
+    of the run), re-measured after the final retrain; if it breaks a bound the next
+    feasible one is tried, and if none is left ``feasible`` is False and nothing is
+    exported. Multi-objective/constrained runs also write ``pareto.md``/``pareto.png``.
     """
     budget = _budget(trials, time_budget)
+    goal_objs, goal_cons, strategy, strategy_options, estimator_options = _goals(
+        objectives, constraints, strategy, strategy_options, estimator, estimator_options)
     execution = _execution(executor, workers, ray_address, trial_timeout, retries)
     if final_epochs is not None and (isinstance(final_epochs, bool) or final_epochs < 1):
         raise NasforgeError(f"final_epochs must be a positive integer, got {final_epochs!r}")
     if resume and out is None:
         raise NasforgeError("resume=True needs out= (the run directory to continue)")
     setup = _build(dataset, space, strategy, estimator, seed=seed, space_options=space_options,
-                   strategy_options=strategy_options, estimator_options=estimator_options,
+                   strategy_options=strategy_options or None,
+                   estimator_options=estimator_options or None,
                    data_dir=data_dir, dataset_options=dataset_options)
+    setup.config.update(objectives=goal_objs, constraints=goal_cons)
     run_dir = Path(out) if out is not None else _default_out(setup.space.name,
                                                              setup.strategy.name)
     if RunStore.exists(run_dir):
@@ -709,6 +894,9 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
                     f"the run in {store.run_dir} is inconsistent: the strategy was told "
                     f"{strat.n_told} results but {store.n_completed()} trials are complete"
                 )
+            restore = getattr(setup.estimator, "restore", None)
+            if callable(restore):  # e.g. early-stopping references, rebuilt from the store
+                restore(store.trials("ok"))
         if ex is None:  # started here, before the run is marked running
             ex = make_executor(**spec)  # type: ignore[arg-type]
         config = {**setup.config, "budget": budget, "final_train": final_train,
@@ -724,12 +912,18 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             ex.shutdown(wait=False, cancel_futures=True)
         store.set_meta(status="searched", elapsed_s=loop.elapsed())
         display.stop()
-        best = store.best(strat.metric, strat.mode)
-        test_metrics, model_dir = _final(store, setup, data, best, final_train, final_epochs,
-                                         display)
+        cands, why = _candidates(store, setup, store.trials())
+        best, test_metrics, model_dir, unmet = _final(store, setup, data, cands, final_train,
+                                                      final_epochs, display)
+        why = why or unmet
         store.set_meta(status="finished")
         trials = store.trials()
+        _write_reports(store, setup, trials, best, test_metrics, why, display)
         display.print(_summary_table(trials, strat.metric, strat.mode))
+        if why:
+            from rich.markup import escape
+
+            display.print(f"[bold red]{escape(why)}[/]")
         if "test_accuracy" in test_metrics:
             display.print(f"best model: {model_dir or '(not exported)'}  test accuracy "
                           f"{float(test_metrics['test_accuracy']):.4f}")
@@ -740,6 +934,9 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             test_metrics=test_metrics,
             model_dir=model_dir,
             trials=trials,
+            feasible=why is None,
+            message=why,
+            pareto_ids=list((store.get_meta("pareto") or {}).get("trial_ids") or []),
         )
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
@@ -807,20 +1004,73 @@ def _resumed_execution(stored: Any, given: Executor | dict[str, Any],
     return {**spec, "kind": kind}
 
 
-def _final(store: RunStore, setup: _Setup, data: Dataset | None, best: TrialRecord | None,
-           final_train: bool, final_epochs: int | None,
-           display: _Display) -> tuple[dict[str, Any], Path | None]:
-    """Test metrics and model dir of the best trial: retrained now, or from an earlier session."""
-    if best is None:
-        return {}, None
+def _candidates(store: RunStore, setup: _Setup,
+                trials: list[TrialRecord]) -> tuple[list[TrialRecord], str | None]:
+    """The ranked feasible candidates for the returned model, and why there are none.
+
+    Feasible trials only, the highest fidelity of the run first, then the first objective
+    (see :func:`nasforge.reporting.ranked_candidates`). Multi-objective or constrained runs
+    also get their Pareto front (trial ids) stored under the ``pareto`` meta key.
+    """
+    from nasforge import reporting as R
+
+    objs, cons = R.run_objectives(setup.config), R.run_constraints(setup.config)
+    resource = R.fidelity_resource(trials, getattr(setup.strategy, "resource", None))
+    cands = R.ranked_candidates(trials, objs[0], cons, resource)
+    if len(objs) > 1 or cons:
+        axes = R.report_objectives(objs, cons)
+        store.set_meta(pareto={"objectives": [str(o) for o in axes],
+                               "constraints": [str(c) for c in cons], "resource": resource,
+                               "trial_ids": R.pareto_ids(trials, axes, cons, resource)})
+    why = R.infeasible_message(trials, cons, objs[0]) if cons and not cands else None
+    return cands, why
+
+
+def _final(store: RunStore, setup: _Setup, data: Dataset | None, cands: list[TrialRecord],
+           final_train: bool, final_epochs: int | None, display: _Display
+           ) -> tuple[TrialRecord | None, dict[str, Any], Path | None, str | None]:
+    """The returned trial, its test metrics and model dir (retrained now, or in an earlier
+    session), and why no model is returned when every candidate broke a constraint."""
+    if not cands:
+        return None, {}, None, None
+    best = cands[0]
     if not setup.estimator.needs_data:
-        return dict(best.report), None  # e.g. a benchmark table's test accuracy
+        return best, dict(best.report), None, None  # e.g. a benchmark table's test accuracy
     if not final_train or data is None:
-        return {}, None
+        return best, {}, None, None
     done = store.get_meta("final")
     model_dir = store.run_dir / "best"
-    if done and done.get("arch") == best.arch and (
+    if done and done.get("first_choice", done.get("arch")) == best.arch and (
         done.get("model_dir") is None or (model_dir / "summary.json").is_file()
     ):  # retrained in an earlier session (the store may have moved: look beside it)
-        return dict(done["metrics"]), None if done.get("model_dir") is None else model_dir
-    return _final_train(store, setup, data, best, final_epochs, display)
+        if done.get("feasible") is False:
+            return None, {}, None, done.get("message") or "no feasible model"
+        chosen = next((t for t in cands if t.id == done.get("trial_id")), best)
+        return (chosen, dict(done["metrics"]),
+                None if done.get("model_dir") is None else model_dir, None)
+    return _final_train(store, setup, data, cands, final_epochs, display)
+
+
+def _write_reports(store: RunStore, setup: _Setup, trials: list[TrialRecord],
+                   chosen: TrialRecord | None, test_metrics: Mapping[str, Any],
+                   message: str | None, display: _Display) -> None:
+    """``RUN_DIR/pareto.md`` and ``pareto.png`` for multi-objective or constrained runs."""
+    from nasforge import reporting as R
+
+    objs, cons = R.run_objectives(setup.config), R.run_constraints(setup.config)
+    if len(objs) < 2 and not cons:
+        return
+    resource = R.fidelity_resource(trials, getattr(setup.strategy, "resource", None))
+    final: dict[str, Any] = {}
+    if chosen is not None:
+        final["trial"] = f"{chosen.id} (`{chosen.arch}`)"
+        final.update({k: _fmt(v) for k, v in test_metrics.items()
+                      if k in ("test_accuracy", "val_accuracy", "params", "flops",
+                               "latency_ms", "latency_ms_b32", "onnx_latency_ms",
+                               "onnx_latency_ms_b32", "latency_threads", "peak_memory_mb")})
+    else:
+        final["none"] = message or "no trial succeeded"
+    try:
+        R.write_pareto_report(store.run_dir, trials, objs, cons, resource, final)
+    except Exception as e:  # noqa: BLE001 - a plotting problem must not lose a finished run
+        display.print(f"[yellow]could not write the Pareto report: {type(e).__name__}: {e}[/]")
