@@ -285,8 +285,10 @@ def search(
     ] = "auto",
     space: Annotated[str, typer.Option(help="Search space (see `nasforge spaces`).")] = "cnn",
     strategy: Annotated[
-        str, typer.Option(help="Search strategy (see `nasforge strategies`).")
-    ] = "evolution",
+        str | None,
+        typer.Option(help="Search strategy (see `nasforge strategies`) [default: evolution; "
+                     "nsga2 with several --objective]."),
+    ] = None,
     estimator: Annotated[
         str, typer.Option(help="Performance estimator (see `nasforge estimators`).")
     ] = "train",
@@ -351,6 +353,36 @@ def search(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress display.")
     ] = False,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option("--objective", help="Objective metric:max|min, repeatable, first one decides "
+                     "the returned model (e.g. --objective val_accuracy:max --objective "
+                     "latency_ms:min)."),
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option("--constraint", help="Hard constraint, repeatable: params<=200k, "
+                     "latency_ms<=2, val_accuracy>=0.9."),
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option("--max-latency-ms", help="Hard bound on latency_ms (CPU, batch 1, median)."),
+    ] = None,
+    max_params: Annotated[
+        str | None, typer.Option("--max-params", help="Hard bound on parameters: 200k, 1.5M.")
+    ] = None,
+    max_flops: Annotated[
+        str | None, typer.Option("--max-flops", help="Hard bound on FLOPs per sample: 5M, 1G.")
+    ] = None,
+    max_memory_mb: Annotated[
+        float | None,
+        typer.Option("--max-memory-mb", help="Hard bound on peak inference memory (MiB)."),
+    ] = None,
+    early_stopping: Annotated[
+        bool,
+        typer.Option("--early-stopping", help="Stop hopeless trials early (median stopping "
+                     "rule on learning curves; train estimator)."),
+    ] = False,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
@@ -382,7 +414,16 @@ def search(
     strategy_options = parse_options(strategy_opt, "--strategy-opt")
     estimator_options = parse_options(estimator_opt, "--estimator-opt")
     spaces.registry.factory(space)  # unknown names fail here, listing the valid ones
-    strategies.registry.factory(strategy)
+    if strategy is not None:
+        strategies.registry.factory(strategy)
+    from nasforge.objectives import parse_constraints, parse_objectives
+
+    objectives = [str(o) for o in parse_objectives(objective)] if objective else None
+    constraints = [str(c) for c in parse_constraints(
+        list(constraint or []), max_latency_ms=max_latency_ms, max_params=max_params,
+        max_flops=max_flops, max_memory_mb=max_memory_mb)] or None
+    if early_stopping:
+        estimator_options["early_stopping"] = True
     kind = _dataset_kind(dataset, data_dir)
     defaults = SEARCH_DEFAULTS[kind] if estimator == "train" else {}
     for name, given in (("epochs", epochs), ("data_fraction", data_fraction)):
@@ -400,7 +441,8 @@ def search(
     if final_epochs is None:
         final_epochs = defaults.get("final_epochs")
     n_trials = trials if trials is not None else (None if tb is not None else DEFAULT_TRIALS)
-    run_dir = out if out is not None else _default_out(space, strategy)
+    shown = strategy or ("nsga2" if objectives and len(objectives) > 1 else "evolution")
+    run_dir = out if out is not None else _default_out(space, shown)
     _current_run["dir"] = str(run_dir)
 
     from nasforge.experiment import search as run_search
@@ -422,6 +464,8 @@ def search(
         final_epochs=final_epochs,
         data_dir=data_dir,
         progress=not no_progress,
+        objectives=objectives,
+        constraints=constraints,
         **execution,
     )
     _report(result)
@@ -460,6 +504,9 @@ def _report(result: Any) -> None:
     _out()
     _out(f"Search finished: {len(trials)} trials ({ok} ok) in {run_dir}", "bold green")
     if result.best_arch is None:
+        if not getattr(result, "feasible", True):
+            raise NasforgeError(f"{result.message or 'no feasible model'}; nothing was exported "
+                                f"(see `nasforge show {run_dir}`)")
         _out("No trial succeeded; see `nasforge show " + str(run_dir) + "` for the errors.", "red")
         return
     _out(f"Best architecture: {result.best_arch}")
@@ -505,10 +552,20 @@ def show(
         meta = store.meta() if callable(getattr(store, "meta", None)) else {}
         strat = (config.get("strategy") or {}).get("options") or {}
         metric, mode = strat.get("metric", "val_accuracy"), strat.get("mode", "max")
+        if not isinstance(metric, str) or mode not in ("max", "min"):  # multi-objective runs
+            metric, mode = "val_accuracy", "max"
         try:
             best = store.best(metric, mode)
         except ValueError:
             best = None
+    from nasforge import reporting as R
+
+    # the run's own goals: feasible trials only, highest fidelity first (as the search chose)
+    objs, cons = R.run_objectives(config), R.run_constraints(config)
+    resource = R.fidelity_resource(trials, strat.get("resource"))
+    metric, mode = objs[0].metric, objs[0].mode
+    ranked = R.ranked_candidates(trials, objs[0], cons, resource)
+    best = ranked[0] if ranked else None
     con = _console()
     ds = config.get("dataset") or {}
     name_of = lambda k: (config.get(k) or {}).get("name", "?")  # noqa: E731
@@ -550,11 +607,20 @@ def show(
                 *(_fmt(t.metrics.get(k)) for k in extra), _fmt(t.cost), arch,
             )  # fmt: skip
         con.print(table)
+    if trials and (len(objs) > 1 or cons):
+        axes = R.report_objectives(objs, cons)
+        con.print(R.front_rich_table(trials, axes, cons, resource, title=(
+            f"Pareto front of {', '.join(map(str, axes))}"
+            + (f" under {', '.join(map(str, cons))}" if cons else ""))))
     if best is not None:
         con.print(
             Text(f"Best architecture (trial {best.id}): {best.arch}", style="bold"), soft_wrap=True
         )
         con.print("  search:  " + _metrics_line(best.metrics), markup=False, soft_wrap=True)
+    done = meta.get("final") if isinstance(meta, dict) else None
+    if isinstance(done, dict) and done.get("feasible") is False:
+        con.print(Text(f"No model returned: {done.get('message')}", style="bold red"),
+                  soft_wrap=True)
     final = _final_info(Path(run_dir), meta)
     if final:
         metrics, model = final

@@ -181,40 +181,57 @@ class InProcessExecutor(Executor):
         fut: cf.Future = cf.Future()
         fut.set_running_or_notify_cancel()
         try:
-            with self._alarm():
+            with _alarm(self.trial_timeout):
                 out = fn(*args)
             fut.set_result(out)
         except Exception as e:
             fut.set_exception(e)
         return fut
 
-    @contextlib.contextmanager
-    def _alarm(self) -> Any:
-        t = self.trial_timeout
-        if t is None or threading.current_thread() is not threading.main_thread() \
-                or not hasattr(signal, "setitimer"):
-            yield
-            return
 
-        def expired(signum: int, frame: Any) -> None:
-            raise TrialTimeoutError(f"trial timed out after {_timeout_text(t)} s (trial_timeout)")
+@contextlib.contextmanager
+def _alarm(t: float | None) -> Any:
+    """Interrupt the code inside with :class:`TrialTimeoutError` after ``t`` seconds.
 
-        old = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, t)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
+    ``SIGALRM``: main thread, POSIX; a no-op elsewhere. The trial is interrupted at its
+    next Python bytecode (a sleep is cut short), so it cannot stop a hang inside C code:
+    for that, pool and Ray executors also kill the worker from the driver.
+    """
+    if t is None or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TrialTimeoutError(f"trial timed out after {_timeout_text(t)} s (trial_timeout)")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, t)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 # ------------------------------------------------------------------------ process pool
-def _watch_parent(parent: int) -> None:
-    """Exit when the driver is gone (kill -9): no orphan keeps computing a dead search."""
+def _watch_parent(driver: int) -> None:
+    """Exit when the driver is gone (kill -9): no orphan keeps computing a dead search.
+
+    The parent is the driver (spawn) or the fork server, which exits with the driver;
+    either way the parent changes when it dies, and the driver's pid disappears.
+    """
+    parent = os.getppid()
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:
             os._exit(3)
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            os._exit(3)
+        except OSError:
+            pass
 
 
 def _worker_main(conn: mpc.Connection, threads: int, parent: int) -> None:
@@ -240,6 +257,14 @@ def _worker_main(conn: mpc.Connection, threads: int, parent: int) -> None:
         if msg is None:
             return
         tid, kind, payload = msg
+        if kind == "bind":  # the pool was re-bound to a new context: stay warm, swap it
+            try:
+                ctx = pickle.loads(payload)
+            except BaseException:  # noqa: BLE001 - reported like a start-up failure
+                with contextlib.suppress(Exception):
+                    conn.send(("init_error", None, traceback.format_exc(limit=6)))
+                return
+            continue
         try:
             if kind == "trial":
                 out: Any = run_trial(*ctx, *payload)
@@ -278,6 +303,7 @@ class _Worker:
         self.proc.start()
         child.close()
         self.ready = False
+        self.retired = False  # killed on purpose (re-bind): not a start-up failure
         self.task: _Task | None = None
         self.pid = self.proc.pid
         # a big context blocks until the worker has imported torch: send it off-thread
@@ -330,15 +356,8 @@ class _ProcessPool:
 
     def __init__(self, n: int, threads: int, context: tuple[Any, ...], trial_timeout: float | None,
                  retries: int) -> None:
-        try:
-            self._blob = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:  # noqa: BLE001 - lambdas, locks, open files, ...
-            raise ExecutorError(
-                f"cannot send the estimator, space and dataset to worker processes ({e}); "
-                "define custom components at module level of an importable module, or run "
-                "with one worker (workers=1)"
-            ) from None
-        self._ctx = multiprocessing.get_context("spawn")
+        self._blob = _pickle_context(context)
+        self._ctx = _mp_context()
         self.n, self.threads = n, threads
         self.trial_timeout, self.retries = trial_timeout, retries
         self._lock = threading.Lock()
@@ -375,6 +394,32 @@ class _ProcessPool:
         """``{worker pid: task id}`` of the tasks now running."""
         with self._lock:
             return {w.pid: w.task.id for w in self._workers if w.task is not None}
+
+    def rebind(self, context: tuple[Any, ...]) -> None:
+        """Swap the context of the warm workers (no new processes, torch stays imported).
+
+        Work still queued or running belongs to the old context: it is cancelled.
+        """
+        blob = _pickle_context(context)
+        stale = RuntimeError("the executor was re-bound to another search")
+        with self._lock:
+            self._blob = blob
+            while self._pending:
+                t = self._pending.popleft()
+                _settle(t.future, exc=stale, attempts=t.attempts)
+            for w in self._workers:
+                if w.ready and w.task is None:
+                    try:
+                        w.conn.send((None, "bind", blob))
+                        continue
+                    except Exception:  # noqa: BLE001 - dead: replaced by the monitor
+                        pass
+                if w.task is not None:
+                    t, w.task = w.task, None
+                    _settle(t.future, exc=stale, attempts=t.attempts)
+                w.retired = True
+                w.kill()  # still starting with the old context, or busy: start afresh
+        self._wake()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -537,7 +582,7 @@ class _ProcessPool:
                 _settle(t.future, exc=WorkerDiedError(
                     f"the worker process (pid {w.pid}) running this trial {_death_text(code)}; "
                     f"attempts: {t.attempts} (retries={self.retries})"), attempts=t.attempts)
-        if not w.ready:
+        if not w.ready and not w.retired:
             self._start_failures += 1
             if self._start_failures >= self.MAX_START_FAILURES and self._fatal is None:
                 self._fail_all(f"worker processes keep dying before they are ready (the last "
@@ -552,6 +597,34 @@ class _ProcessPool:
         self._pending.clear()
         for w in self._workers:
             w.task = None
+
+
+#: imported once by the fork server, so a new (or replacement) worker starts in milliseconds
+FORKSERVER_PRELOAD = ["torch", "numpy", "nasforge.executors", "nasforge.estimators",
+                      "nasforge.spaces", "nasforge.strategies"]
+
+
+def _mp_context() -> Any:
+    """``forkserver`` (a clean single-threaded parent with torch preloaded) where there is
+    one, else ``spawn``; never plain ``fork`` of the driver, whose threads could deadlock it."""
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return ctx
+
+
+def _pickle_context(context: tuple[Any, ...]) -> bytes:
+    """The context, pickled once for all workers (and for every replacement worker)."""
+    try:
+        return pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # noqa: BLE001 - lambdas, locks, open files, ...
+        raise ExecutorError(
+            f"cannot send the estimator, space and dataset to worker processes ({e}); "
+            "define custom components at module level of an importable module, or run "
+            "with one worker (workers=1)"
+        ) from None
 
 
 def _settle(fut: cf.Future, *, result: Any = None, exc: BaseException | None = None,
@@ -571,7 +644,7 @@ def _settle(fut: cf.Future, *, result: Any = None, exc: BaseException | None = N
 
 
 class PoolExecutor(Executor):
-    """A local pool of worker processes (default, ``spawn``) or threads.
+    """A local pool of worker processes (``forkserver``, else ``spawn``) or threads.
 
     Process workers receive the trial context once (when started) and then only
     ``(arch, fidelity)`` per trial; each runs torch with ``threads_per_worker`` threads
@@ -610,13 +683,13 @@ class PoolExecutor(Executor):
         ctx = (estimator, space, data)
         if _same_context(self._context, ctx) and (self._procs is not None or self.kind == "thread"):
             return  # already running with this context (e.g. warmed up by the caller)
-        self._context = ctx
         if self.kind == "process":
-            old, self._procs = self._procs, None
-            if old is not None:
-                old.shutdown(wait=True)
-            self._procs = _ProcessPool(self.max_workers, self.threads, ctx, self.trial_timeout,
-                                       self.retries)
+            if self._procs is not None:
+                self._procs.rebind(ctx)  # warm workers keep running, with the new context
+            else:
+                self._procs = _ProcessPool(self.max_workers, self.threads, ctx,
+                                           self.trial_timeout, self.retries)
+        self._context = ctx
 
     def _pool(self) -> _ProcessPool:
         if self._procs is None:  # a plain submit() before any bind(): no context needed
@@ -654,14 +727,20 @@ class PoolExecutor(Executor):
 
 
 # -------------------------------------------------------------------------------- Ray
-def _ray_task(ctx: tuple[Any, ...], kind: str, payload: tuple[Any, ...], threads: int) -> Any:
-    """What a Ray worker runs: a trial with the context from the object store, or a call."""
+def _ray_task(ctx: tuple[Any, ...], kind: str, payload: tuple[Any, ...], threads: int,
+              timeout: float | None = None) -> Any:
+    """What a Ray worker runs: a trial with the context from the object store, or a call.
+
+    The time-out starts here, when the trial really starts (the driver cannot see that:
+    a fresh Ray worker may take seconds to start); the driver's kill is the backstop.
+    """
     import torch
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     if kind == "trial":
-        return run_trial(*ctx, *payload)
+        with _alarm(timeout):
+            return run_trial(*ctx, *payload)
     fn, args = payload
     return fn(*args)
 
@@ -677,14 +756,16 @@ class RayExecutor(Executor):
     The context is put into Ray's object store once (``ray.put``); each task gets a
     reference, so the dataset is not re-sent per trial (numpy arrays are read
     zero-copy from shared memory on each node). Ray's own task retries are off: dead
-    workers and time-outs are handled like in :class:`PoolExecutor`, so that retries
-    are counted in the trial's ``attempt``.
+    workers are handled like in :class:`PoolExecutor`, so that retries are counted in
+    the trial's ``attempt``. ``trial_timeout`` is enforced inside the task from its real
+    start, and by the driver, which kills the worker of a task still running
+    ``kill_grace`` seconds later (worker start-up time is invisible to it).
     """
 
     def __init__(self, max_workers: int | None = None, address: str | None = None,
                  trial_timeout: float | None = None, retries: int = 1,
                  threads_per_worker: int | None = None,
-                 init_options: Mapping[str, Any] | None = None) -> None:
+                 init_options: Mapping[str, Any] | None = None, kill_grace: float = 30.0) -> None:
         try:
             import ray
         except ImportError:
@@ -694,6 +775,7 @@ class RayExecutor(Executor):
         self._ray = ray
         self.trial_timeout = _check_timeout(trial_timeout)
         self.retries = _check_retries(retries)
+        self.kill_grace = float(kill_grace)
         if max_workers is not None:
             _check_workers(max_workers)
         self._owns_ray = False
@@ -752,7 +834,7 @@ class RayExecutor(Executor):
             t.future.set_running_or_notify_cancel()
         t.attempts += 1
         ctx = self._ctx_ref if t.kind == "trial" else self._none_ref
-        ref = self._remote.remote(ctx, t.kind, t.payload, self.threads)
+        ref = self._remote.remote(ctx, t.kind, t.payload, self.threads, self.trial_timeout)
         with self._lock:
             self._running[t.id] = (t, ref, time.monotonic())
         ref.future().add_done_callback(lambda f, t=t: self._done(t, f))
@@ -781,6 +863,11 @@ class RayExecutor(Executor):
                 _settle(t.future, exc=WorkerDiedError(
                     f"the Ray worker running this trial died ({type(err).__name__}); attempts: "
                     f"{t.attempts} (retries={self.retries})"), attempts=t.attempts)
+        elif isinstance(err, ray.exceptions.RaySystemError):  # e.g. cannot unpickle the context
+            _settle(t.future, exc=ExecutorError(
+                f"Ray workers cannot run the trial: {str(err).strip().splitlines()[0][:300]}; "
+                "custom estimators/spaces must be importable on the workers (install their "
+                "module there, or pass a runtime_env in init_options)"), attempts=t.attempts)
         elif isinstance(err, ray.exceptions.RayTaskError):
             cause = getattr(err, "cause", None)
             _settle(t.future, exc=cause if isinstance(cause, BaseException) else err,
@@ -797,8 +884,9 @@ class RayExecutor(Executor):
                 if self.trial_timeout is None:
                     continue
                 now = time.monotonic()
+                limit = self.trial_timeout + self.kill_grace
                 late = [(t, ref) for t, ref, t0 in self._running.values()
-                        if t.kind == "trial" and not t.timed_out and now - t0 >= self.trial_timeout]
+                        if t.kind == "trial" and not t.timed_out and now - t0 >= limit]
                 for t, _ in late:
                     t.timed_out = True
             for _, ref in late:
