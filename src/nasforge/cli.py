@@ -450,7 +450,7 @@ def search(
     result = run_search(
         dataset,
         space=space,
-        strategy=strategy,
+        strategy=shown,
         estimator=estimator,
         trials=n_trials,
         time_budget=tb,
@@ -617,6 +617,10 @@ def show(
             Text(f"Best architecture (trial {best.id}): {best.arch}", style="bold"), soft_wrap=True
         )
         con.print("  search:  " + _metrics_line(best.metrics), markup=False, soft_wrap=True)
+    done = meta.get("final") if isinstance(meta, dict) else None
+    if isinstance(done, dict) and done.get("feasible") is False:
+        con.print(Text(f"No model returned: {done.get('message')}", style="bold red"),
+                  soft_wrap=True)
     done = meta.get("final") if isinstance(meta, dict) else None
     if isinstance(done, dict) and done.get("feasible") is False:
         con.print(Text(f"No model returned: {done.get('message')}", style="bold red"),
