@@ -621,10 +621,6 @@ def show(
     if isinstance(done, dict) and done.get("feasible") is False:
         con.print(Text(f"No model returned: {done.get('message')}", style="bold red"),
                   soft_wrap=True)
-    done = meta.get("final") if isinstance(meta, dict) else None
-    if isinstance(done, dict) and done.get("feasible") is False:
-        con.print(Text(f"No model returned: {done.get('message')}", style="bold red"),
-                  soft_wrap=True)
     final = _final_info(Path(run_dir), meta)
     if final:
         metrics, model = final
