@@ -102,6 +102,8 @@ def parse_options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
             out[key] = json.loads(raw)
         except ValueError:
             out[key] = raw
+        except RecursionError:  # "[[[[..." thousands deep: hostile, not a value
+            raise NasforgeError(f"{flag} {key}=...: the value is nested too deeply") from None
     return out
 
 

@@ -190,6 +190,8 @@ class SearchSpace(ABC):
         if doc.get("space", self.name) != self.name:
             raise ArchParseError(f"architecture is for space {doc.get('space')!r}, not {self.name!r}")
         if "choices" in doc:
+            if not isinstance(doc["choices"], Mapping):  # hostile JSON: not a TypeError
+                raise ArchParseError("architecture JSON 'choices' must map choice names to values")
             arch = self.make(dict(doc["choices"]))
             if "arch" in doc and doc["arch"] != arch.text:
                 raise ArchParseError(

@@ -404,7 +404,7 @@ class CNNSpace(SearchSpace):
                 key, val = p, True
             elif p in self.activations:
                 key, val = "act", p
-            elif m := re.fullmatch(r"([kw])(\d+)", p):
+            elif m := re.fullmatch(r"([kw])([0-9]{1,9})", p):  # ASCII, short: int() cannot fail
                 key = "kernel" if m[1] == "k" else "width"
                 val = int(m[2])
                 opts = self.kernels if key == "kernel" else self.widths

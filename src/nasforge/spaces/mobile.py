@@ -39,7 +39,7 @@ from nasforge.spaces.cnn import ACTIVATIONS
 MIN_SIDE = 8
 #: widths are rounded to multiples of this (hardware-friendly and keeps slicing simple)
 DIVISOR = 4
-_BLOCK = re.compile(r"^k(\d+)e(\d+)$")
+_BLOCK = re.compile(r"^k([0-9]{1,9})e([0-9]{1,9})$")  # ASCII, short: int() cannot fail
 
 
 @dataclass(frozen=True)
