@@ -242,18 +242,27 @@ def test_zc_vote_calibrates_and_is_monotone() -> None:
         "zc-vote", proxies="synflow,naswot", batch_size=8, input_shape=SHAPE, calibration_size=3
     )
     res = est.evaluate(sp.make([4]), sp)
-    assert res.ok and math.isfinite(res.metrics["zc_vote"]), res.error
+    assert res.ok and 0.0 <= res.metrics["zc_vote"] <= 1.0, res.error
     assert "calibration" in est.config() and "calibration_seconds" in res.report
-    (ms, ss), (mn, _) = est.calibration["synflow"], est.calibration["naswot"]
-    raw = {"synflow": math.exp(ms), "naswot": mn}
-    assert est.combine(raw) == pytest.approx(0.0, abs=1e-9)  # the calibration mean: z = 0
-    higher = {"synflow": math.exp(ms + ss), "naswot": mn}
-    assert est.combine(higher) == pytest.approx(0.5)  # one std up in one of two proxies
-    # given statistics: no calibration, and the same config round-trips
+    # given statistics: no calibration, and the config round-trips to the same number
     again = estimators.get("zc-vote", **est.config())
     assert again.evaluate(sp.make([4]), sp).metrics["zc_vote"] == pytest.approx(
         res.metrics["zc_vote"]
     )
+
+
+def test_zc_vote_rank_is_the_percentile_in_the_calibration_pool() -> None:
+    cal = {"synflow": [math.log(v) for v in (1e2, 1e4, 1e6, 1e8)], "naswot": [1.0, 2.0, 3.0, 4.0]}
+    est = estimators.get("zc-vote", proxies="synflow,naswot", calibration=cal)
+    assert est.combine({"synflow": 1e10, "naswot": 5.0}) == 1.0  # above every pool member
+    assert est.combine({"synflow": 1.0, "naswot": 0.0}) == 0.0
+    assert est.combine({"synflow": 1e5, "naswot": 2.5}) == pytest.approx(0.5)
+    assert est.combine({"synflow": 1e4, "naswot": -math.inf}) == pytest.approx(0.375 / 2)
+    z = estimators.get("zc-vote", proxies="synflow,naswot", calibration=cal, method="zscore")
+    assert z.combine({"synflow": 1e5, "naswot": 2.5}) == pytest.approx(0.0)
+    assert z.combine({"synflow": 1e5, "naswot": 3.5}) > 0.0
+    with pytest.raises(NasforgeError):
+        estimators.get("zc-vote", proxies="synflow,naswot", calibration={"synflow": [1.0, 2.0]})
 
 
 # -- proxy-warmstart ---------------------------------------------------------------------------

@@ -161,6 +161,7 @@ def _score_one(task: tuple[Any, ...]) -> dict[str, Any]:
     shape = tuple(x_np.shape[1:])
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     row: dict[str, Any] = {"arch": text}
+    start = time.thread_time()
     for i, classes in enumerate(class_counts):
         c0 = time.thread_time()
         net = build_network(arch, space, shape, classes, seed)
@@ -178,6 +179,7 @@ def _score_one(task: tuple[Any, ...]) -> dict[str, Any]:
             row[f"{p}@{classes}"] = compute_proxy(p, net, x, y, shape)
             row[f"cpu_s:{p}@{classes}"] = time.thread_time() - c0
             row[f"wall_s:{p}@{classes}"] = time.perf_counter() - w0
+    row["total_cpu_s"] = time.thread_time() - start
     return row
 
 
@@ -548,3 +550,190 @@ def register_cli(app: typer.Typer) -> None:
         cols = ["dataset", "proxy", "spearman", "kendall", "cpu_s", "wall_s"]
         _typer.echo(res[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         _typer.echo(f"wrote {Path(out) / f'proxies_{space}.md'}")
+
+
+# -- proxy-assisted search (section 4) --------------------------------------------------------
+def score_space(
+    proxies: Sequence[str],
+    path: str | os.PathLike[str],
+    table: str | os.PathLike[str] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    data: str | Dataset = "fashion-mnist",
+    batch_size: int = 64,
+    seed: int = 0,
+    workers: int = 1,
+    num_classes: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Proxies of every arch of the table, cached in the CSV ``path`` (computed once).
+
+    Columns: ``arch``, one per proxy, and ``cpu_s`` (CPU seconds per arch, all proxies
+    and the network build together). An existing file with the same archs and columns
+    is read back instead of recomputed.
+    """
+    from nasforge.estimators.nb201_table import load_table
+
+    proxies = check_proxies(proxies)
+    tab = load_table(table)
+    p = Path(path)
+    if p.is_file():
+        cached = pd.read_csv(p)
+        if set(proxies) <= set(cached.columns) and set(cached["arch"]) >= set(tab.archs):
+            return cached
+    batch = proxy_batch(data, batch_size, seed, (3, 32, 32))
+    cfg = {"C": 16, "N": 5, **dict(space_config or {})}
+    raw = score_archs(
+        tab.archs, proxies, batch, [num_classes], "nb201", cfg, seed, workers, progress, timed=0
+    )
+    out = pd.DataFrame({"arch": raw["arch"]})
+    for q in proxies:
+        out[q] = raw[f"{q}@{num_classes}"]
+    out["cpu_s"] = raw["total_cpu_s"]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(p, index=False)
+    return out
+
+
+def queries_to_target(
+    strategy: Any, lookup: Mapping[str, float], target: set[str], max_queries: int
+) -> int | None:
+    """Table queries until ``strategy`` first asks an arch in ``target`` (None: not in budget)."""
+    from nasforge.estimators.base import Result
+
+    for q in range(1, max_queries + 1):
+        s = strategy.ask()
+        text = s.arch.text
+        strategy.tell(s, Result(metrics={"val_accuracy": lookup[text] / 100.0}))
+        if text in target:
+            return q
+    return None
+
+
+def proxy_assisted_search(
+    scores: Mapping[str, float],
+    proxy_label: str,
+    proxy_cpu_s: float,
+    table: str | os.PathLike[str] | None = None,
+    datasets: Sequence[str] = ("cifar10", "cifar100"),
+    bases: Sequence[str] = ("evolution", "random"),
+    seeds: int = 100,
+    pool_sizes: Sequence[int] = (200, 1000),
+    top: int = 10,
+    max_queries: int = 5000,
+    base_options: Mapping[str, Mapping[str, Any]] | None = None,
+    out: str | os.PathLike[str] | None = RESULTS_DIR,
+    notes: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Queries to reach a top-``top`` arch, per strategy, with and without a proxy warm start.
+
+    For every base strategy and seed: the plain strategy, and ``proxy-warmstart`` over
+    it for each pool size M (top-k = evolution's population, or the whole pool for
+    random search: the pool is then evaluated in proxy order). ``scores``: the proxy
+    of every arch (larger is better), ``proxy_cpu_s``: its CPU seconds per arch, so a
+    warm start costs ``M * proxy_cpu_s`` of proxy compute besides the queries. Writes
+    ``proxy_assisted_nb201.md`` to ``out``.
+    """
+    from nasforge import spaces, strategies
+    from nasforge.estimators.nb201_table import load_table
+
+    tab = load_table(table)
+    space = spaces.get("nb201")
+    opts = {b: dict((base_options or {}).get(b, {})) for b in bases}
+
+    def scorer(archs: Sequence[Any]) -> list[float]:
+        return [float(scores[a.text]) for a in archs]
+
+    rows = []
+    t0 = time.perf_counter()
+    for d in datasets:
+        tab.check_dataset(d)
+        lookup = dict(zip(tab.archs, tab.valid[d], strict=True))
+        target = tab.top_k(d, top)
+        for base in bases:
+            variants: list[tuple[str, int | None]] = [("plain", None)]
+            variants += [(f"proxy pool {m}", m) for m in pool_sizes]
+            for label, m in variants:
+                found: list[float] = []
+                k = None
+                for seed in range(seeds):
+                    if m is None:
+                        st = strategies.get(base, space=space, seed=seed, **opts[base])
+                    else:
+                        k = m if base == "random" else None
+                        st = strategies.get(
+                            "proxy-warmstart", space=space, seed=seed, base=base,
+                            base_options=opts[base], pool_size=m, top_k=k, scorer=scorer,
+                        )  # fmt: skip
+                        k = st.top_k
+                    q = queries_to_target(st, lookup, target, max_queries)
+                    found.append(math.inf if q is None else float(q))
+                arr = np.array(found)
+                ok = np.isfinite(arr)
+                rows.append({
+                    "dataset": d, "base": base, "variant": label, "pool": m or 0,
+                    "top_k": k or 0, "seeds": seeds,
+                    "median": float(np.median(arr)),
+                    "mean": float(arr[ok].mean()) if ok.any() else math.nan,
+                    "p25": float(np.percentile(arr, 25)), "p75": float(np.percentile(arr, 75)),
+                    "found": float(ok.mean()),
+                    "proxy_cpu_s": (m or 0) * proxy_cpu_s,
+                })  # fmt: skip
+    res = pd.DataFrame(rows)
+    res.attrs["meta"] = {
+        "proxy": proxy_label, "proxy_cpu_s": proxy_cpu_s, "top": top, "seeds": seeds,
+        "max_queries": max_queries, "table": str(tab.path), "elapsed_s": time.perf_counter() - t0,
+        "base_options": opts, "notes": list(notes),
+        "targets": {d: len(tab.top_k(d, top)) for d in datasets},
+    }  # fmt: skip
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "proxy_assisted_nb201.md").write_text(assisted_markdown(res))
+    return res
+
+
+def assisted_markdown(res: pd.DataFrame) -> str:
+    """The report of :func:`proxy_assisted_search`."""
+    m = res.attrs.get("meta", {})
+    lines = [
+        "# Proxy-assisted search on NAS-Bench-201",
+        "",
+        f"Table queries (validation accuracy lookups) a strategy needs until it first asks one "
+        f"of the top-{m.get('top')} architectures by the column's validation accuracy "
+        f"(ties included: {m.get('targets')} archs), over {m.get('seeds')} seeds "
+        f"(0..{int(m.get('seeds', 1)) - 1}); runs that did not get there within "
+        f"{m.get('max_queries')} queries count as infinite in the median/percentiles and are "
+        "left out of the mean (see 'found').",
+        "",
+        f"- Proxy: {m.get('proxy')}; {m.get('proxy_cpu_s', math.nan):.4f} CPU s per "
+        "architecture (one core), so a pool of M archs costs M times that, *besides* the "
+        "queries (column 'proxy CPU s').",
+        "- `proxy pool M`: `proxy-warmstart` samples M random archs, ranks them by the proxy "
+        "and hands the best to the base strategy first: for evolution its whole initial "
+        "population (top-k = population size), for random search the whole pool in proxy "
+        "order (top-k = M), after which the base strategy runs unchanged.",
+        f"- Base options: {m.get('base_options')}.",
+        *[f"- {n}" for n in m.get("notes", [])],
+        f"- Simulation time: {m.get('elapsed_s', math.nan):.0f} s.",
+        "",
+    ]  # fmt: skip
+    for d in sorted(set(res["dataset"])):
+        part = res[res["dataset"] == d]
+        lines += [
+            f"## {d}_valid",
+            "",
+            "| strategy | variant | top-k | median queries | mean (found) | p25-p75 | found | "
+            "proxy CPU s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for _, r in part.iterrows():
+            lines.append(
+                f"| {r['base']} | {r['variant']} | {int(r['top_k']) or '-'} | "
+                f"{_q(r['median'])} | {_f(r['mean'], 0)} | {_q(r['p25'])}-{_q(r['p75'])} | "
+                f"{r['found']:.0%} | {r['proxy_cpu_s']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _q(v: float) -> str:
+    return ">max" if not math.isfinite(v) else f"{v:.0f}"

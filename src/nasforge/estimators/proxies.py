@@ -26,11 +26,11 @@ every proxy sees the same initial weights (``torch.manual_seed(seed)`` before
 training split; without a dataset they fall back to a fixed standard-normal batch
 with random labels (``report["proxy_input_noise"] = 1``).
 
-``zc-vote`` combines several proxies for *one* architecture: each score is put on a
-log scale where it spans orders of magnitude, z-normalized with the mean and standard
-deviation of a calibration pool of random architectures of the same space, and the
-z-scores are averaged. Over a pool, :func:`rank_vote` (mean of per-proxy ranks) is
-the exact rank combination.
+``zc-vote`` combines several proxies for *one* architecture. A rank vote needs a
+pool, so each score is ranked against a calibration pool of random architectures of
+the same space (its mid-rank percentile), and the percentiles are averaged; over a
+pool, :func:`rank_vote` (mean of per-proxy ranks) is the same combination.
+``method="zscore"`` averages z-scores (log scale for multiplicative proxies) instead.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ PROXY_NAMES = ("synflow", "naswot", "snip", "grad_norm", "fisher", "jacob_cov", 
 #: proxies whose scores span orders of magnitude: compared on a log scale in ``zc-vote``
 LOG_SCALE = frozenset({"synflow", "snip", "grad_norm", "fisher", "params", "flops"})
 #: the default members of ``zc-vote`` (chosen on a development sample; see benchmarks/results)
-DEFAULT_VOTE = ("synflow", "naswot", "jacob_cov")
+DEFAULT_VOTE = ("naswot", "jacob_cov")
 INPUT_SOURCES = ("auto", "data", "noise")
 
 
@@ -519,14 +519,16 @@ def rank_vote(scores: pd.DataFrame, proxies: Sequence[str] | None = None) -> pd.
 
 @register("zc-vote")
 class ZeroCostVote(ZeroCostProxy):
-    """Mean z-score of several proxies (log scale where needed), calibrated on a random pool.
+    """Rank vote of several proxies for one arch, ranked against a calibration pool.
 
     A rank needs a reference pool, so a single architecture is compared with a
     calibration pool of ``calibration_size`` random archs of the same space (sampled
-    with ``seed``, scored once on first use, kept in :meth:`config` so a resumed run
-    gives the same numbers). ``calibration`` may give the ``{proxy: [mean, std]}``
-    statistics directly, e.g. from a validation run. z-scores are clipped to
-    [-10, 10] so one degenerate proxy cannot dominate.
+    with ``seed``, scored once on first use and kept in :meth:`config`, so a resumed
+    run gives the same numbers; or given as ``calibration={proxy: [values]}``).
+    ``method="rank"`` (default): the mean over proxies of the arch's mid-rank percentile
+    in the pool, in [0, 1] -- over the pool itself exactly :func:`rank_vote`, and
+    robust to heavy tails (jacob_cov has them). ``method="zscore"``: mean z-score of
+    the transformed scores (log scale for multiplicative proxies), clipped to [-10, 10].
     """
 
     proxy = "zc_vote"
@@ -540,6 +542,7 @@ class ZeroCostVote(ZeroCostProxy):
         input_shape: Sequence[int] = (3, 32, 32),
         num_classes: int = 10,
         device: str = "cpu",
+        method: str = "rank",
         calibration_size: int = 32,
         calibration: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
@@ -547,6 +550,9 @@ class ZeroCostVote(ZeroCostProxy):
         if isinstance(proxies, str):
             proxies = proxies.split(",")
         self.proxies = check_proxies(proxies)
+        if method not in ("rank", "zscore"):
+            raise NasforgeError(f"zc-vote: method must be 'rank' or 'zscore', not {method!r}")
+        self.method = method
         if (
             isinstance(calibration_size, bool)
             or not isinstance(calibration_size, int)
@@ -556,23 +562,26 @@ class ZeroCostVote(ZeroCostProxy):
                 f"calibration_size must be an integer >= 2, got {calibration_size!r}"
             )
         self.calibration_size = calibration_size
-        self.calibration: dict[str, tuple[float, float]] | None = None
+        self.calibration: dict[str, np.ndarray] | None = None
         if calibration is not None:
             missing = [p for p in self.proxies if p not in calibration]
-            if missing:
-                raise NasforgeError(f"zc-vote: calibration lacks proxies {missing}")
-            self.calibration = {
-                p: (float(calibration[p][0]), float(calibration[p][1])) for p in self.proxies
-            }
+            short = [p for p in self.proxies if p in calibration and len(calibration[p]) < 2]
+            if missing or short:
+                raise NasforgeError(
+                    f"zc-vote: calibration needs >= 2 values for each of {self.proxies}; "
+                    f"missing {missing}, too short {short}"
+                )
+            self.calibration = {p: np.sort(np.asarray(calibration[p], float)) for p in self.proxies}
 
     def config(self) -> dict[str, Any]:
         cfg = {
             **super().config(),
             "proxies": list(self.proxies),
+            "method": self.method,
             "calibration_size": self.calibration_size,
         }
         if self.calibration is not None:
-            cfg["calibration"] = {p: list(v) for p, v in self.calibration.items()}
+            cfg["calibration"] = {p: v.tolist() for p, v in self.calibration.items()}
         return cfg
 
     def raw_scores(
@@ -585,34 +594,41 @@ class ZeroCostVote(ZeroCostProxy):
         x, y = x.to(self.device), y.to(self.device)
         return compute_proxies(self.proxies, net, x, y, shape)
 
-    def calibrate(
-        self, space: SearchSpace, data: Dataset | None = None
-    ) -> dict[str, tuple[float, float]]:
-        """Score ``calibration_size`` random archs; keep per-proxy mean/std (combined scale)."""
+    def calibrate(self, space: SearchSpace, data: Dataset | None = None) -> dict[str, np.ndarray]:
+        """Score ``calibration_size`` random archs; keep each proxy's finite values (sorted)."""
         rng = np.random.default_rng(self.seed)
         rows = [
             self.raw_scores(space.sample(rng), space, data) for _ in range(self.calibration_size)
         ]
-        stats: dict[str, tuple[float, float]] = {}
+        ref: dict[str, np.ndarray] = {}
         for p in self.proxies:
             v = np.array([transform(p, r[p]) for r in rows], dtype=float)
             v = v[np.isfinite(v)]
             if len(v) < 2:
                 raise NasforgeError(f"zc-vote: proxy {p} is degenerate on the calibration pool")
-            stats[p] = (float(v.mean()), float(v.std()) or 1.0)
-        self.calibration = stats
-        return stats
+            ref[p] = np.sort(v)
+        self.calibration = ref
+        return ref
 
     def combine(self, raw: Mapping[str, float]) -> float:
         """The vote of one architecture's raw proxy scores (calibrate first)."""
         if self.calibration is None:
             raise NasforgeError("zc-vote: call calibrate() (or pass calibration=) before combine()")
-        z = []
+        parts = []
         for p in self.proxies:
-            mean, std = self.calibration[p]
+            ref = self.calibration[p]
             t = transform(p, raw[p])
-            z.append(-10.0 if math.isnan(t) else float(np.clip((t - mean) / std, -10.0, 10.0)))
-        return float(np.mean(z))
+            if self.method == "rank":
+                if math.isnan(t):
+                    parts.append(0.0)
+                    continue
+                lo, hi = np.searchsorted(ref, t, "left"), np.searchsorted(ref, t, "right")
+                parts.append(float(lo + hi) / (2 * len(ref)))
+            else:
+                std = float(ref.std()) or 1.0
+                z = (t - float(ref.mean())) / std
+                parts.append(-10.0 if math.isnan(z) else float(np.clip(z, -10.0, 10.0)))
+        return float(np.mean(parts))
 
     def _evaluate(
         self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
