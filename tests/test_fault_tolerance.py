@@ -160,8 +160,7 @@ s.close()
 """
 
 
-@pytest.mark.parametrize("round_", range(3))
-def test_two_processes_racing_to_write_one_run(tmp_path, round_):
+def test_two_processes_racing_to_write_one_run(tmp_path):
     RunStore.create(tmp_path / "run", {"seed": 0}).close()
     go, release = tmp_path / "go", tmp_path / "release"
     procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(tmp_path / "run"), str(go),

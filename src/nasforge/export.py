@@ -497,10 +497,19 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
     except NasforgeError as e:
         raise RunDirError(f"{d}: cannot build {arch.text}: {e}") from None
 
-    wfile = d / str((doc.get("weights") or {}).get("file") or WEIGHTS_FILE)
+    winfo = doc.get("weights") or {}
+    if not isinstance(winfo, dict):
+        raise RunDirError(f"{d / ARCH_FILE} is corrupt: 'weights' must be an object")
+    wname = str(winfo.get("file") or WEIGHTS_FILE)
+    wfile = d / wname
+    # a tampered arch.json must not make us read (or hash) files outside the directory
+    if Path(wname).name != wname or wname in (".", "..") or \
+            not wfile.resolve().is_relative_to(d.resolve()):
+        raise RunDirError(f"{d / ARCH_FILE}: the weights file {wname!r} must be a file inside "
+                          "the model directory")
     if not wfile.is_file():
         raise RunDirError(f"{d}: {wfile.name} is missing; the model directory is incomplete")
-    expected = (doc.get("weights") or {}).get("sha256")
+    expected = winfo.get("sha256")
     if expected and _sha256(wfile) != expected:
         raise RunDirError(
             f"{wfile} does not match the checksum in {ARCH_FILE}: the file is corrupt or was "
