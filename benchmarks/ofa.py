@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width-mult", type=float, default=0.5)
     ap.add_argument("--phase-epochs", default="3,1,1,2", help="largest,kernel,depth,expand")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--candidates", type=int, default=24, help="sub-networks per budget")
+    ap.add_argument("--candidates", type=int, default=20, help="sub-networks per budget")
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--tau-nets", type=int, default=20)
-    ap.add_argument("--tau-epochs", type=int, default=1)
+    ap.add_argument("--tau-epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--budgets", default="0.25,0.5",
                     help="latency budgets as fractions between smallest and largest latency")
