@@ -95,10 +95,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (separate outputs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU is shared)")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rebuild .md and .png from the stored JSON"
+    )
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     torch.set_num_threads(args.threads)
     stem = "weight_sharing_quick" if args.quick else "weight_sharing"
+    if args.report_only:
+        out = json.loads((RESULTS / f"{stem}.json").read_text())
+        plot(out, RESULTS / f"{stem}.png")
+        (RESULTS / f"{stem}.md").write_text(report(out, f"{stem}.png"))
+        return
     seed = args.seed
     t_all = time.perf_counter()
     data = load_dataset("fashion-mnist", image_size=cfg["image_size"],
@@ -107,7 +115,8 @@ def main() -> None:
     _log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test "
          f"at {data.input_shape}")  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="nasforge-ws-"))
-    out: dict[str, Any] = {"settings": cfg, "seed": seed}
+    out: dict[str, Any] = {"settings": cfg, "seed": seed, "n_train": len(data.y_train),
+                           "n_val": len(data.y_val), "n_test": len(data.y_test)}  # fmt: skip
 
     # -- 1+2. SPOS end to end, then the ranking study on the same supernet -----------------
     _log("SPOS end to end")
@@ -217,41 +226,97 @@ def main() -> None:
     _log(f"done in {out['total_s']:.0f}s -> {RESULTS / (stem + '.md')}")
 
 
+def _dead(r: dict) -> bool:
+    """A cell whose output is identically zero (no path of ops from input to output)."""
+    return r["val_accuracy"] <= 0.1001 and r["inherited_val"] <= 0.1001
+
+
+def _post_hoc_early_stop(history: list[dict], threshold: float) -> tuple[int | None, str]:
+    """Where DARTS+-style early stopping would have cut this trajectory, and its pick."""
+    pick = history[-1]["arch"]
+    for i, h in enumerate(history):
+        if h["skip_fraction"] >= threshold:
+            return h["epoch"], history[i - 1]["arch"] if i else h["arch"]
+    return None, pick
+
+
 def plot(out: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes.ravel()
     rows = out["ranking"]["rows"]
+    live = [r for r in rows if not _dead(r)]
     ax[0].scatter([r["inherited_val"] for r in rows], [r["val_accuracy"] for r in rows], s=18)
     ax[0].set_xlabel("SPOS inherited val accuracy (BN recalibrated)")
     ax[0].set_ylabel("stand-alone val accuracy")
-    ax[0].set_title(f"SPOS ranking: Kendall tau = {out['ranking']['tau']:.2f} "
-                    f"(n={len(rows)})")  # fmt: skip
-    for label, r in out["gradient"].items():
+    ax[0].set_title(f"SPOS ranking: Kendall tau = {out['ranking']['tau']:.2f} (n={len(rows)})")
+    ax[1].scatter([r["inherited_val"] for r in live], [r["val_accuracy"] for r in live], s=18)
+    for r in live:
+        ax[1].annotate(r["arch"].count("conv"), (r["inherited_val"], r["val_accuracy"]),
+                       fontsize=7, xytext=(3, 2), textcoords="offset points")  # fmt: skip
+    ax[1].set_xlabel("SPOS inherited val accuracy")
+    ax[1].set_ylabel("stand-alone val accuracy")
+    ax[1].set_title(f"zoom: the {len(live)} archs with a live cell (label: number of conv edges)")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for c, (label, r) in zip(colors, out["gradient"].items(), strict=False):
         ep = [h["epoch"] for h in r["history"]]
-        (line,) = ax[1].plot(ep, [h["skip_weight"] for h in r["history"]], marker="o",
-                             label=f"{label} skip weight")  # fmt: skip
-        ax[1].plot(ep, [h["skip_fraction"] for h in r["history"]], ls="--",
-                   color=line.get_color(), label=f"{label} skip argmax fraction")  # fmt: skip
-    ax[1].axhline(out["settings"]["skip_threshold"], color="grey", lw=0.8, ls=":")
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("skip dominance")
-    ax[1].set_title("skip dominance per epoch")
-    ax[1].legend(fontsize=6)
+        ax[2].plot(ep, [h["skip_weight"] for h in r["history"]], marker="o", color=c,
+                   label=f"{label}: skip softmax weight")  # fmt: skip
+        ax[2].plot(ep, [h["skip_fraction"] for h in r["history"]], ls="--", color=c,
+                   label=f"{label}: skip argmax fraction")  # fmt: skip
+    ax[2].axhline(out["settings"]["skip_threshold"], color="grey", lw=0.8, ls=":")
+    ax[2].set_xlabel("epoch")
+    ax[2].set_ylabel("skip dominance")
+    ax[2].set_title("skip dominance per epoch (dotted: early-stop threshold)")
+    ax[2].legend(fontsize=6)
     h1 = out["gradient"]["darts-1"]["history"]
     sm = np.array([h["softmax"] for h in h1])  # epochs x edges x ops
     for o, name in enumerate(OP_NAMES):
-        ax[2].plot([h["epoch"] for h in h1], sm[:, :, o].mean(axis=1), marker=".", label=name)
-    ax[2].set_xlabel("epoch")
-    ax[2].set_ylabel("softmax(alpha), mean over the 6 edges")
-    ax[2].set_title("DARTS (1st order): alpha evolution")
-    ax[2].legend(fontsize=7)
+        ax[3].plot([h["epoch"] for h in h1], sm[:, :, o].mean(axis=1), marker=".", label=name)
+    ax[3].set_xlabel("epoch")
+    ax[3].set_ylabel("softmax(alpha), mean over the 6 edges")
+    ax[3].set_title("DARTS (1st order): alpha evolution")
+    ax[3].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def summary(out: dict) -> list[str]:
+    """The findings in a few data-driven sentences."""
+    rk = out["ranking"]
+    live = [r for r in rk["rows"] if not _dead(r)]
+    t2, _, _ = kendall([r["inherited_val"] for r in live], [r["val_accuracy"] for r in live])
+    rand = np.array([r["val_accuracy"] for r in rk["rows"]])
+    finals = {"SPOS": out["spos"]["final"], **{k: v["final"] for k, v in out["gradient"].items()}}
+    best = max(finals, key=lambda k: finals[k]["test_accuracy"])
+    n_above = sum(f["val_accuracy"] > np.median(rand) for f in finals.values())
+    thr = out["settings"]["skip_threshold"]
+    peaks = {k: max(h["skip_fraction"] for h in v["history"]) for k, v in out["gradient"].items()}
+    collapsed = [k for k, v in peaks.items() if v >= thr]
+    L = ["## Summary\n"]
+    L.append(f"- SPOS ranking is weak here: Kendall tau {rk['tau']:.2f} over {len(rk['rows'])} "
+             f"archs, {t2:.2f} once the {len(rk['rows']) - len(live)} dead cells (trivially "
+             "ranked last by both) are removed.")  # fmt: skip
+    L.append(f"- {n_above} of {len(finals)} found architectures beat the median of "
+             f"{len(rand)} random ones under the same training; the best final test accuracy "
+             f"is {best}'s {finals[best]['test_accuracy']:.4f}, while the best random arch "
+             f"reached {rand.max():.3f} validation accuracy. In this small regime none of the "
+             "weight-sharing searches beat random sampling.")  # fmt: skip
+    L.append("- Skip dominance: peak skip argmax fraction per run "
+             + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()) + ". "
+             + (f"Crossed the {thr} threshold: {', '.join(collapsed)}. " if collapsed
+                else f"No run crossed the {thr} threshold. ")
+             + "Final fraction of edges on parameter-free ops (none/skip/avg_pool): "
+             + ", ".join(f"{k} {v['history'][-1]['param_free_fraction']:.2f}"
+                         for k, v in out["gradient"].items())
+             + " (NAS-Bench-201 reports DARTS ending in all-skip cells after full-length "
+             "training).\n")  # fmt: skip
+    return L
 
 
 def report(out: dict, png: str) -> str:
@@ -284,11 +349,18 @@ def report(out: dict, png: str) -> str:
              "10 -> 0.1. Derivation: argmax per edge over all five ops, `none` included "
              "(NAS-Bench-201's own DARTS/GDAS baselines do this).\n")  # fmt: skip
 
+    L.extend(summary(out))
     L.append("## 1. SPOS: does the supernet rank architectures?\n")
+    live = [r for r in rk["rows"] if not _dead(r)]
+    t2, p2, r2 = kendall([r["inherited_val"] for r in live], [r["val_accuracy"] for r in live])
     L.append(f"Kendall tau between inherited and stand-alone validation accuracy over "
              f"{len(rk['rows'])} uniformly sampled architectures: **tau = {rk['tau']:.3f}** "
              f"(p = {rk['p']:.2g}); Spearman rho = {rk['spearman']:.3f}. "
-             f"(The study took {rk['time_s']:.0f} s.)\n")  # fmt: skip
+             f"(The study took {rk['time_s']:.0f} s.) Without the "
+             f"{len(rk['rows']) - len(live)} architectures whose cell output is identically "
+             f"zero (no op path from input to output: 0.100 = chance in both columns, a tie "
+             f"every method gets right): **tau = {t2:.3f}** (p = {p2:.2g}, n = {len(live)}), "
+             f"Spearman {r2:.3f}.\n")  # fmt: skip
     L.append("| # | inherited val | stand-alone val | architecture |")
     L.append("|---|---|---|---|")
     for i, r in enumerate(sorted(rk["rows"], key=lambda r: -r["val_accuracy"]), 1):
@@ -342,20 +414,32 @@ def report(out: dict, png: str) -> str:
                      f"{h['param_free_fraction']:.2f} | {h['supernet_val_accuracy']:.3f} | "
                      f"{h['derived_val_accuracy']:.3f} | `{h['arch']}` |")  # fmt: skip
         L.append("")
-    fired = es["fired_at"]
-    L.append(f"Early-stop mitigation (threshold skip frac >= {s['skip_threshold']}): "
-             + (f"the detector fired at epoch {fired}; early stopping returns `{es['arch']}` "
-                "(the last epoch below the threshold)." if fired is not None else
-                "the detector never fired in this run, so early stopping changes nothing.")
-             + "\n")  # fmt: skip
+    L.append(f"Early-stop mitigation (DARTS+-style, fires when skip frac >= "
+             f"{s['skip_threshold']}, returns the last epoch's arch below it), read off each "
+             "trajectory above (stopping early only truncates the same run):\n")  # fmt: skip
+    L.append("| run | detector fires at epoch | early-stop pick |")
+    L.append("|---|---|---|")
+    for label, r in out["gradient"].items():
+        ep, pick = _post_hoc_early_stop(r["history"], s["skip_threshold"])
+        L.append(f"| {label} | {ep if ep is not None else 'never'} | `{pick}` |")
+    L.append("")
+    L.append("Note: in this run the DARTS- row's 'supernet val acc' was measured on the "
+             "mixture *without* the auxiliary skip (beta x), i.e. not the function being "
+             "trained while beta > 0, which is why it sits at 0.100 for the first epochs; the "
+             "code now includes the current beta in that evaluation. The derived-arch "
+             "accuracy (without the auxiliary skip, like the final network) is "
+             "unaffected.\n")  # fmt: skip
     L.append(f"![inherited vs stand-alone, skip dominance, alpha evolution]({png})\n")
     L.append("## What falls short\n")
     L.append("- Scale: a C=8, N=1 network at 16x16 for minutes of CPU, not the paper's C=16, "
              "N=5 at 32x32 for 50+ GPU-hours' worth of epochs. All accuracies, the ranking "
              "correlation and the collapse behaviour are for this small regime only.")  # fmt: skip
-    L.append("- Stand-alone 'ground truth' is a few epochs on a few thousand images, scored on "
-             "a 600-image validation split (standard error about 1.5 points): neighbouring "
-             "ranks are noisy, which bounds any tau measured here.")  # fmt: skip
+    n_val = out.get("n_val", round(s["max_train"] * 0.1))
+    se = 100 * float(np.sqrt(0.8 * 0.2 / n_val))
+    L.append(f"- Stand-alone 'ground truth' is {s['standalone_epochs']} epochs on a few "
+             f"thousand images, scored on a {n_val}-image validation split (standard error "
+             f"about {se:.1f} points at 80 %): most live architectures lie within 0.76-0.85, "
+             "so neighbouring ranks are noise and that bounds any tau measured here.")  # fmt: skip
     L.append("- One seed per method: no variance across seeds is reported.")
     L.append("- DARTS/GDAS ran far fewer weight updates than in the paper (and with a 10x "
              "alpha learning rate to compensate); the full skip_connect collapse NAS-Bench-201 "

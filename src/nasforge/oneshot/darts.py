@@ -252,14 +252,20 @@ def second_order_alpha_grad(
 
 @torch.no_grad()
 def _evaluate(
-    model: DartsSupernet, path: Any, x: torch.Tensor, y: torch.Tensor, bs: int = 256
+    model: DartsSupernet,
+    path: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    aux_skip: float = 0.0,
+    bs: int = 256,
 ) -> float:
     was = model.training
     model.eval()
     correct = 0
     try:
         for i in range(0, len(y), bs):
-            correct += int((model(x[i : i + bs], path).argmax(1) == y[i : i + bs]).sum())
+            out = model(x[i : i + bs], path, aux_skip)
+            correct += int((out.argmax(1) == y[i : i + bs]).sum())
     finally:
         model.train(was)
     return correct / max(1, len(y))
@@ -299,9 +305,10 @@ def darts_search(
     ``alpha`` on the validation split (Adam, betas (0.5, 0.999), as in DARTS and
     NAS-Bench-201). ``on_epoch(epoch, record)`` gets each epoch's record: ``alpha``,
     its softmax, skip dominance, the derived arch, the mean losses, the supernet's
-    validation accuracy (``supernet_val_accuracy``: the mixture for DARTS, the argmax
-    path for GDAS) and the derived arch's accuracy with the shared weights
-    (``derived_val_accuracy``), on at most ``max_val_eval`` validation examples.
+    validation accuracy (``supernet_val_accuracy``: the mixture for DARTS, with the
+    DARTS- auxiliary skip at its current weight, the argmax path for GDAS) and the
+    derived arch's accuracy with the shared weights (``derived_val_accuracy``), on at
+    most ``max_val_eval`` validation examples.
     """
     if method not in METHODS:
         raise NasforgeError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -421,19 +428,20 @@ def darts_search(
         dom = skip_dominance(model.alpha)
         fired = detector.update(model.alpha, epoch)
         mix = None if method == "darts" else tuple(int(i) for i in model.alpha.argmax(-1))
+        beta_now = 1.0 - step / total_steps if mitigation == "darts-minus" else 0.0
         rec: dict[str, Any] = {
             "epoch": epoch,
             "arch": arch.text,
             "train_loss": sums["train_loss"] / count,
             "val_loss": sums["val_loss"] / count,
-            "supernet_val_accuracy": _evaluate(model, mix, xv_eval, yv_eval),
+            "supernet_val_accuracy": _evaluate(model, mix, xv_eval, yv_eval, beta_now),
             "derived_val_accuracy": _evaluate(model, path_indices(arch), xv_eval, yv_eval),
             **dom,
             "collapsed": fired,
             "alpha": model.alpha.detach().cpu().tolist(),
             "softmax": F.softmax(model.alpha.detach(), -1).cpu().tolist(),
             "tau": tau if method == "gdas" else None,
-            "aux_skip_beta": (1.0 - step / total_steps) if mitigation == "darts-minus" else None,
+            "aux_skip_beta": beta_now if mitigation == "darts-minus" else None,
             "time_s": time.perf_counter() - te,
         }
         history.append(rec)
