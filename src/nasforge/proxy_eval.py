@@ -317,6 +317,7 @@ def validate_proxies(
     progress: Callable[[int, int], None] | None = None,
     timing_samples: int | None = 100,
     per_class_networks: bool = True,
+    notes: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Rank correlation of proxies with the table's validation accuracy; writes markdown.
 
@@ -405,6 +406,7 @@ def validate_proxies(
         "samples": len(archs), "seed": seed, "workers": workers, "batch_size": batch_size,
         "data": batch.description, "elapsed_s": elapsed, "build_cpu_s": float(build),
         "class_counts": class_counts, "proxies": proxies, "per_class": per_class_networks,
+        "notes": list(notes),
         "timed": int(raw[f"cpu_s:{proxies[0]}@{class_counts[0]}"].notna().sum()),
     }  # fmt: skip
     result.attrs["scores"] = raw
@@ -453,6 +455,7 @@ def validation_markdown(result: pd.DataFrame) -> str:
         "network per proxy at batch 64 on one core. "
         f"Whole run: {_f(m.get('elapsed_s', math.nan) / 60, 1)} min wall with {m.get('workers')} "
         "worker process(es).",
+        *[f"- {n}" for n in m.get("notes", [])],
         "",
     ]  # fmt: skip
     for d in m.get("datasets", sorted(set(result["dataset"]))):
@@ -567,9 +570,9 @@ def score_space(
 ) -> pd.DataFrame:
     """Proxies of every arch of the table, cached in the CSV ``path`` (computed once).
 
-    Columns: ``arch``, one per proxy, and ``cpu_s`` (CPU seconds per arch, all proxies
-    and the network build together). An existing file with the same archs and columns
-    is read back instead of recomputed.
+    Columns: ``arch``, one per proxy, ``cpu_s:<proxy>`` (CPU seconds of each proxy alone)
+    and ``build_cpu_s``. An existing file with the same archs and columns is read back
+    instead of recomputed.
     """
     from nasforge.estimators.nb201_table import load_table
 
@@ -583,12 +586,14 @@ def score_space(
     batch = proxy_batch(data, batch_size, seed, (3, 32, 32))
     cfg = {"C": 16, "N": 5, **dict(space_config or {})}
     raw = score_archs(
-        tab.archs, proxies, batch, [num_classes], "nb201", cfg, seed, workers, progress, timed=0
+        tab.archs, proxies, batch, [num_classes], "nb201", cfg, seed, workers, progress
     )
     out = pd.DataFrame({"arch": raw["arch"]})
     for q in proxies:
         out[q] = raw[f"{q}@{num_classes}"]
-    out["cpu_s"] = raw["total_cpu_s"]
+    for q in proxies:
+        out[f"cpu_s:{q}"] = raw[f"cpu_s:{q}@{num_classes}"]
+    out["build_cpu_s"] = raw[f"build_cpu_s@{num_classes}"]
     p.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(p, index=False)
     return out
@@ -610,9 +615,7 @@ def queries_to_target(
 
 
 def proxy_assisted_search(
-    scores: Mapping[str, float],
-    proxy_label: str,
-    proxy_cpu_s: float,
+    proxies: Mapping[str, tuple[Mapping[str, float], float]],
     table: str | os.PathLike[str] | None = None,
     datasets: Sequence[str] = ("cifar10", "cifar100"),
     bases: Sequence[str] = ("evolution", "random"),
@@ -626,11 +629,11 @@ def proxy_assisted_search(
 ) -> pd.DataFrame:
     """Queries to reach a top-``top`` arch, per strategy, with and without a proxy warm start.
 
+    ``proxies``: label -> (score of every arch, larger is better; CPU seconds per arch).
     For every base strategy and seed: the plain strategy, and ``proxy-warmstart`` over
-    it for each pool size M (top-k = evolution's population, or the whole pool for
-    random search: the pool is then evaluated in proxy order). ``scores``: the proxy
-    of every arch (larger is better), ``proxy_cpu_s``: its CPU seconds per arch, so a
-    warm start costs ``M * proxy_cpu_s`` of proxy compute besides the queries. Writes
+    it for each proxy and pool size M (top-k = evolution's population, or the whole
+    pool for random search, which then evaluates the pool in proxy order). A warm start
+    costs ``M * cpu_s`` of proxy compute besides the queries. Writes
     ``proxy_assisted_nb201.md`` to ``out``.
     """
     from nasforge import spaces, strategies
@@ -640,8 +643,8 @@ def proxy_assisted_search(
     space = spaces.get("nb201")
     opts = {b: dict((base_options or {}).get(b, {})) for b in bases}
 
-    def scorer(archs: Sequence[Any]) -> list[float]:
-        return [float(scores[a.text]) for a in archs]
+    def scorer_of(scores: Mapping[str, float]) -> Callable[[Sequence[Any]], list[float]]:
+        return lambda archs: [float(scores[a.text]) for a in archs]
 
     rows = []
     t0 = time.perf_counter()
@@ -650,19 +653,20 @@ def proxy_assisted_search(
         lookup = dict(zip(tab.archs, tab.valid[d], strict=True))
         target = tab.top_k(d, top)
         for base in bases:
-            variants: list[tuple[str, int | None]] = [("plain", None)]
-            variants += [(f"proxy pool {m}", m) for m in pool_sizes]
+            variants: list[tuple[str, int | None]] = [("-", None)]
+            variants += [(label, m) for label in proxies for m in pool_sizes]
             for label, m in variants:
                 found: list[float] = []
-                k = None
+                k = 0
                 for seed in range(seeds):
                     if m is None:
                         st = strategies.get(base, space=space, seed=seed, **opts[base])
                     else:
-                        k = m if base == "random" else None
                         st = strategies.get(
                             "proxy-warmstart", space=space, seed=seed, base=base,
-                            base_options=opts[base], pool_size=m, top_k=k, scorer=scorer,
+                            base_options=opts[base], pool_size=m,
+                            top_k=m if base == "random" else None,
+                            scorer=scorer_of(proxies[label][0]),
                         )  # fmt: skip
                         k = st.top_k
                     q = queries_to_target(st, lookup, target, max_queries)
@@ -670,17 +674,16 @@ def proxy_assisted_search(
                 arr = np.array(found)
                 ok = np.isfinite(arr)
                 rows.append({
-                    "dataset": d, "base": base, "variant": label, "pool": m or 0,
-                    "top_k": k or 0, "seeds": seeds,
-                    "median": float(np.median(arr)),
+                    "dataset": d, "base": base, "proxy": label, "pool": m or 0, "top_k": k,
+                    "seeds": seeds, "median": float(np.median(arr)),
                     "mean": float(arr[ok].mean()) if ok.any() else math.nan,
                     "p25": float(np.percentile(arr, 25)), "p75": float(np.percentile(arr, 75)),
                     "found": float(ok.mean()),
-                    "proxy_cpu_s": (m or 0) * proxy_cpu_s,
+                    "proxy_cpu_s": (m or 0) * (proxies[label][1] if m else 0.0),
                 })  # fmt: skip
     res = pd.DataFrame(rows)
     res.attrs["meta"] = {
-        "proxy": proxy_label, "proxy_cpu_s": proxy_cpu_s, "top": top, "seeds": seeds,
+        "proxies": {k: v[1] for k, v in proxies.items()}, "top": top, "seeds": seeds,
         "max_queries": max_queries, "table": str(tab.path), "elapsed_s": time.perf_counter() - t0,
         "base_options": opts, "notes": list(notes),
         "targets": {d: len(tab.top_k(d, top)) for d in datasets},
@@ -694,26 +697,26 @@ def proxy_assisted_search(
 def assisted_markdown(res: pd.DataFrame) -> str:
     """The report of :func:`proxy_assisted_search`."""
     m = res.attrs.get("meta", {})
+    costs = "; ".join(f"{k}: {v:.4f} CPU s/arch" for k, v in m.get("proxies", {}).items())
     lines = [
         "# Proxy-assisted search on NAS-Bench-201",
         "",
-        f"Table queries (validation accuracy lookups) a strategy needs until it first asks one "
-        f"of the top-{m.get('top')} architectures by the column's validation accuracy "
+        "Table queries (validation-accuracy lookups) a strategy needs until it first asks one "
+        f"of the top-{m.get('top')} architectures by that column's validation accuracy "
         f"(ties included: {m.get('targets')} archs), over {m.get('seeds')} seeds "
         f"(0..{int(m.get('seeds', 1)) - 1}); runs that did not get there within "
         f"{m.get('max_queries')} queries count as infinite in the median/percentiles and are "
         "left out of the mean (see 'found').",
         "",
-        f"- Proxy: {m.get('proxy')}; {m.get('proxy_cpu_s', math.nan):.4f} CPU s per "
-        "architecture (one core), so a pool of M archs costs M times that, *besides* the "
-        "queries (column 'proxy CPU s').",
-        "- `proxy pool M`: `proxy-warmstart` samples M random archs, ranks them by the proxy "
-        "and hands the best to the base strategy first: for evolution its whole initial "
-        "population (top-k = population size), for random search the whole pool in proxy "
-        "order (top-k = M), after which the base strategy runs unchanged.",
+        f"- Proxies (one core): {costs}. A pool of M archs costs M times that, *besides* "
+        "the queries (column 'proxy CPU s').",
+        "- With a proxy, `proxy-warmstart` samples a pool of M random archs, ranks them by "
+        "the proxy and hands the best to the base strategy first: for evolution its whole "
+        "initial population (top-k = population size), for random search the whole pool in "
+        "proxy order (top-k = M); then the base strategy runs unchanged.",
         f"- Base options: {m.get('base_options')}.",
         *[f"- {n}" for n in m.get("notes", [])],
-        f"- Simulation time: {m.get('elapsed_s', math.nan):.0f} s.",
+        f"- Simulation time: {m.get('elapsed_s', math.nan):.0f} s wall.",
         "",
     ]  # fmt: skip
     for d in sorted(set(res["dataset"])):
@@ -721,15 +724,15 @@ def assisted_markdown(res: pd.DataFrame) -> str:
         lines += [
             f"## {d}_valid",
             "",
-            "| strategy | variant | top-k | median queries | mean (found) | p25-p75 | found | "
-            "proxy CPU s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| strategy | proxy | pool M | top-k | median queries | mean (found) | p25-p75 "
+            "| found | proxy CPU s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for _, r in part.iterrows():
             lines.append(
-                f"| {r['base']} | {r['variant']} | {int(r['top_k']) or '-'} | "
-                f"{_q(r['median'])} | {_f(r['mean'], 0)} | {_q(r['p25'])}-{_q(r['p75'])} | "
-                f"{r['found']:.0%} | {r['proxy_cpu_s']:.0f} |"
+                f"| {r['base']} | {r['proxy']} | {int(r['pool']) or '-'} | "
+                f"{int(r['top_k']) or '-'} | {_q(r['median'])} | {_f(r['mean'], 0)} | "
+                f"{_q(r['p25'])}-{_q(r['p75'])} | {r['found']:.0%} | {r['proxy_cpu_s']:.0f} |"
             )
         lines.append("")
     return "\n".join(lines) + "\n"
