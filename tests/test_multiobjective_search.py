@@ -226,6 +226,18 @@ def test_objectives_and_constraints_survive_resume(tmp_path):
     assert len(again.trials) == 18
 
 
+def test_optuna_nsga2_gets_metrics_and_directions(tmp_path):
+    pytest.importorskip("optuna")
+    res = search("digits", strategy="optuna-nsga2", objectives=OBJS, constraints="params<=9k",
+                 trials=8, out=tmp_path / "r", **FAST)
+    with RunStore.open(tmp_path / "r") as s:
+        opts = s.config["strategy"]["options"]
+    assert opts["metrics"] == ["val_accuracy", "latency_ms"]
+    assert opts["directions"] == ["maximize", "minimize"]
+    feas = [t for t in res.trials if t.ok and t.metrics["params"] <= 9000]
+    assert res.best_arch.text == max(feas, key=lambda t: (t.metrics["val_accuracy"], -t.id)).arch
+
+
 def test_strategy_object_must_match_objectives(tmp_path):
     sp = ToySpace()
     strat = NSGA2(sp, objectives=["val_accuracy:max", "params:min"])
