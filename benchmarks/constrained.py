@@ -239,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         "final_epochs": 1,
         "space_options": {"max_blocks": 4, "kernels": [3, 5], "widths": [16, 32, 48]},
         "estimator_options": {"epochs": 1, "data_fraction": 0.1, "batch_size": 128,
-                              "timeout": 45.0, "latency_repeats": 15},
+                              "timeout": 90.0, "latency_repeats": 15},
         "dataset_options": {},
-        "nsga2_options": {"population_size": 10},
-        "evolution_options": {"population_size": 10, "sample_size": 3},
+        "nsga2_options": {"population_size": 6},
+        "evolution_options": {"population_size": 6, "sample_size": 3},
     }
     if args.quick:
         plan.update(search_s=25.0, final_epochs=1)
