@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
+import typer
 
 from nasforge.errors import NasforgeError
 from nasforge.estimators.proxies import (
@@ -42,8 +43,6 @@ from nasforge.estimators.proxies import (
 )
 
 if TYPE_CHECKING:
-    import typer
-
     from nasforge.data import Dataset
 
 #: classifier outputs of the datasets of the NAS-Bench-201 table
@@ -511,39 +510,36 @@ def _goal_lines(result: pd.DataFrame) -> list[str]:
 # -- CLI ------------------------------------------------------------------------------------
 def register_cli(app: typer.Typer) -> None:
     """Add ``nasforge proxies`` (the validation report) to the CLI app."""
-    from typing import Annotated
-
-    import typer as _typer
 
     @app.command("proxies")
     def proxies_cmd(
-        space: Annotated[str, _typer.Option(help="Search space with a benchmark table.")] = "nb201",
+        space: Annotated[str, typer.Option(help="Search space with a benchmark table.")] = "nb201",
         table: Annotated[
-            str | None, _typer.Option(help="NAS-Bench-201 CSV [default: $NASFORGE_NB201_TABLE].")
+            str | None, typer.Option(help="NAS-Bench-201 CSV [default: $NASFORGE_NB201_TABLE].")
         ] = None,
         dataset: Annotated[
-            str, _typer.Option(help="Table dataset column(s), comma-separated: cifar10,cifar100.")
+            str, typer.Option(help="Table dataset column(s), comma-separated: cifar10,cifar100.")
         ] = "cifar10",
-        samples: Annotated[int, _typer.Option(min=3, help="Architectures to sample.")] = 1000,
+        samples: Annotated[int, typer.Option(min=3, help="Architectures to sample.")] = 1000,
         proxies: Annotated[
-            str, _typer.Option(help=f"Comma-separated proxies [{','.join(PROXY_NAMES)}].")
+            str, typer.Option(help=f"Comma-separated proxies [{','.join(PROXY_NAMES)}].")
         ] = ",".join(PROXY_NAMES),
-        workers: Annotated[int, _typer.Option(min=1, help="Worker processes.")] = 2,
-        seed: Annotated[int, _typer.Option(min=0, help="Sampling and init seed.")] = 0,
+        workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+        seed: Annotated[int, typer.Option(min=0, help="Sampling and init seed.")] = 0,
         data: Annotated[
-            str, _typer.Option(help=f"Minibatch source: {', '.join(DATA_SOURCES)}.")
+            str, typer.Option(help=f"Minibatch source: {', '.join(DATA_SOURCES)}.")
         ] = "fashion-mnist",
-        batch_size: Annotated[int, _typer.Option(min=2, help="Minibatch size.")] = 64,
+        batch_size: Annotated[int, typer.Option(min=2, help="Minibatch size.")] = 64,
         data_dir: Annotated[
-            str | None, _typer.Option("--data-dir", help="Where Fashion-MNIST's IDX files are.")
+            str | None, typer.Option("--data-dir", help="Where Fashion-MNIST's IDX files are.")
         ] = None,
-        out: Annotated[Path, _typer.Option("--out", "-o", help="Output directory.")] = RESULTS_DIR,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = RESULTS_DIR,
     ) -> None:
         """Rank-correlate zero-cost proxies with a benchmark table; write a markdown report."""
 
         def progress(i: int, n: int) -> None:
             if i == n or i % max(1, n // 20) == 0:
-                _typer.echo(f"  scored {i}/{n} architectures", err=True)
+                typer.echo(f"  scored {i}/{n} architectures", err=True)
 
         res = validate_proxies(
             space=space, table=table, dataset=dataset, samples=samples, proxies=proxies,
@@ -551,8 +547,8 @@ def register_cli(app: typer.Typer) -> None:
             data_dir=data_dir, progress=progress,
         )  # fmt: skip
         cols = ["dataset", "proxy", "spearman", "kendall", "cpu_s", "wall_s"]
-        _typer.echo(res[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        _typer.echo(f"wrote {Path(out) / f'proxies_{space}.md'}")
+        typer.echo(res[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        typer.echo(f"wrote {Path(out) / f'proxies_{space}.md'}")
 
 
 # -- proxy-assisted search (section 4) --------------------------------------------------------
@@ -673,11 +669,17 @@ def proxy_assisted_search(
                     found.append(math.inf if q is None else float(q))
                 arr = np.array(found)
                 ok = np.isfinite(arr)
+                capped = np.where(ok, arr, max_queries + 1.0)  # percentiles without inf - inf
+
+                def pct(q: float, capped: np.ndarray = capped) -> float:
+                    v = float(np.percentile(capped, q))
+                    return v if v <= max_queries else math.inf
+
                 rows.append({
                     "dataset": d, "base": base, "proxy": label, "pool": m or 0, "top_k": k,
-                    "seeds": seeds, "median": float(np.median(arr)),
+                    "seeds": seeds, "median": pct(50),
                     "mean": float(arr[ok].mean()) if ok.any() else math.nan,
-                    "p25": float(np.percentile(arr, 25)), "p75": float(np.percentile(arr, 75)),
+                    "p25": pct(25), "p75": pct(75),
                     "found": float(ok.mean()),
                     "proxy_cpu_s": (m or 0) * (proxies[label][1] if m else 0.0),
                 })  # fmt: skip
