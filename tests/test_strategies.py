@@ -84,13 +84,21 @@ def run(
     return out
 
 
-# options keep the tests fast and the budgets meaningful (NSGA-II's default population is 50)
-STRATEGIES = {
-    "local-search": {},
-    "reinforce": {},
-    "optuna-tpe": {},
-    "optuna-nsga2": {"sampler_options": {"population_size": 10}},
+# label -> (registered name, options); options keep the tests fast and the budgets
+# meaningful (NSGA-II's default population is 50)
+STRATEGIES: dict[str, tuple[str, dict]] = {
+    "local-search": ("local-search", {}),
+    "local-search-best-frontier": ("local-search", {"improvement": "best", "restart": "frontier"}),
+    "local-search-model-perturb": ("local-search", {"order": "model", "restart": "perturb"}),
+    "reinforce": ("reinforce", {}),
+    "optuna-tpe": ("optuna-tpe", {}),
+    "optuna-nsga2": ("optuna-nsga2", {"sampler_options": {"population_size": 10}}),
 }
+
+
+def make(label: str, space: SearchSpace, seed: int) -> strategies.Strategy:
+    name, opts = STRATEGIES[label]
+    return strategies.get(name, space=space, seed=seed, **opts)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -101,7 +109,7 @@ def test_finds_the_optimum_of_a_separable_space(name: str, seed: int) -> None:
     )  # 729 archs; random search finds the optimum in 120 queries ~15% of the time
     f = separable(space)
     best = max(space.enumerate(), key=f)
-    queries = run(strategies.get(name, space=space, seed=seed, **STRATEGIES[name]), f, 120)
+    queries = run(make(name, space, seed), f, 120)
     assert best.text in queries
     assert len(set(queries)) == len(queries)  # no arch queried twice
 
@@ -119,9 +127,9 @@ def test_random_search_usually_misses_the_optimum_within_that_budget() -> None:
 def test_same_seed_same_queries(name: str) -> None:
     space = ToySpace(5, 3)
     f = separable(space, 7)
-    a = run(strategies.get(name, space=space, seed=3, **STRATEGIES[name]), f, 40)
-    b = run(strategies.get(name, space=space, seed=3, **STRATEGIES[name]), f, 40)
-    c = run(strategies.get(name, space=space, seed=4, **STRATEGIES[name]), f, 40)
+    a = run(make(name, space, 3), f, 40)
+    b = run(make(name, space, 3), f, 40)
+    c = run(make(name, space, 4), f, 40)
     assert a == b
     assert a != c
 
@@ -135,11 +143,11 @@ def test_json_state_round_trip_continues_exactly(name: str, cut: int) -> None:
     def fail(a: Arch) -> bool:  # some failures, so failed results are resumed too
         return a["c0"] == "op2" and a["c1"] == 3
 
-    full = run(strategies.get(name, space=space, seed=11, **STRATEGIES[name]), f, 60, fail)
-    first = strategies.get(name, space=space, seed=11, **STRATEGIES[name])
+    full = run(make(name, space, 11), f, 60, fail)
+    first = make(name, space, 11)
     head = run(first, f, cut, fail)
     state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
-    second = strategies.get(name, space=space, seed=11, **STRATEGIES[name])
+    second = make(name, space, 11)
     second.load_state_dict(state)
     tail = run(second, f, 60 - cut, fail)
     assert head + tail == full
@@ -158,13 +166,13 @@ def test_resume_with_outstanding_suggestions(name: str) -> None:
             out += [a.arch.text, b.arch.text]
             if step == save_at:
                 state = json.loads(json.dumps(strategy.state_dict()))
-                strategy = strategies.get(name, space=space, seed=2, **STRATEGIES[name])
+                strategy = make(name, space, 2)
                 strategy.load_state_dict(state)
             strategy.tell(b, Result({"val_accuracy": f(b.arch)}))
             strategy.tell(a, Result({"val_accuracy": f(a.arch)}))
         return out
 
-    new = lambda: strategies.get(name, space=space, seed=2, **STRATEGIES[name])  # noqa: E731
+    new = lambda: make(name, space, 2)  # noqa: E731
     full = pattern(new(), None)
     assert pattern(new(), 6) == full
     assert len(set(full)) == len(full)
@@ -174,7 +182,7 @@ def test_resume_with_outstanding_suggestions(name: str) -> None:
 def test_never_repeats_while_unseen_archs_remain(name: str) -> None:
     space = ToySpace(3, 3)  # 27 archs: the last queries must dig out the few unseen ones
     f = separable(space, 1)
-    q = run(strategies.get(name, space=space, seed=0, **STRATEGIES[name]), f, space.size)
+    q = run(make(name, space, 0), f, space.size)
     assert sorted(q) == sorted(a.text for a in space.enumerate())
 
 
@@ -182,7 +190,7 @@ def test_never_repeats_while_unseen_archs_remain(name: str) -> None:
 def test_all_failures_do_not_break_a_strategy(name: str) -> None:
     space = ToySpace(4, 3)
     q = run(
-        strategies.get(name, space=space, seed=0, **STRATEGIES[name]),
+        make(name, space, 0),
         lambda a: 0.0,
         20,
         fail=lambda a: True,
@@ -211,6 +219,22 @@ def test_local_search_best_improvement_scans_the_whole_neighbourhood() -> None:
         strategies.get("local-search", space=space, improvement="sideways")
 
 
+def test_local_search_model_order_climbs_faster_on_an_additive_objective() -> None:
+    """The ridge model ranks the neighbours, so the optimum of an additive score comes sooner."""
+    space = ToySpace(8, 3)
+    f = separable(space)
+    best = max(space.enumerate(), key=f).text
+
+    def first_hit(**opts: object) -> float:
+        hits = []
+        for seed in range(6):
+            q = run(strategies.get("local-search", space=space, seed=seed, **opts), f, 200)
+            hits.append(q.index(best) + 1 if best in q else 201)
+        return float(np.mean(hits))
+
+    assert first_hit(order="model") < 0.8 * first_hit(order="random")
+
+
 def test_reinforce_policy_concentrates_on_good_options() -> None:
     space = ToySpace(4, 3)
     f = separable(space, 6)
@@ -232,7 +256,7 @@ def test_optuna_adapter_maps_every_choice_type() -> None:
         assert params_to_arch(space, params) == arch
     f = separable(space, 2)
     for name in ("optuna-tpe", "optuna-nsga2"):
-        st = strategies.get(name, space=space, seed=0, **STRATEGIES[name])
+        st = make(name, space, 0)
         q = run(st, f, 30)
         assert len(set(q)) == 30
         archs = [space.parse(t) for t in q]

@@ -308,11 +308,13 @@ def run_bench(
     seeds_for: Mapping[str, int] | None = None,
     top_k: int = 10,
     progress: bool = True,
+    first_seed: int = 0,
 ) -> BenchResult:
     """Run every strategy (plus the anchors) for ``seeds`` seeds and write the report.
 
     ``seeds_for`` lowers the number of seeds of slow strategies (by label); the table
-    says how many seeds each row used.
+    says how many seeds each row used. Seeds are ``first_seed, first_seed + 1, ...``
+    (tune on other seeds than the ones you report).
     """
     if seeds < 1 or queries < 1 or workers < 1:
         raise NasforgeError("seeds, queries and workers must be at least 1")
@@ -332,8 +334,8 @@ def run_bench(
     sp, est = _setup(space, estimator, est_opts)  # bad table/dataset: fail before forking
     checkpoints = sorted({int(c) for c in checkpoints if 0 < int(c) <= queries} | {queries})
     n_seeds = {s.label: int((seeds_for or {}).get(s.label, seeds)) for s in specs}
-    tasks = [(s, seed) for seed in range(max(n_seeds.values())) for s in specs
-             if seed < n_seeds[s.label]]  # fmt: skip
+    tasks = [(s, first_seed + i) for i in range(max(n_seeds.values())) for s in specs
+             if i < n_seeds[s.label]]  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in specs}
     t0 = time.perf_counter()
     if workers == 1:
@@ -343,8 +345,10 @@ def run_bench(
         import multiprocessing as mp
 
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # the platform's default start method: fork on Linux shares the loaded table and
+        # needs no `if __name__ == "__main__"` guard in the caller's script
         with ProcessPoolExecutor(
-            workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+            workers, mp_context=mp.get_context(), initializer=_worker_init
         ) as ex:
             futs = [
                 ex.submit(run_one, s, seed, queries, space, estimator, est_opts, top_k)

@@ -23,6 +23,10 @@ from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
 from nasforge.strategies.base import Strategy, Suggestion
 
+#: what to do at a local optimum: fresh random samples; a few random mutations of the best
+#: arch so far (iterated local search); or climb on from the best arch whose
+#: neighbourhood has not been scanned yet (best-first)
+RESTARTS = ("random", "perturb", "frontier")
 #: spaces up to this size are enumerated when random sampling keeps hitting seen archs
 _ENUMERATE_LIMIT = 200_000
 
@@ -66,9 +70,13 @@ class LocalSearch(Strategy):
         seed: int = 0,
         metric: str = "val_accuracy",
         mode: str = "max",
-        n_init: int = 10,
+        n_init: int = 5,
         improvement: str = "first",
         restart_init: int | None = None,
+        restart: str = "random",
+        perturb_steps: int = 2,
+        order: str = "random",
+        ridge: float = 1.0,
         max_retries: int = 100,
     ) -> None:
         super().__init__(space, seed, metric, mode)
@@ -78,12 +86,23 @@ class LocalSearch(Strategy):
             raise NasforgeError(
                 f"local-search: improvement must be 'first' or 'best', not {improvement!r}"
             )
+        if restart not in RESTARTS:
+            raise NasforgeError(f"local-search: restart must be one of {RESTARTS}, not {restart!r}")
+        if order not in ("random", "model"):
+            raise NasforgeError(f"local-search: order must be 'random' or 'model', not {order!r}")
+        if perturb_steps < 1:
+            raise NasforgeError("local-search: perturb_steps must be at least 1")
         if restart_init is not None and restart_init < 1:
             raise NasforgeError("local-search: restart_init must be at least 1")
         self.n_init = int(n_init)
         self.improvement = improvement
         self.restart_init = int(restart_init) if restart_init is not None else int(n_init)
+        self.restart = restart
+        self.perturb_steps = int(perturb_steps)
+        self.order = order
+        self.ridge = float(ridge)
         self.max_retries = int(max_retries)
+        self.expanded: set[str] = set()  # archs whose neighbourhood has been fully scanned
         self.scores: dict[str, float] = {}  # told archs -> score (larger is better)
         self.pending: list[str] = []  # asked, not yet told
         self.phase = "init"
@@ -101,6 +120,10 @@ class LocalSearch(Strategy):
             "n_init": self.n_init,
             "improvement": self.improvement,
             "restart_init": self.restart_init,
+            "restart": self.restart,
+            "perturb_steps": self.perturb_steps,
+            "order": self.order,
+            "ridge": self.ridge,
         }
 
     # -- ask/tell ------------------------------------------------------------------------
@@ -113,7 +136,8 @@ class LocalSearch(Strategy):
     def ask(self) -> Suggestion:
         text: str | None = None
         if self.phase == "init":
-            text = self._random()
+            text = self._perturbed() if self.restart == "perturb" and self.n_restarts else None
+            text = text or self._random()
             # asks beyond the batch (parallel workers waiting on it) join the batch
             self.batch.append(text)
             self.batch_left = max(0, self.batch_left - 1)
@@ -144,17 +168,23 @@ class LocalSearch(Strategy):
         if self.improvement == "first" and text in self.scan and score > self.current_score:
             self._move(text)
             return
-        self._maybe_end_scan()
+        self._settle()
 
     # -- the climb -------------------------------------------------------------------------
     def _move(self, text: str) -> None:
-        """Make ``text`` the current arch; hop on through already-known better neighbours."""
+        """Climb to ``text``, then settle (an iterative loop: chains of known archs can be long)."""
         self.phase = "climb"
+        self._set_current(text)
+        self._settle()
+
+    def _set_current(self, text: str) -> None:
+        """Make ``text`` current (hopping on through known better neighbours); queue the rest."""
         while True:
             self.current = text
             self.current_score = self.scores.get(text, -math.inf)
             nbrs = [a.text for a in self.space.neighbors(self._arch(text))]
-            known = [t for t in nbrs if t in self.scores and self.scores[t] > self.current_score]
+            known = [t for t in nbrs if t in self.scores and t not in self.expanded
+                     and self.scores[t] > self.current_score]  # fmt: skip
             if self.improvement == "first" and known:
                 text = max(known, key=lambda t: self.scores[t])
                 continue
@@ -162,29 +192,72 @@ class LocalSearch(Strategy):
         seen = self._seen()
         fresh = [t for t in nbrs if t not in seen]
         self.queue = [fresh[int(i)] for i in self.rng.permutation(len(fresh))]
+        if self.order == "model":
+            pred = self._predict(self.queue)
+            if pred is not None:  # most promising first; ties keep the random order
+                ranked = sorted(range(len(self.queue)), key=lambda i: -pred[i])
+                self.queue = [self.queue[i] for i in ranked]
         self.scan = []
-        self._maybe_end_scan()
 
-    def _maybe_end_scan(self) -> None:
-        """When the whole neighbourhood is known: move (best-improvement) or restart."""
-        if self.phase != "climb" or self.queue or any(t in self.pending for t in self.scan):
-            return
-        if self.current is None:
-            return
-        nbrs = [a.text for a in self.space.neighbors(self._arch(self.current))]
-        known = [t for t in nbrs if t in self.scores]
-        if known:
-            best = max(known, key=lambda t: self.scores[t])
-            if self.scores[best] > self.current_score:
-                self._move(best)
-                return
-        # local optimum: start again from fresh random samples
-        self.n_restarts += 1
-        self.phase = "init"
-        self.batch = []
-        self.batch_left = self.restart_init
-        self.current, self.current_score = None, -math.inf
-        self.queue, self.scan = [], []
+    def _predict(self, texts: list[str]) -> np.ndarray | None:
+        """Ridge regression of score on ``space.encode`` (one-hot per choice), or None.
+
+        Why: neighbours differ in one choice, and an additive model of the choices is a
+        cheap, space-agnostic guess of which change helps; visiting those first makes the
+        first improvement come sooner. It only reorders the scan; the climb is unchanged.
+        """
+        told = [(t, sc) for t, sc in self.scores.items() if math.isfinite(sc)]
+        if len(told) < 3 or not texts:
+            return None
+        x = np.stack([self.space.encode(self._arch(t)) for t, _ in told]).astype(np.float64)
+        y = np.array([sc for _, sc in told])
+        mu = y.mean()
+        a = x.T @ x + self.ridge * np.eye(x.shape[1])
+        w = np.linalg.solve(a, x.T @ (y - mu))
+        xq = np.stack([self.space.encode(self._arch(t)) for t in texts]).astype(np.float64)
+        return xq @ w + mu
+
+    def _settle(self) -> None:
+        """While the current neighbourhood is fully known: move on, or restart at an optimum."""
+        while self.phase == "climb" and self.current is not None:
+            if self.queue or any(t in self.pending for t in self.scan):
+                return  # something left to ask, or results to wait for
+            # never back to an expanded arch: every pass expands a new one, so this ends
+            nbrs = [a.text for a in self.space.neighbors(self._arch(self.current))]
+            known = [t for t in nbrs if t in self.scores and t not in self.expanded]
+            best = max(known, key=lambda t: self.scores[t]) if known else None
+            if best is not None and self.scores[best] > self.current_score:
+                self._set_current(best)
+                continue
+            self.expanded.add(self.current)  # a local optimum
+            self.n_restarts += 1
+            if self.restart == "frontier":
+                open_ = [(sc, t) for t, sc in self.scores.items()
+                         if t not in self.expanded and math.isfinite(sc)]  # fmt: skip
+                if open_:
+                    self._set_current(max(open_, key=lambda p: p[0])[1])
+                    continue
+            # start again from fresh random samples (or a perturbed best)
+            self.phase = "init"
+            self.batch = []
+            self.batch_left = self.restart_init
+            self.current, self.current_score = None, -math.inf
+            self.queue, self.scan = [], []
+
+    def _perturbed(self) -> str | None:
+        """An unseen arch a few random mutations away from the best so far (None: none found)."""
+        told = [(sc, t) for t, sc in self.scores.items() if math.isfinite(sc)]
+        if not told:
+            return None
+        best = self._arch(max(told, key=lambda p: p[0])[1])
+        seen = self._seen()
+        for _ in range(self.max_retries):
+            a = best
+            for _ in range(self.perturb_steps):
+                a = self.space.mutate(a, self.rng)
+            if a.text not in seen:
+                return a.text
+        return None
 
     # -- persistence -----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -199,6 +272,7 @@ class LocalSearch(Strategy):
             "queue": list(self.queue),
             "scan": list(self.scan),
             "n_restarts": self.n_restarts,
+            "expanded": sorted(self.expanded),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -212,3 +286,4 @@ class LocalSearch(Strategy):
         self.queue = list(state.get("queue", []))
         self.scan = list(state.get("scan", []))
         self.n_restarts = int(state.get("n_restarts", 0))
+        self.expanded = set(state.get("expanded", []))
