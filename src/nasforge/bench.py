@@ -333,6 +333,9 @@ def run_bench(
         est_opts["table"] = str(table)
     sp, est = _setup(space, estimator, est_opts)  # bad table/dataset: fail before forking
     checkpoints = sorted({int(c) for c in checkpoints if 0 < int(c) <= queries} | {queries})
+    unknown = sorted(set(seeds_for or {}) - {s.label for s in specs})
+    if unknown:
+        raise NasforgeError(f"seeds_for names {unknown}, not among the strategies {labels}")
     n_seeds = {s.label: int((seeds_for or {}).get(s.label, seeds)) for s in specs}
     tasks = [(s, first_seed + i) for i in range(max(n_seeds.values())) for s in specs
              if i < n_seeds[s.label]]  # fmt: skip
