@@ -189,6 +189,13 @@ def test_run_oneshot_spos_stores_trials_and_exports_a_loadable_model(tmp_path):
     pred = loaded.predict(raw)
     assert len(pred) == 4
     assert 0.0 <= res.final["test_accuracy"] <= 1.0
+    # a one-shot run cannot be resumed (no supernet checkpoint): say so, change nothing
+    from nasforge.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="cannot be resumed"):
+        nasforge.resume(tmp_path / "run")
+    with RunStore.open(tmp_path / "run") as store:
+        assert len(store.trials()) == 4
 
 
 def test_cli_oneshot_command(tmp_path):

@@ -855,6 +855,11 @@ def resume(
     store = RunStore.open(run_dir, write=True)
     try:
         config = store.config
+        if config.get("kind", "search") != "search":
+            raise RunDirError(
+                f"{run_dir} is a {config.get('kind')!r} run (one-shot supernet weights are not "
+                "checkpointed), so it cannot be resumed; start it again with a new --out"
+            )
         execution = _resumed_execution(config.get("execution"), given, executor, workers,
                                        ray_address, trial_timeout, retries)
         old = dict(config.get("budget") or {})
