@@ -231,6 +231,7 @@ class StrategyResult:
     frac_found: float
     ms_per_query: float
     dup_asks: float
+    sd: list[float] = field(default_factory=list)
 
     def at(self, q: int) -> tuple[float, float]:
         return self.mean[q - 1], self.ci[q - 1]
@@ -269,7 +270,7 @@ def summarize(label: str, runs: Sequence[Mapping[str, Any]], queries: int) -> St
         sd = np.nanstd(traj, axis=0, ddof=1)
         ci = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
     else:
-        ci = np.zeros_like(mean)
+        sd = ci = np.zeros_like(mean)
     hits = [r["hit"] if r["hit"] is not None else queries + 1 for r in runs]
     n_q = sum(r["queries"] for r in runs) or 1
     return StrategyResult(
@@ -281,7 +282,45 @@ def summarize(label: str, runs: Sequence[Mapping[str, Any]], queries: int) -> St
         frac_found=float(np.mean([r["hit"] is not None for r in runs])),
         ms_per_query=1000.0 * sum(r["strategy_s"] for r in runs) / n_q,
         dup_asks=float(np.mean([r["asks"] - r["queries"] for r in runs])),
+        sd=[float(x) for x in np.nan_to_num(sd)],
     )
+
+
+def compare(res: BenchResult, anchor: str = "optuna-direct") -> list[str]:
+    """Markdown lines: the best non-anchor strategy per checkpoint vs ``anchor`` (Welch t)."""
+    from scipy import stats
+
+    own = [r for r in res.rows if r.label not in ANCHORS]
+    if not own or anchor not in {r.label for r in res.rows}:
+        return []
+    a = res.row(anchor)
+    out = [f"Best strategy (anchors aside) at each checkpoint vs `{anchor}` "
+           "(difference of means, Welch t-test):", ""]  # fmt: skip
+    for c in res.checkpoints:
+        i = c - 1
+        best = max(own, key=lambda r: r.mean[i])
+        p = float("nan")
+        if best.seeds > 1 and a.seeds > 1 and (best.sd[i] > 0 or a.sd[i] > 0):
+            t = stats.ttest_ind_from_stats(
+                best.mean[i], best.sd[i], best.seeds, a.mean[i], a.sd[i], a.seeds, equal_var=False
+            )
+            p = float(t.pvalue)
+        out.append(
+            f"- @{c}: `{best.label}` {_pct(best.mean[i])} vs {_pct(a.mean[i])} "
+            f"({100 * (best.mean[i] - a.mean[i]):+.2f} points, p = {p:.3g})"
+        )
+    if "random" in {r.label for r in res.rows}:
+        rnd = res.row("random")
+        best = min(own, key=lambda r: r.median_hit)
+        q = res.queries
+        rmed = f">{q}" if rnd.median_hit > q else f"{rnd.median_hit:g}"
+        bmed = f">{q}" if best.median_hit > q else f"{best.median_hit:g}"
+        out.append(
+            f"- top-{res.top_k}: `{best.label}` needs a median of {bmed} queries "
+            f"({100 * best.frac_found:.0f}% of runs found one); `random` {rmed} "
+            f"({100 * rnd.frac_found:.0f}%)"
+        )
+    return out + [""]
 
 
 def random_median_hit(size: int, k: int) -> int:
@@ -418,6 +457,7 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
         cells += [med, f"{100 * r.frac_found:.0f}%", f"{r.ms_per_query:.2f}", f"{r.dup_asks:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += compare(res)
     if space_size:
         lines.append(
             f"For reference, uniform random sampling without replacement needs a median of "
