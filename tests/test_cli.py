@@ -359,3 +359,10 @@ def test_command_modules_add_commands_and_a_broken_one_is_skipped(tmp_path, monk
     assert code == 0 and "cnn" in out
     code, _, err = run(["broken"], capsys)
     assert code == 2
+
+
+def test_search_help_shows_the_defaults(capsys):
+    code, out, err = run(["search", "--help"], capsys)
+    assert code == 0
+    text = " ".join((out + err).split())
+    assert "default: 10" in text and "runs/SPACE-STRATEGY-TIME" in text  # not eaten as markup

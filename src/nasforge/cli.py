@@ -288,8 +288,8 @@ def search(
     space: Annotated[str, typer.Option(help="Search space (see `nasforge spaces`).")] = "cnn",
     strategy: Annotated[
         str | None,
-        typer.Option(help="Search strategy (see `nasforge strategies`) [default: evolution; "
-                     "nsga2 with several --objective]."),
+        typer.Option(help="Search strategy (see `nasforge strategies`) (default: evolution; "
+                     "nsga2 with several --objective)."),
     ] = None,
     estimator: Annotated[
         str, typer.Option(help="Performance estimator (see `nasforge estimators`).")
@@ -297,7 +297,7 @@ def search(
     trials: Annotated[
         int | None,
         typer.Option(
-            min=1, help=f"Number of trials [default: {DEFAULT_TRIALS}, none with --time-budget]."
+            min=1, help=f"Number of trials (default: {DEFAULT_TRIALS}; none with --time-budget)."
         ),
     ] = None,
     time_budget: Annotated[
@@ -306,7 +306,7 @@ def search(
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Run directory [default: runs/SPACE-STRATEGY-TIME]."),
+        typer.Option("--out", "-o", help="Run directory (default: runs/SPACE-STRATEGY-TIME)."),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out if there is one.")
@@ -316,7 +316,7 @@ def search(
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(min=1, help="Training epochs per trial [default: 1; digits: 3]."),
+        typer.Option(min=1, help="Training epochs per trial (default: 1; digits: 3)."),
     ] = None,
     data_fraction: Annotated[
         float | None,
@@ -324,8 +324,8 @@ def search(
             "--data-fraction",
             min=0.0,
             max=1.0,
-            help="Fraction of the training split used per trial [default: 0.1 for "
-            "Fashion-MNIST, else 1.0].",
+            help="Fraction of the training split used per trial (default: 0.1 for "
+            "Fashion-MNIST, else 1.0).",
         ),
     ] = None,
     final_epochs: Annotated[
@@ -334,7 +334,7 @@ def search(
             "--final-epochs",
             min=1,
             help="Epochs of the final retraining of the best architecture "
-            "[default: Fashion-MNIST 2, digits 10, folders 3].",
+            "(default: Fashion-MNIST 2, digits 10, folders 3).",
         ),
     ] = None,
     no_final_train: Annotated[
@@ -722,7 +722,7 @@ def export_cmd(
     path: Annotated[Path, typer.Argument(help="A run directory or a model directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (or directory).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: onnx.")] = "onnx",
-    opset: Annotated[int | None, typer.Option(help="ONNX opset [default: exporter's].")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
 ) -> None:
     """Export a saved model to another format (ONNX, dynamic batch axis)."""
     formats = ("onnx",)
