@@ -121,6 +121,7 @@ def test_tiny_run_writes_markdown_png_and_json(table: Path, tmp_path: Path) -> N
     md = (tmp_path / "nb201_toy.md").read_text()
     assert "| `local-search` | 2 |" in md and "`optuna-direct`" in md
     assert f"{100 * res.ceiling:.2f}" in md and "@20" in md
+    assert "vs `optuna-direct`" in md and "- @30: `local-search`" in md  # the comparison
     png = tmp_path / "nb201_toy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     data = json.loads((tmp_path / "nb201_toy.json").read_text())
