@@ -155,6 +155,7 @@ if SPACE not in spaces.registry:
 if EST not in estimators.registry:
     estimators.register(EST)(Probe)
 
+_user_set_omp = os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
 COMMON = dict(space=SPACE, strategy="random", progress=False, final_train=False)
 
 
@@ -306,6 +307,10 @@ def test_plain_submit_runs_in_a_worker_and_returns_exceptions():
         assert f.result(timeout=60) != os.getpid() and getattr(f, ATTEMPTS_ATTR) == 1
         g = ex.submit(int, "not a number")
         assert isinstance(g.exception(timeout=60), ValueError)
+        # workers wait passively (spinning OpenMP threads starve the other workers) ...
+        assert ex.submit(os.environ.get, "OMP_WAIT_POLICY").result(timeout=60) == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ or os.environ["OMP_WAIT_POLICY"] != "PASSIVE" \
+        or _user_set_omp  # ... without changing the driver's environment
     sp = BigToySpace()
     assert run_trial(Probe(), sp, None, sp.sample(np.random.default_rng(0)), None).ok
 
