@@ -308,7 +308,7 @@ def test_plain_submit_runs_in_a_worker_and_returns_exceptions():
         g = ex.submit(int, "not a number")
         assert isinstance(g.exception(timeout=60), ValueError)
         # workers wait passively (spinning OpenMP threads starve the other workers) ...
-        assert ex.submit(os.environ.get, "OMP_WAIT_POLICY").result(timeout=60) == "PASSIVE"
+        assert ex.submit(os.getenv, "OMP_WAIT_POLICY").result(timeout=60) == "PASSIVE"
     assert "OMP_WAIT_POLICY" not in os.environ or os.environ["OMP_WAIT_POLICY"] != "PASSIVE" \
         or _user_set_omp  # ... without changing the driver's environment
     sp = BigToySpace()
