@@ -4,6 +4,7 @@ two writers racing for one run, and a damaged database refused on open."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -227,3 +228,36 @@ def test_truncated_database_is_refused(tmp_path):
     with pytest.raises(RunDirError, match="corrupt|not a nasforge"):
         with RunStore.open(run) as s:
             s.trials()
+
+
+# ------------------------------------------------------------------ Ctrl-C with workers
+def test_ctrl_c_with_two_workers_stops_cleanly_and_resumes(tmp_path):
+    out, log = tmp_path / "run", tmp_path / "trials.log"
+    argv = ["search", "--space", "toy-exec", "--estimator", "probe-exec", "--strategy",
+            "random", "--dataset", "digits", "--no-final-train", "--no-progress",
+            "--trials", "10", "--workers", "2", "--out", str(out),
+            "--estimator-opt", "sleep=0.4", "--estimator-opt", f"log={json.dumps(str(log))}"]
+    code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_executors; "
+            f"from nasforge.cli import main; main({argv!r})")
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _completed(out) < 3:
+            assert child.poll() is None, child.stderr.read()
+            assert time.monotonic() < deadline, "child made no progress"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, err
+    assert f"nasforge resume {out}" in err and "Traceback" not in err
+    workers = {int(ln[1]) for ln in log_lines(log) if ln[0] == "start"}
+    assert workers and not any(pid_alive(p) for p in workers)  # stopped with the driver
+    with RunStore.open(out) as s:
+        assert s.get_meta("status") == "interrupted"
+        done_before = s.n_completed()
+    assert not (out / LOCK_NAME).exists()
+    res = resume(out, progress=False, final_train=False)
+    assert len(res.trials) == 10 and all(t.ok for t in res.trials) and done_before >= 3

@@ -484,6 +484,15 @@ class _ProcessPool:
 
     # -- the monitor thread ----------------------------------------------------------------
     def _monitor(self) -> None:
+        try:
+            self._monitor_loop()
+        except BaseException as e:  # noqa: BLE001 - a bug here must not hang the search
+            with self._lock:
+                if not self._closed:
+                    self._fail_all(f"the process pool's monitor thread failed: {e!r}\n"
+                                   f"{traceback.format_exc(limit=6)}")
+
+    def _monitor_loop(self) -> None:
         while True:
             with self._lock:
                 if self._closed:
