@@ -109,6 +109,8 @@ def _warm(ex: Executor, w: dict[str, Any]) -> float:
     """Start the workers and run one trial on each; returns the seconds it took."""
     t0 = time.perf_counter()
     ex.bind(w["estimator"], w["space"], w["data"])
+    if isinstance(ex, PoolExecutor):
+        ex.wait_ready(timeout=600)  # so that each worker gets a warm-up trial
     futs = [ex.submit_trial(a, None) for a in w["warmup"][: ex.max_workers]]
     for f in futs:
         f.result(timeout=600)

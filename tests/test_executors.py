@@ -215,9 +215,12 @@ def test_pool_ships_context_once_per_worker_and_splits_threads(tmp_path):
     worker (not per trial); trials overlap; each worker has cores // 2 torch threads."""
     blob_log, log = tmp_path / "blob.log", tmp_path / "trials.log"
     est = BlobProbe(CountingBlob(str(blob_log)), sleep=0.4, log=str(log))
+    sp = BigToySpace()
     with PoolExecutor(max_workers=2) as ex:
+        ex.bind(est, sp, None)  # what search() binds: the same objects, so no second send
+        assert ex.wait_ready(timeout=120)  # both workers up: both get trials
         res = search("digits", estimator=est, trials=6, out=tmp_path / "r", executor=ex,
-                     **COMMON)
+                     **{**COMMON, "space": sp})
         pids = set(ex.worker_pids())
     assert len(res.trials) == 6 and all(t.ok for t in res.trials)
     assert all(t.attempt == 1 for t in res.trials)

@@ -405,6 +405,19 @@ class _ProcessPool:
         self._wake()
         return fut
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until every worker has its context (or ``timeout`` s); False on time-out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._fatal is not None:
+                    raise ExecutorError(self._fatal)
+                if self._workers and all(w.ready for w in self._workers):
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         with self._lock:
@@ -737,6 +750,11 @@ class PoolExecutor(Executor):
         if self._threads is not None:
             return self._threads.submit(run_trial, *self._context, arch, fidelity)
         return self._pool().submit("trial", (arch, fidelity))
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until every process worker is started and holds the bound context (e.g. to
+        time trials without start-up); False when ``timeout`` s pass first."""
+        return True if self._procs is None else self._procs.wait_ready(timeout)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live worker processes ([] for threads)."""
