@@ -43,7 +43,8 @@ def test_listings_show_every_registered_name_with_its_description(command, regis
     assert len(lines) == len(registry.names())
     for (name, desc), line in zip(registry.describe().items(), lines, strict=True):
         assert line.split()[0] == name
-        assert desc.split()[0] in line
+        if desc:  # test modules may register undocumented toy components
+            assert desc.split()[0] in line
 
 
 def test_no_arguments_prints_help(capsys):

@@ -29,6 +29,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 
 class ToySpace(SearchSpace):
+    """A tiny made-up space; nothing to build."""
+
     name = SPACE
 
     def choices(self) -> tuple[Choice, ...]:
