@@ -52,9 +52,9 @@ import typer  # the CLI options below are evaluated by typer from this module's 
 
 from nasforge.data import stratified_subset
 from nasforge.errors import NasforgeError
-from nasforge.estimators.base import Estimator, Result
-from nasforge.oneshot.supernet import calibration_batches, recalibrate_bn
-from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.estimators.base import Result
+from nasforge.oneshot.inherited import InheritedWeights, device_tensor
+from nasforge.spaces.base import Arch
 from nasforge.spaces.cnn import ACTIVATIONS
 from nasforge.spaces.mobile import MobileNet, MobileSpace, conv_bn_act
 
@@ -367,10 +367,6 @@ def load_supernet(path: str | os.PathLike[str]) -> OFASupernet:
 
 
 # --------------------------------------------------------------- progressive shrinking
-def _tensor(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
-
-
 def _phase_epochs(phase_epochs: Mapping[str, int] | Sequence[int] | int) -> dict[str, int]:
     if isinstance(phase_epochs, int) and not isinstance(phase_epochs, bool):
         out = dict.fromkeys(PHASES, phase_epochs)
@@ -446,8 +442,8 @@ def train_progressive(
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 21])
     idx = stratified_subset(data.y_train, data_fraction, seed)
-    x = _tensor(data.x_train[idx], torch.float32, dev)
-    y = _tensor(data.y_train[idx], torch.long, dev)
+    x = device_tensor(data.x_train[idx], torch.float32, dev)
+    y = device_tensor(data.y_train[idx], torch.long, dev)
     n = len(y)
     bs = min(batch_size, n)
     n_used = n - 1 if n % bs == 1 and n > 1 else n  # no BN batch of one
@@ -542,19 +538,7 @@ def train_progressive(
 
 
 # -------------------------------------------------------------- inherited-weight scores
-class _Bound(nn.Module):
-    """The supernet fixed to one sub-network, as a plain module (for evaluate/recalibrate)."""
-
-    def __init__(self, supernet: OFASupernet, cfg: StageConfig) -> None:
-        super().__init__()
-        self.supernet = supernet
-        self.cfg = cfg
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.supernet(x, self.cfg)
-
-
-class SubnetEvaluator(Estimator):
+class SubnetEvaluator(InheritedWeights):
     """Scores a sub-network with its inherited weights (no training).
 
     The BN statistics of the sub-network are recalibrated first on ``calib_batches``
@@ -565,68 +549,19 @@ class SubnetEvaluator(Estimator):
 
     name = "ofa-inherited"
     needs_data = False
+    fixed_calibration = True
+    calib_key = 22
 
-    def __init__(
-        self,
-        supernet: OFASupernet,
-        data: Dataset,
-        *,
-        calib_batches: int = 8,
-        batch_size: int = 128,
-        max_val: int | None = None,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if calib_batches < 1:
-            raise NasforgeError(f"calib_batches must be >= 1, got {calib_batches}")
-        if max_val is not None and max_val < 1:
-            raise NasforgeError(f"max_val must be >= 1, got {max_val}")
-        self.supernet = supernet
-        self.calib_batches = calib_batches
-        self.batch_size = batch_size
-        self.max_val = max_val
-        self.seed = seed
-        self.device = torch.device(device)
-        x_train = _tensor(data.x_train, torch.float32, self.device)
-        self.calib = calibration_batches(
-            x_train, calib_batches, batch_size, np.random.default_rng([seed, 22])
-        )
-        vi = np.arange(len(data.y_val))
-        if max_val is not None and max_val < len(vi):
-            vi = stratified_subset(data.y_val, max_val / len(vi), seed)
-        self.x_val = _tensor(data.x_val[vi], torch.float32, self.device)
-        self.y_val = _tensor(data.y_val[vi], torch.long, self.device)
+    supernet: OFASupernet
 
-    def config(self) -> dict[str, Any]:
-        return {"calib_batches": self.calib_batches, "batch_size": self.batch_size,
-                "max_val": self.max_val, "seed": self.seed}  # fmt: skip
-
-    def recalibrate(self, arch: Arch | str | StageConfig) -> None:
-        """Re-estimate the BN statistics of sub-network ``arch`` inside the supernet."""
-        cfg = self.supernet.config_of(arch)
-        self.supernet.to(self.device)
-        recalibrate_bn(self.supernet, self.calib, lambda xb: self.supernet(xb, cfg))
+    def subnet(self, arch: Arch | str | StageConfig) -> StageConfig:
+        """The stage config of ``arch``."""
+        return self.supernet.config_of(arch)
 
     def extract(self, arch: Arch | str | StageConfig) -> MobileNet:
         """Recalibrate, then :meth:`OFASupernet.extract`: the sub-network ready to use."""
         self.recalibrate(arch)
         return self.supernet.extract(arch)
-
-    def score(self, arch: Arch | str | StageConfig) -> tuple[float, float]:
-        """``(val accuracy, val loss)`` of ``arch`` with inherited, recalibrated weights."""
-        from nasforge.estimators.training import evaluate_model
-
-        cfg = self.supernet.config_of(arch)
-        self.recalibrate(cfg)
-        return evaluate_model(_Bound(self.supernet, cfg), self.x_val, self.y_val,
-                              device=self.device)  # fmt: skip
-
-    def _evaluate(
-        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
-    ) -> Result:
-        t0 = time.perf_counter()
-        acc, loss = self.score(arch)
-        return Result({"val_accuracy": acc, "val_loss": loss}, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------- costs

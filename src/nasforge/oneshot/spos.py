@@ -25,22 +25,14 @@ import torch.nn.functional as F
 
 from nasforge.data import stratified_subset
 from nasforge.errors import NasforgeError
-from nasforge.estimators.base import Estimator, Result
-from nasforge.oneshot.supernet import (
-    Supernet,
-    calibration_batches,
-    path_indices,
-    recalibrate_bn,
-)
-from nasforge.spaces.base import Arch, SearchSpace
+from nasforge.estimators.base import Result
+from nasforge.oneshot.inherited import InheritedWeights, device_tensor
+from nasforge.oneshot.supernet import Supernet, path_indices
+from nasforge.spaces.base import Arch
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
     from nasforge.strategies.base import Strategy, Suggestion
-
-
-def _tensor(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
 
 
 def train_supernet(
@@ -75,8 +67,8 @@ def train_supernet(
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 11])
     idx = stratified_subset(data.y_train, data_fraction, seed)
-    x = _tensor(data.x_train[idx], torch.float32, dev)
-    y = _tensor(data.y_train[idx], torch.long, dev)
+    x = device_tensor(data.x_train[idx], torch.float32, dev)
+    y = device_tensor(data.y_train[idx], torch.long, dev)
     n = len(y)
     bs = min(batch_size, n)
     n_used = n - 1 if n % bs == 1 and n > 1 else n  # no BN batch of one
@@ -130,19 +122,7 @@ def train_supernet(
     }
 
 
-@torch.no_grad()
-def _accuracy(
-    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, bs: int
-) -> tuple[float, float]:
-    correct, loss = 0, 0.0
-    for i in range(0, len(y), bs):
-        out = forward(x[i : i + bs]).float()
-        loss += float(F.cross_entropy(out, y[i : i + bs], reduction="sum"))
-        correct += int((out.argmax(1) == y[i : i + bs]).sum())
-    return correct / len(y), loss / len(y)
-
-
-class InheritedWeightsEstimator(Estimator):
+class InheritedWeightsEstimator(InheritedWeights):
     """Scores a sub-network with the supernet's shared weights (no training).
 
     Before each evaluation the sub-network's BN statistics are recalibrated on
@@ -151,66 +131,16 @@ class InheritedWeightsEstimator(Estimator):
     """
 
     name = "inherited"
+    fixed_calibration = False
+    calib_key = 12
+    check_max_val = False
+    config_keys = ("calib_batches", "batch_size", "seed")
 
-    def __init__(
-        self,
-        supernet: Supernet,
-        data: Dataset,
-        *,
-        calib_batches: int = 8,
-        batch_size: int = 128,
-        max_val: int | None = None,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if calib_batches < 1:
-            raise NasforgeError(f"calib_batches must be >= 1, got {calib_batches}")
-        self.supernet = supernet
-        self.calib_batches = calib_batches
-        self.batch_size = batch_size
-        self.seed = seed
-        self.device = torch.device(device)
-        self.rng = np.random.default_rng([seed, 12])
-        self.x_train = _tensor(data.x_train, torch.float32, self.device)
-        vi = np.arange(len(data.y_val))
-        if max_val is not None and max_val < len(vi):
-            vi = stratified_subset(data.y_val, max_val / len(vi), seed)
-        self.x_val = _tensor(data.x_val[vi], torch.float32, self.device)
-        self.y_val = _tensor(data.y_val[vi], torch.long, self.device)
+    supernet: Supernet
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "calib_batches": self.calib_batches,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-        }
-
-    def recalibrate(self, arch: Arch | str | tuple[int, ...]) -> None:
-        """Re-estimate the BN statistics of sub-network ``arch`` in the supernet."""
-        path = path_indices(arch)
-        batches = calibration_batches(self.x_train, self.calib_batches, self.batch_size, self.rng)
-        recalibrate_bn(self.supernet, batches, lambda xb: self.supernet(xb, path))
-
-    def score(self, arch: Arch | str | tuple[int, ...]) -> tuple[float, float]:
-        """``(val accuracy, val loss)`` of ``arch`` with inherited, recalibrated weights."""
-        path = path_indices(arch)
-        self.supernet.to(self.device)
-        self.recalibrate(path)
-        was = self.supernet.training
-        self.supernet.eval()
-        try:
-            return _accuracy(lambda xb: self.supernet(xb, path), self.x_val, self.y_val, 512)
-        finally:
-            self.supernet.train(was)
-
-    def _evaluate(
-        self, arch: Arch, space: SearchSpace, data: Dataset | None, fidelity: dict[str, Any]
-    ) -> Result:
-        t0 = time.perf_counter()
-        acc, loss = self.score(arch)
-        return Result(
-            metrics={"val_accuracy": acc, "val_loss": loss}, cost=time.perf_counter() - t0
-        )
+    def subnet(self, arch: Arch | str | tuple[int, ...]) -> tuple[int, ...]:
+        """The path (one op index per edge) of ``arch``."""
+        return path_indices(arch)
 
 
 @dataclass
