@@ -15,7 +15,6 @@ import importlib
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -143,16 +142,6 @@ def _accepts(estimator: str, option: str) -> bool:
     except (TypeError, ValueError):
         return False
     return option in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-def _default_out(space: str, strategy: str) -> Path:
-    """``runs/<space>-<strategy>-<time>``, chosen here so Ctrl-C can name it."""
-    base = Path("runs") / f"{space}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, i = base, 1
-    while out.exists():
-        i += 1
-        out = base.with_name(f"{base.name}-{i}")
-    return out
 
 
 # -------------------------------------------------------------------- execution options
@@ -444,10 +433,12 @@ def search(
         final_epochs = defaults.get("final_epochs")
     n_trials = trials if trials is not None else (None if tb is not None else DEFAULT_TRIALS)
     shown = strategy or ("nsga2" if objectives and len(objectives) > 1 else "evolution")
-    run_dir = out if out is not None else _default_out(space, shown)
-    _current_run["dir"] = str(run_dir)
-
+    from nasforge.experiment import default_run_dir
     from nasforge.experiment import search as run_search
+
+    # the run directory is chosen here so that Ctrl-C can name it
+    run_dir = out if out is not None else default_run_dir(f"{space}-{shown}")
+    _current_run["dir"] = str(run_dir)
 
     result = run_search(
         dataset,

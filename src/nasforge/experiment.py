@@ -364,8 +364,9 @@ def _load_data(setup: _Setup, run_dir: Path | None) -> Dataset | None:
     return data
 
 
-def _default_out(space: str, strategy: str) -> Path:
-    base = Path("runs") / f"{space}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(prefix: str) -> Path:
+    """``runs/<prefix>-<time>`` (``-2``, ``-3``, ... appended if taken): a fresh run directory."""
+    base = Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, i = base, 1
     while out.exists():
         i += 1
@@ -791,8 +792,8 @@ def search(
                    estimator_options=estimator_options or None,
                    data_dir=data_dir, dataset_options=dataset_options)
     setup.config.update(objectives=goal_objs, constraints=goal_cons)
-    run_dir = Path(out) if out is not None else _default_out(setup.space.name,
-                                                             setup.strategy.name)
+    run_dir = Path(out) if out is not None else default_run_dir(
+        f"{setup.space.name}-{setup.strategy.name}")
     if RunStore.exists(run_dir):
         if not resume:
             raise RunDirError(

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,6 +51,7 @@ from nasforge.oneshot.supernet import (
 if TYPE_CHECKING:
     from nasforge.data import Dataset
     from nasforge.spaces.nb201 import NB201Space
+    from nasforge.store import RunStore
 
 METHODS = ("spos", "darts", "gdas")
 
@@ -72,13 +74,62 @@ class OneShotResult:
     estimator: InheritedWeightsEstimator | None = field(default=None, repr=False)
 
 
-def _default_out(method: str) -> Path:
-    base = Path("runs") / f"nb201-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, i = base, 1
-    while out.exists():
-        i += 1
-        out = base.with_name(f"{base.name}-{i}")
-    return out
+def _load_data(
+    dataset: str | Dataset,
+    *,
+    data_dir: str | None,
+    image_size: int | None,
+    max_train: int | None,
+    val_fraction: float,
+    seed: int,
+) -> tuple[Dataset, dict[str, Any]]:
+    """The data set of a one-shot run (SPOS/DARTS/GDAS, OFA) and its run-config entry."""
+    from nasforge.data import Dataset, load_dataset
+
+    if isinstance(dataset, Dataset):
+        return dataset, {"name": dataset.name, "in_memory": True, "data_dir": None,
+                         "options": {}}  # fmt: skip
+    opts = {"image_size": image_size, "max_train": max_train, "val_fraction": val_fraction}
+    data = load_dataset(str(dataset), data_dir=data_dir, seed=seed, **opts)
+    return data, {"name": str(dataset), "resolved": data.name, "in_memory": False,
+                  "data_dir": data_dir, "options": opts}  # fmt: skip
+
+
+@contextmanager
+def _run_store(
+    run_dir: Path,
+    *,
+    dataset: dict[str, Any],
+    space: Any,
+    strategy: str,
+    estimator: str,
+    seed: int,
+    settings: dict[str, Any],
+) -> Iterator[RunStore]:
+    """Create a one-shot run's store (status ``running``), mark how it ends, close it."""
+    from nasforge.store import RunStore
+
+    config = {
+        "kind": "oneshot",
+        "dataset": dataset,
+        "space": {"name": space.name, "options": space.config()},
+        "strategy": {"name": strategy, "options": {"metric": "val_accuracy", "mode": "max"}},
+        "estimator": {"name": estimator, "options": {}},
+        "seed": seed,
+        "oneshot": settings,
+    }
+    store = RunStore.create(run_dir, config)
+    try:
+        store.set_meta(status="running")
+        yield store
+    except BaseException as e:
+        try:
+            store.set_meta(status="interrupted" if isinstance(e, KeyboardInterrupt) else "error")
+        except Exception:  # noqa: BLE001 - keep the original error
+            pass
+        raise
+    finally:
+        store.close()
 
 
 def run_oneshot(
@@ -128,9 +179,8 @@ def run_oneshot(
     (``"inherited"``), tested once on the test split, and exported to ``out/best``
     (with ``model.onnx`` unless ``onnx=False``).
     """
-    from nasforge.data import Dataset, load_dataset
+    from nasforge.experiment import default_run_dir
     from nasforge.spaces.nb201 import NB201Space
-    from nasforge.store import RunStore
 
     say = log or (lambda _msg: None)
     method = method.lower().strip()
@@ -148,15 +198,9 @@ def run_oneshot(
     elif not isinstance(space, NB201Space):
         raise NasforgeError("one-shot methods search the nb201 space; pass an NB201Space")
     t_start = time.perf_counter()
-    if isinstance(dataset, Dataset):
-        data = dataset
-        ds_cfg: dict[str, Any] = {"name": data.name, "in_memory": True, "data_dir": None,
-                                  "options": {}}  # fmt: skip
-    else:
-        opts = {"image_size": image_size, "max_train": max_train, "val_fraction": val_fraction}
-        data = load_dataset(str(dataset), data_dir=data_dir, seed=seed, **opts)
-        ds_cfg = {"name": str(dataset), "resolved": data.name, "in_memory": False,
-                  "data_dir": data_dir, "options": opts}  # fmt: skip
+    data, ds_cfg = _load_data(dataset, data_dir=data_dir, image_size=image_size,
+                              max_train=max_train, val_fraction=val_fraction,
+                              seed=seed)  # fmt: skip
     w_lr = lr if lr is not None else (0.05 if method == "spos" else 0.025)
     settings: dict[str, Any] = {
         "method": method, "epochs": epochs, "batch_size": batch_size, "lr": w_lr,
@@ -170,20 +214,10 @@ def run_oneshot(
         settings.update(order=order, mitigation=mitigation, skip_threshold=skip_threshold,
                         alpha_lr=alpha_lr, exclude_none=exclude_none)  # fmt: skip
     est_name = "inherited" if method == "spos" else "supernet-derived"
-    config = {
-        "kind": "oneshot",
-        "dataset": ds_cfg,
-        "space": {"name": space.name, "options": space.config()},
-        "strategy": {"name": method if method != "spos" else f"spos-{strategy}",
-                     "options": {"metric": "val_accuracy", "mode": "max"}},
-        "estimator": {"name": est_name, "options": {}},
-        "seed": seed,
-        "oneshot": settings,
-    }  # fmt: skip
-    run_dir = Path(out) if out is not None else _default_out(method)
-    store = RunStore.create(run_dir, config)
-    try:
-        store.set_meta(status="running")
+    run_dir = Path(out) if out is not None else default_run_dir(f"nb201-{method}")
+    with _run_store(run_dir, dataset=ds_cfg, space=space,
+                    strategy=method if method != "spos" else f"spos-{strategy}",
+                    estimator=est_name, seed=seed, settings=settings) as store:  # fmt: skip
         res = OneShotResult(method, "", run_dir, None)
         inherited: tuple[Any, Any] | None = None
         if method == "spos":
@@ -201,15 +235,6 @@ def run_oneshot(
         res.total_time_s = time.perf_counter() - t_start
         store.set_meta(status="finished", elapsed_s=res.total_time_s)
         return res
-    except BaseException as e:
-        interrupted = isinstance(e, KeyboardInterrupt)
-        try:
-            store.set_meta(status="interrupted" if interrupted else "error")
-        except Exception:  # noqa: BLE001 - keep the original error
-            pass
-        raise
-    finally:
-        store.close()
 
 
 def _run_spos(

@@ -858,15 +858,6 @@ class OFAResult:
     total_time_s: float = 0.0
 
 
-def _default_out() -> Path:
-    base = Path("runs") / f"mobile-ofa-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, i = base, 1
-    while out.exists():
-        i += 1
-        out = base.with_name(f"{base.name}-{i}")
-    return out
-
-
 def run_ofa(
     dataset: str | Dataset = "auto",
     *,
@@ -914,10 +905,10 @@ def run_ofa(
     again), and exported to ``out/best``.
     """
     from nasforge import metrics as M
-    from nasforge.data import Dataset, load_dataset
     from nasforge.estimators.training import evaluate_model, train_model
+    from nasforge.experiment import default_run_dir
     from nasforge.export import save_best
-    from nasforge.store import RunStore
+    from nasforge.oneshot import _load_data, _run_store
 
     say = log or (lambda _msg: None)
     constraint = Constraint(max_params=max_params, max_latency_ms=max_latency_ms)
@@ -928,15 +919,9 @@ def run_ofa(
         raise NasforgeError(f"strategy must be 'evolution' or 'random', not {strategy!r}")
     pe = _phase_epochs(phase_epochs)
     t_start = time.perf_counter()
-    if isinstance(dataset, Dataset):
-        data = dataset
-        ds_cfg: dict[str, Any] = {"name": data.name, "in_memory": True, "data_dir": None,
-                                  "options": {}}  # fmt: skip
-    else:
-        opts = {"image_size": image_size, "max_train": max_train, "val_fraction": val_fraction}
-        data = load_dataset(str(dataset), data_dir=data_dir, seed=seed, **opts)
-        ds_cfg = {"name": str(dataset), "resolved": data.name, "in_memory": False,
-                  "data_dir": data_dir, "options": opts}  # fmt: skip
+    data, ds_cfg = _load_data(dataset, data_dir=data_dir, image_size=image_size,
+                              max_train=max_train, val_fraction=val_fraction,
+                              seed=seed)  # fmt: skip
     sn: OFASupernet | None = None
     if supernet is not None:
         sn = supernet if isinstance(supernet, OFASupernet) else load_supernet(supernet)
@@ -962,20 +947,10 @@ def run_ofa(
         "finetune_lr": finetune_lr, "onnx": onnx, "device": device,
         "constraint": constraint.to_json(),
     }  # fmt: skip
-    config = {
-        "kind": "oneshot",
-        "dataset": ds_cfg,
-        "space": {"name": space.name, "options": space.config()},
-        "strategy": {"name": f"ofa-{strategy}",
-                     "options": {"metric": "val_accuracy", "mode": "max"}},
-        "estimator": {"name": SubnetEvaluator.name, "options": {}},
-        "seed": seed,
-        "oneshot": settings,
-    }  # fmt: skip
-    run_dir = Path(out) if out is not None else _default_out()
-    store = RunStore.create(run_dir, config)
-    try:
-        store.set_meta(status="running")
+    run_dir = Path(out) if out is not None else default_run_dir("mobile-ofa")
+    with _run_store(run_dir, dataset=ds_cfg, space=space, strategy=f"ofa-{strategy}",
+                    estimator=SubnetEvaluator.name, seed=seed,
+                    settings=settings) as store:  # fmt: skip
         res = OFAResult("", run_dir, None, constraint)
         if sn is None:
             torch.manual_seed(seed)
@@ -1057,14 +1032,6 @@ def run_ofa(
         res.total_time_s = time.perf_counter() - t_start
         store.set_meta(status="finished", elapsed_s=res.total_time_s)
         return res
-    except BaseException as e:
-        try:
-            store.set_meta(status="interrupted" if isinstance(e, KeyboardInterrupt) else "error")
-        except Exception:  # noqa: BLE001 - keep the original error
-            pass
-        raise
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------------------- CLI
