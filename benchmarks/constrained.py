@@ -30,7 +30,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +37,13 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # _common sits next to this script
+    sys.path.insert(0, str(HERE))
+from _common import cpu_name, prepare, search  # noqa: E402
+
 RESULTS_MD = HERE / "results" / "constrained_fashion_mnist.md"
 RESULTS_PNG = HERE / "results" / "constrained_fashion_mnist.png"
 LATENCY_KEYS = ("latency_ms", "latency_ms_b32", "onnx_latency_ms", "onnx_latency_ms_b32")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def calibrate(plan: dict[str, Any], n: int, seed: int) -> tuple[float, list[float]]:
@@ -79,15 +72,7 @@ def run(name: str, args: argparse.Namespace, plan: dict[str, Any],
     from nasforge.metrics import measure_latency
 
     out = Path(args.out) / name
-    t0 = time.monotonic()
-    res = nasforge.search(
-        "fashion-mnist", space="cnn", estimator="train", trials=None,
-        time_budget=plan["search_s"], seed=args.seed, out=out,
-        space_options=plan["space_options"], estimator_options=plan["estimator_options"],
-        final_epochs=plan["final_epochs"], dataset_options=plan["dataset_options"],
-        data_dir=args.data_dir, progress=not args.no_progress, **goals,
-    )
-    wall = time.monotonic() - t0
+    res, wall = search(out, args, plan, **goals)
     done = [t for t in res.trials if t.done]
     row: dict[str, Any] = {
         "name": name, "trials": len(done), "failed": sum(t.status == "failed" for t in done),
@@ -176,7 +161,7 @@ def report(rows: list[dict[str, Any]], limit: float, calib: list[float],
         "",
         "## Set-up",
         "",
-        f"- Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
         f"with {torch.get_num_threads()} thread(s) (search, latency and ONNX Runtime alike), "
         f"Python {platform.python_version()}. **Shared machine**: load average "
         f"{', '.join(f'{x:.1f}' for x in load0)} (1/5/15 min) at the start and "
@@ -218,20 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     load0 = os.getloadavg()
-    torch.set_num_threads(args.threads)
-    if args.out is None:
-        args.out = f"runs/bench-constrained-{time.strftime('%Y%m%d-%H%M%S')}"
-    if Path(args.out).exists():
-        ap.error(f"--out {args.out} exists; choose a new directory")
+    if not prepare(ap, args, "constrained"):
+        return 2
 
-    from nasforge.data import fashion_mnist_available
     from nasforge.objectives import Constraint
     from nasforge.pareto import plot_front
 
-    if not fashion_mnist_available(args.data_dir):
-        print("Fashion-MNIST not found: apt-get install dataset-fashion-mnist or --data-dir",
-              file=sys.stderr)
-        return 2
     budget = args.budget_minutes * 60
     plan: dict[str, Any] = {
         # 20 % of the budget searches per method; the rest: final retrains (1 epoch on the

@@ -35,6 +35,10 @@ import torch
 import torch.nn as nn
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # _common sits next to this script
+    sys.path.insert(0, str(HERE))
+from _common import cpu_name, prepare, search  # noqa: E402
+
 RESULTS = HERE / "results" / "fashion_mnist.md"
 
 
@@ -59,16 +63,6 @@ class BaselineCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _latency(model: nn.Module, shape: tuple[int, ...]) -> float:
     """Median batch-1 CPU latency in ms, one thread, same protocol for every model."""
     from nasforge.metrics import measure_latency
@@ -82,25 +76,8 @@ def run_search(strategy: str, args: argparse.Namespace, plan: dict[str, Any]) ->
     import nasforge
 
     out = Path(args.out) / strategy
-    t0 = time.monotonic()
-    res = nasforge.search(
-        "fashion-mnist",
-        space="cnn",
-        strategy=strategy,
-        estimator="train",
-        trials=None,
-        time_budget=plan["search_s"],
-        seed=args.seed,
-        out=out,
-        space_options=plan["space_options"],
-        strategy_options=plan["strategy_options"].get(strategy),
-        estimator_options=plan["estimator_options"],
-        final_epochs=plan["final_epochs"],
-        dataset_options=plan["dataset_options"],
-        data_dir=args.data_dir,
-        progress=not args.no_progress,
-    )
-    wall = time.monotonic() - t0
+    res, wall = search(out, args, plan, strategy=strategy,
+                       strategy_options=plan["strategy_options"].get(strategy))
     completed = [t for t in res.trials if t.done]
     method = "regularized evolution" if strategy == "evolution" else "random search"
     if res.model_dir is None:  # every trial failed (e.g. all timed out): say so, go on
@@ -187,7 +164,7 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace, plan: dict[str,
     eo = plan["estimator_options"]
     lines += [
         "",
-        f"- Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__} with {torch.get_num_threads()} threads, Python "
         f"{platform.python_version()}, {platform.system()}; shared machine, timings are noisy.",
         f"- Seed {args.seed} (data split, strategies, training). Budget {args.budget_minutes} min "
@@ -223,17 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiny scale (a few minutes) to check the script works")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.out is None:
-        args.out = f"runs/bench-fashion-mnist-{time.strftime('%Y%m%d-%H%M%S')}"
-    if Path(args.out).exists():
-        ap.error(f"--out {args.out} exists; choose a new directory")
-
-    from nasforge.data import fashion_mnist_available
-
-    if not fashion_mnist_available(args.data_dir):
-        print("Fashion-MNIST not found: apt-get install dataset-fashion-mnist or --data-dir",
-              file=sys.stderr)
+    if not prepare(ap, args, "fashion-mnist"):
         return 2
     per_method = args.budget_minutes * 60 / 3
     plan: dict[str, Any] = {

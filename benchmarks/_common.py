@@ -1,0 +1,67 @@
+"""Helpers shared by the Fashion-MNIST benchmark scripts (``constrained.py``, ``fashion_mnist.py``).
+
+Not a benchmark itself. The scripts run as ``python benchmarks/<name>.py`` and import this
+module from their own folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), for the set-up notes of a result."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def prepare(ap: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> bool:
+    """Set torch's threads (``--threads``), pick a new run folder (``--out``, default
+    ``runs/bench-<name>-<time>``) and check that Fashion-MNIST is there; False (with a
+    message) if it is not. An existing ``--out`` is a usage error."""
+    torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = f"runs/bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if Path(args.out).exists():
+        ap.error(f"--out {args.out} exists; choose a new directory")
+
+    from nasforge.data import fashion_mnist_available
+
+    if not fashion_mnist_available(args.data_dir):
+        print("Fashion-MNIST not found: apt-get install dataset-fashion-mnist or --data-dir",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def search(out: Path, args: argparse.Namespace, plan: dict[str, Any],
+           **kw: Any) -> tuple[Any, float]:
+    """``nasforge.search`` of the ``cnn`` space on Fashion-MNIST (train estimator) for
+    ``plan["search_s"]`` seconds, then the final retrain; ``(result, wall seconds)``.
+
+    ``plan`` gives the space, estimator and dataset options and the final epochs; ``kw``
+    the strategy and goals (``strategy=``, ``objectives=``, ...).
+    """
+    import nasforge
+
+    t0 = time.monotonic()
+    res = nasforge.search(
+        "fashion-mnist", space="cnn", estimator="train", trials=None,
+        time_budget=plan["search_s"], seed=args.seed, out=out,
+        space_options=plan["space_options"], estimator_options=plan["estimator_options"],
+        final_epochs=plan["final_epochs"], dataset_options=plan["dataset_options"],
+        data_dir=args.data_dir, progress=not args.no_progress, **kw,
+    )
+    return res, time.monotonic() - t0
