@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import ndtr
 
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
@@ -36,6 +37,7 @@ from nasforge.strategies.base import Strategy, Suggestion
 from nasforge.strategies.encodings import ENCODINGS, make_encoder
 
 ACQUISITIONS = ("its", "ei", "ucb")
+LOSSES = ("mse", "mae")
 
 
 @contextmanager
@@ -98,10 +100,24 @@ class MLPEnsemble:
 
     @torch.no_grad()
     def fit(
-        self, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, weight_decay: float
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        steps: int,
+        lr: float,
+        weight_decay: float,
+        loss: str = "mse",
+        sample_weight: torch.Tensor | None = None,
     ) -> None:
-        """Full-batch Adam on ``mean((f(x) - y)^2)`` for every member at once."""
+        """Full-batch Adam on the mean squared (or absolute) error, every member at once.
+
+        ``sample_weight`` (shape ``(members, n, 1)``) weights each member's points, e.g.
+        bootstrap counts, so members can train on different resamples in one batch.
+        """
         n = x.shape[0]
+        scale: torch.Tensor | float = (2.0 if loss == "mse" else 1.0) / n
+        if sample_weight is not None:
+            scale = sample_weight * scale
         target = y.reshape(1, n, 1)
         xt = x.t().contiguous()
         flat, params = self.flat, self.params
@@ -113,7 +129,8 @@ class MLPEnsemble:
         relu_bwd = torch.ops.aten.threshold_backward
         for step in range(1, steps + 1):
             out, acts = self._forward(x)
-            g = (out - target).mul_(2.0 / n)
+            g = out.sub_(target) if loss == "mse" else out.sub_(target).sign_()
+            g = g.mul_(scale)
             for k in reversed(range(1, n_layers)):
                 a = acts[k - 1]
                 torch.bmm(a.transpose(1, 2), g, out=grads[2 * k])
@@ -160,12 +177,16 @@ class Bananas(Strategy):
         num_random: int = 10,
         retrain_every: int = 1,
         max_retries: int = 100,
+        loss: str = "mse",
+        bootstrap: bool = True,
     ) -> None:
         super().__init__(space, seed, metric, mode)
         if acquisition not in ACQUISITIONS:
             raise NasforgeError(
                 f"acquisition must be one of {list(ACQUISITIONS)}, not {acquisition!r}"
             )
+        if loss not in LOSSES:
+            raise NasforgeError(f"loss must be one of {list(LOSSES)}, not {loss!r}")
         if encoding not in ENCODINGS:
             raise NasforgeError(f"encoding must be one of {list(ENCODINGS)}, not {encoding!r}")
         ints = {
@@ -204,6 +225,8 @@ class Bananas(Strategy):
         self.num_random = num_random
         self.retrain_every = retrain_every
         self.max_retries = max_retries
+        self.loss = loss
+        self.bootstrap = bool(bootstrap)
         self.encoder = make_encoder(space, encoding)
 
         self.told: list[tuple[Arch, float]] = []
@@ -234,6 +257,8 @@ class Bananas(Strategy):
             "num_random": self.num_random,
             "retrain_every": self.retrain_every,
             "max_retries": self.max_retries,
+            "loss": self.loss,
+            "bootstrap": self.bootstrap,
         }
 
     # -- ask / tell ------------------------------------------------------------------------
@@ -282,8 +307,13 @@ class Bananas(Strategy):
         gen = torch.Generator().manual_seed(seed)
         with _single_thread():
             model = MLPEnsemble(x.shape[1], self.hidden, self.ensemble_size, gen)
+            w = None
+            if self.bootstrap:  # each member sees its own resample: wider spread where data is thin
+                e, n = self.ensemble_size, len(y)
+                idx = torch.randint(n, (e, n), generator=gen)
+                w = torch.zeros(e, n).scatter_add_(1, idx, torch.ones(e, n)).unsqueeze(-1)
             model.fit(torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)),
-                      self.train_steps, self.lr, self.weight_decay)
+                      self.train_steps, self.lr, self.weight_decay, self.loss, w)
         self._model = model
         self._y_mean, self._y_std, self._y_best = mean, std, float(y.max())
 
@@ -336,9 +366,8 @@ class Bananas(Strategy):
         if self.acquisition == "ucb":
             return mu + self.ucb_beta * sd
         z = (mu - self._y_best) / sd
-        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
         pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-        return (mu - self._y_best) * cdf + sd * pdf
+        return (mu - self._y_best) * ndtr(z) + sd * pdf
 
     def _propose(self) -> Arch | None:
         cands = self._candidates()
