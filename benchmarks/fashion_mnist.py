@@ -166,7 +166,9 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace, plan: dict[str,
         "",
         f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__} with {torch.get_num_threads()} threads, Python "
-        f"{platform.python_version()}, {platform.system()}; shared machine, timings are noisy.",
+        f"{platform.python_version()}, {platform.system()}; shared machine, timings are noisy "
+        f"(load average at start {plan['load_start'][0]:.1f}, at end {plan['load_end'][0]:.1f}"
+        f" on {os.cpu_count()} CPUs: other jobs were running).",
         f"- Seed {args.seed} (data split, strategies, training). Budget {args.budget_minutes} min "
         f"in all{' (--quick)' if args.quick else ''}: each search ran for "
         f"{plan['search_s']:.0f} s of search time, then retrained its best architecture for "
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{plan['search_s']:.0f} s + final retrain ({plan['final_epochs']} epochs); "
           f"runs in {args.out}", flush=True)
 
+    plan["load_start"] = os.getloadavg()
     rows = [run_search("evolution", args, plan)]
     print(f"evolution: {rows[-1]['wall_s']:.0f} s, test {rows[-1]['test_accuracy']:.4f}",
           flush=True)
@@ -234,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline: {rows[-1]['wall_s']:.0f} s, test {rows[-1]['test_accuracy']:.4f}",
           flush=True)
 
+    plan["load_end"] = os.getloadavg()
     md = _table(rows, args, plan)
     target = Path(args.out) / "fashion_mnist_quick.md" if args.quick else RESULTS
     target.parent.mkdir(parents=True, exist_ok=True)
