@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = ROOT.parent / "shared/benchmarks/nb201/nb201_cifar.csv"
 #: the project's strategies; the anchors (random, optuna-direct) are always added
 STRATEGIES = (
-    "random,evolution,evolution[population_size=10,sample_size=3],local-search,"
-    'reinforce,optuna-tpe,optuna-nsga2[sampler_options={"population_size":20}],bananas'
+    "random,evolution,evolution[population_size=10,sample_size=5],local-search,"
+    "local-search[order=model],reinforce,optuna-tpe,"
+    'optuna-nsga2[sampler_options={"population_size":20}],bananas'
 )
 
 

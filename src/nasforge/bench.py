@@ -419,6 +419,7 @@ def _pct(x: float) -> str:
 
 def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None) -> None:
     """Markdown table, PNG of the curves with CI bands, JSON of the curves."""
+    most = max(r.seeds for r in res.rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{res.space}_{res.dataset}"
     md, png, js = out_dir / f"{stem}.md", out_dir / f"{stem}.png", out_dir / f"{stem}.json"
@@ -472,14 +473,27 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
         "",
         f"{res.queries} queries, wall time {res.wall_s:.0f} s. Regenerate with "
         f"`nasforge bench --space {res.space} --estimator {res.estimator} "
-        f"--dataset {res.dataset} --seeds {max(r.seeds for r in res.rows)} --queries {q} "
-        f"--strategies '{','.join(r.label for r in res.rows)}'`.",
+        f"--dataset {res.dataset} --seeds {most} --queries {q} "
+        f"--strategies '{','.join(r.label for r in res.rows)}'"
+        + "".join(f" --seeds-for '{r.label}={r.seeds}'" for r in res.rows if r.seeds < most)
+        + "`.",
         "",
     ]
     md.write_text("\n".join(lines))
-    js.write_text(json.dumps(asdict(res), indent=1))
+    js.write_text(json.dumps(_rounded(asdict(res)), indent=1))
     _plot(res, png)
     res.files = {"markdown": str(md), "png": str(png), "json": str(js)}
+
+
+def _rounded(x: Any) -> Any:
+    """Floats to 6 significant digits: the JSON stays small enough to commit."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
 
 
 def _plot(res: BenchResult, path: Path) -> None:
