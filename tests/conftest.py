@@ -10,6 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("NASFORGE_NO_PROGRESS", "1")
+pytest.register_assert_rewrite("helpers")  # tests/helpers.py: shared toys and checks
 
 #: the NAS-Bench-201 table shipped beside the repository (tests skip when it is absent)
 NB201_TABLE = Path(

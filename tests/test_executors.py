@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch.nn as nn
+from helpers import ToySpaceBase, register_toys
 
-from nasforge import estimators, spaces
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Estimator, Result
 from nasforge.executors import (
@@ -35,23 +34,18 @@ from nasforge.executors import (
     run_trial,
 )
 from nasforge.experiment import resume, search
-from nasforge.spaces.base import Choice, SearchSpace
 from nasforge.store import RunStore
 
 SPACE = "toy-exec"
 EST = "probe-exec"
 
 
-class BigToySpace(SearchSpace):
+class BigToySpace(ToySpaceBase):
     """8 choices of 6 options: random archs practically never repeat (1.7M of them)."""
 
     name = SPACE
-
-    def choices(self) -> tuple[Choice, ...]:
-        return tuple(Choice(f"c{i}", tuple(range(6))) for i in range(8))
-
-    def build(self, arch, input_shape, num_classes) -> nn.Module:
-        return nn.Flatten()
+    n_choices = 8
+    n_options = 6
 
 
 def arch_hash(text: str) -> int:
@@ -150,10 +144,7 @@ class BlobProbe(Probe):
         self.blob = blob
 
 
-if SPACE not in spaces.registry:
-    spaces.register(SPACE)(BigToySpace)
-if EST not in estimators.registry:
-    estimators.register(EST)(Probe)
+register_toys(BigToySpace, Probe)
 
 _user_set_omp = os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
 COMMON = dict(space=SPACE, strategy="random", progress=False, final_train=False)

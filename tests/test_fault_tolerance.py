@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import assert_kept, sigkill_after_trials, stored_after_kill, wait_for_trials
 from test_executors import COMMON, Probe, log_lines, pid_alive
 
 from nasforge.cli import main as cli_main
@@ -78,29 +79,11 @@ def child_search(out: str, log: str, trials: int) -> None:
            seed=11, **COMMON)
 
 
-def _completed(out: Path) -> int:
-    try:
-        with RunStore.open(out) as s:
-            return s.n_completed()
-    except RunDirError:
-        return 0
-
-
 def test_sigkill_of_driver_with_two_workers_then_resume(tmp_path):
     out, log = tmp_path / "run", tmp_path / "trials.log"
     code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); "
             f"import test_fault_tolerance as t; t.child_search({str(out)!r}, {str(log)!r}, {N})")
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while _completed(out) < 4:
-            assert child.poll() is None, child.stderr.read()
-            assert time.monotonic() < deadline, "child made no progress"
-            time.sleep(0.02)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
+    sigkill_after_trials(code, out, 4, poll=0.02)
     # the orphaned workers notice that their driver is gone and exit
     workers = {int(ln[1]) for ln in log_lines(log) if ln[0] == "start"}
     assert len(workers) == 2
@@ -108,10 +91,7 @@ def test_sigkill_of_driver_with_two_workers_then_resume(tmp_path):
     while any(pid_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in workers)
-    with RunStore.open(out) as s:
-        before = {t.id: t for t in s.trials() if t.done}
-        running = s.trials("running")
-        assert s.get_meta("status") == "running"
+    before, running = stored_after_kill(out)
     assert 4 <= len(before) < N and 1 <= len(running) <= 2
     assert (out / LOCK_NAME).exists()
     before_starts = Counter(ln[2] for ln in log_lines(log) if ln[0] == "start")
@@ -120,10 +100,7 @@ def test_sigkill_of_driver_with_two_workers_then_resume(tmp_path):
     assert len(res.trials) == N and all(t.done for t in res.trials)
     assert len({t.id for t in res.trials}) == N
     after = {t.id: t for t in res.trials}
-    for tid, t in before.items():  # kept exactly as stored, and never evaluated again
-        a = after[tid]
-        assert (a.arch, a.status, a.metrics, a.finished_at, a.attempt) == (
-            t.arch, t.status, t.metrics, t.finished_at, 1)
+    assert_kept(before, after)  # kept exactly as stored, and never evaluated again
     starts = Counter(ln[2] for ln in log_lines(log) if ln[0] == "start")
     for t in before.values():
         assert starts[t.arch] == 1
@@ -241,11 +218,7 @@ def test_ctrl_c_with_two_workers_stops_cleanly_and_resumes(tmp_path):
             f"from nasforge.cli import main; main({argv!r})")
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while _completed(out) < 3:
-            assert child.poll() is None, child.stderr.read()
-            assert time.monotonic() < deadline, "child made no progress"
-            time.sleep(0.02)
+        wait_for_trials(child, out, 3, poll=0.02)
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=60)
     finally:

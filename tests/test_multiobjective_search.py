@@ -15,15 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch.nn as nn
+from helpers import ToySpaceBase, register_toys
 
 import nasforge
-from nasforge import estimators, spaces
+from nasforge import spaces
 from nasforge.errors import NasforgeError, RunDirError
 from nasforge.estimators.base import Estimator, Result
 from nasforge.experiment import resume, search
 from nasforge.objectives import Constraint, Objective
-from nasforge.spaces.base import Choice, SearchSpace
 from nasforge.store import RunStore, TrialRecord
 from nasforge.strategies.multifidelity import highest_fidelity_best
 from nasforge.strategies.nsga2 import NSGA2
@@ -32,16 +31,10 @@ SPACE = "toy-mo"
 EST = "fake-mo"
 
 
-class ToySpace(SearchSpace):
+class ToySpace(ToySpaceBase):
     """Four choices of five options (625 archs); nothing to build."""
 
     name = SPACE
-
-    def choices(self) -> tuple[Choice, ...]:
-        return tuple(Choice(f"c{i}", tuple(range(5))) for i in range(4))
-
-    def build(self, arch, input_shape, num_classes) -> nn.Module:
-        return nn.Flatten()
 
 
 def accuracy_of(text: str, size: int) -> float:
@@ -78,10 +71,7 @@ class FakeMO(Estimator):
                        "params": 1000.0 * (1 + s)}, report={"test_accuracy": acc})
 
 
-if SPACE not in spaces.registry:
-    spaces.register(SPACE)(ToySpace)
-if EST not in estimators.registry:
-    estimators.register(EST)(FakeMO)
+register_toys(ToySpace, FakeMO)
 
 FAST = dict(space=SPACE, estimator=EST, progress=False)
 NSGA = {"population_size": 6}

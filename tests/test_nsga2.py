@@ -6,31 +6,16 @@ import json
 
 import numpy as np
 import pytest
+from helpers import GridSpace
 
 from nasforge import strategies
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.objectives import parse_constraints
 from nasforge.pareto import hypervolume_2d, pareto_front
-from nasforge.spaces.base import Arch, Choice, SearchSpace
+from nasforge.spaces.base import Arch
 from nasforge.strategies.base import Suggestion
 from nasforge.strategies.nsga2 import NSGA2, pareto
-
-
-class GridSpace(SearchSpace):
-    """``k`` integer knobs in ``0..m-1``; no network, only for strategy tests."""
-
-    name = "grid"
-
-    def __init__(self, k: int = 4, m: int = 5) -> None:
-        self.k, self.m = k, m
-        self._choices = tuple(Choice(f"x{i}", tuple(range(m))) for i in range(k))
-
-    def choices(self) -> tuple[Choice, ...]:
-        return self._choices
-
-    def build(self, arch, input_shape, num_classes):  # pragma: no cover - never built
-        raise NotImplementedError
 
 
 def evaluate(arch: Arch) -> Result:

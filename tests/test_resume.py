@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch.nn as nn
+from helpers import (
+    ToySpaceBase,
+    assert_kept,
+    register_toys,
+    sigkill_after_trials,
+    stored_after_kill,
+)
 
-from nasforge import estimators, spaces
-from nasforge.errors import RunDirError
 from nasforge.estimators.base import Estimator, Result
 from nasforge.experiment import resume, search
-from nasforge.spaces.base import Choice, SearchSpace
 from nasforge.store import LOCK_NAME, RunStore
 from nasforge.strategies.evolution import RegularizedEvolution
 
@@ -28,16 +27,10 @@ EVO = {"population_size": 4, "sample_size": 2}
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-class ToySpace(SearchSpace):
+class ToySpace(ToySpaceBase):
     """A tiny made-up space; nothing to build."""
 
     name = SPACE
-
-    def choices(self) -> tuple[Choice, ...]:
-        return tuple(Choice(f"c{i}", tuple(range(5))) for i in range(4))
-
-    def build(self, arch, input_shape, num_classes) -> nn.Module:
-        return nn.Flatten()
 
 
 class SlowFake(Estimator):
@@ -80,10 +73,7 @@ class InterruptedEvolution(RegularizedEvolution):
         return super().ask()
 
 
-if SPACE not in spaces.registry:
-    spaces.register(SPACE)(ToySpace)
-if EST not in estimators.registry:
-    estimators.register(EST)(SlowFake)
+register_toys(ToySpace, SlowFake)
 
 N = 14
 
@@ -156,33 +146,12 @@ def child_search(out: str, trials: int) -> None:
            estimator_options={"sleep": 0.2}, trials=trials, seed=3, out=out, progress=False)
 
 
-def _completed(out: Path) -> int:
-    try:
-        with RunStore.open(out) as s:
-            return s.n_completed()
-    except RunDirError:  # not created yet
-        return 0
-
-
 def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
     out = tmp_path / "run"
     code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_resume as t; "
             f"t.child_search({str(out)!r}, {N})")
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while _completed(out) < 4:
-            assert child.poll() is None, child.stderr.read()
-            assert time.monotonic() < deadline, "child made no progress"
-            time.sleep(0.05)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
-    with RunStore.open(out) as s:
-        before = {t.id: t for t in s.trials() if t.done}
-        running = s.trials("running")
-        assert s.get_meta("status") == "running"  # it never got to say goodbye
+    sigkill_after_trials(code, out, 4, poll=0.05)
+    before, running = stored_after_kill(out)
     assert 4 <= len(before) < N
     assert (out / LOCK_NAME).exists()  # stale lock of the dead pid, taken over below
 
@@ -192,10 +161,7 @@ def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
     assert len({t.arch for t in done}) == N  # no arch evaluated twice
     assert len({t.id for t in done}) == N
     after = {t.id: t for t in done}
-    for tid, t in before.items():  # every trial completed before the kill is kept as it was
-        a = after[tid]
-        assert (a.arch, a.status, a.metrics, a.finished_at, a.attempt) == (
-            t.arch, t.status, t.metrics, t.finished_at, 1)
+    assert_kept(before, after)  # every trial completed before the kill is kept as it was
     for t in running:  # the trial cut off by the kill was redone under its own id
         assert after[t.id].arch == t.arch and after[t.id].attempt == 2
     # and the whole run is the one an uninterrupted search makes
