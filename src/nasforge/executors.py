@@ -441,12 +441,17 @@ class _ProcessPool:
                 t = self._pending.popleft()
                 _settle(t.future, exc=stale, attempts=t.attempts)
             for w in self._workers:
-                if w.ready and w.task is None:
-                    try:
-                        w.conn.send((None, "bind", blob))
-                        continue
-                    except Exception:  # noqa: BLE001 - dead: replaced by the monitor
-                        pass
+                if w.task is None and not w.retired:
+                    # a worker still starting gets its first context before the new one:
+                    # messages on a pipe stay in order, so it swaps before any trial
+                    if not w.ready:
+                        w._sender.join(timeout=120)
+                    if not w._sender.is_alive():
+                        try:
+                            w.conn.send((None, "bind", blob))
+                            continue
+                        except Exception:  # noqa: BLE001 - dead: replaced by the monitor
+                            pass
                 if w.task is not None:
                     t, w.task = w.task, None
                     _settle(t.future, exc=stale, attempts=t.attempts)
