@@ -415,6 +415,7 @@ def validate_proxies(
         out_dir.mkdir(parents=True, exist_ok=True)
         keep = ["arch"] + [f"{p}@{k}" for k in class_counts for p in proxies]
         raw[keep].to_csv(out_dir / f"proxies_{space}_scores.csv", index=False)
+        result.to_csv(out_dir / f"proxies_{space}_summary.csv", index=False)
         (out_dir / f"proxies_{space}.md").write_text(validation_markdown(result))
     return result
 
@@ -477,8 +478,30 @@ def validation_markdown(result: pd.DataFrame) -> str:
                 f"{_f(r['wall_s'])} | {int(r['degenerate'])} |"
             )
         lines.append("")
+    lines += budget_lines(result)
     lines += _goal_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def budget_lines(result: pd.DataFrame, budget: float = 0.5) -> list[str]:
+    """Which single proxies meet ``budget`` CPU seconds per network, and by how much not."""
+    first = result[result["dataset"] == result["dataset"].iloc[0]]
+    single = first[first["proxy"].isin(PROXY_NAMES)]
+    ok = [f"{r.proxy} ({r.cpu_s:.3f} s, max {r.cpu_s_max:.3f})" for r in single.itertuples()
+          if r.cpu_s <= budget]  # fmt: skip
+    over = [
+        f"{r.proxy} ({r.cpu_s:.3f} s mean, {r.cpu_s / budget - 1:+.0%}; max {r.cpu_s_max:.3f} s)"
+        for r in single.itertuples()
+        if r.cpu_s > budget
+    ]
+    return [
+        f"## Time budget: {budget} CPU s per network per proxy",
+        "",
+        "Within (mean): " + (", ".join(ok) or "none") + ".",
+        "",
+        "Over (mean): " + (", ".join(over) or "none") + ".",
+        "",
+    ]
 
 
 def _goal_lines(result: pd.DataFrame) -> list[str]:
