@@ -321,7 +321,9 @@ def test_progress_output_has_summary_table(tmp_path, capsys):
 @pytest.mark.slow
 def test_end_to_end_digits_cnn_train_with_final_retrain_and_export(tmp_path):
     """SLOW-ish (~15 s): real cnn space + train estimator on digits, final retrain, export."""
-    t0 = time.monotonic()
+    # CPU time, not wall time: "under a minute" must not fail because other jobs share the
+    # cores (the whole search, final retrain and export run in this process)
+    t0 = time.process_time()
     out = tmp_path / "run"
     res = search(
         "digits", space="cnn", strategy="evolution", estimator="train", trials=4, seed=0,
@@ -332,8 +334,8 @@ def test_end_to_end_digits_cnn_train_with_final_retrain_and_export(tmp_path):
                            "latency_repeats": 3},
         final_epochs=4,
     )
-    wall = time.monotonic() - t0
-    assert wall < 60
+    cpu = time.process_time() - t0
+    assert cpu < 60
     assert len(res.trials) == 4 and sum(t.ok for t in res.trials) >= 1
     ok = [t for t in res.trials if t.ok]
     assert res.best_arch.text == max(ok, key=lambda t: (t.metrics["val_accuracy"], -t.id)).arch
