@@ -212,7 +212,7 @@ def test_ctrl_c_with_two_workers_stops_cleanly_and_resumes(tmp_path):
     out, log = tmp_path / "run", tmp_path / "trials.log"
     argv = ["search", "--space", "toy-exec", "--estimator", "probe-exec", "--strategy",
             "random", "--dataset", "digits", "--no-final-train", "--no-progress",
-            "--trials", "10", "--workers", "2", "--out", str(out),
+            "--trials", "30", "--workers", "2", "--out", str(out),  # ~6 s: time to interrupt
             "--estimator-opt", "sleep=0.4", "--estimator-opt", f"log={json.dumps(str(log))}"]
     code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_executors; "
             f"from nasforge.cli import main; main({argv!r})")
@@ -233,4 +233,4 @@ def test_ctrl_c_with_two_workers_stops_cleanly_and_resumes(tmp_path):
         done_before = s.n_completed()
     assert not (out / LOCK_NAME).exists()
     res = resume(out, progress=False, final_train=False)
-    assert len(res.trials) == 10 and all(t.ok for t in res.trials) and done_before >= 3
+    assert len(res.trials) == 30 and all(t.ok for t in res.trials) and done_before >= 3
