@@ -23,7 +23,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Callable[..., T]] = {}
         self._help: dict[str, str] = {}
 
-    def register(self, name: str, help: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(
+        self, name: str, help: str | None = None
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Class decorator: make ``factory`` available as ``name``."""
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -49,7 +51,8 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(name, list(self._entries), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}."
+                f"unknown {self.kind} {name!r}.{hint} "
+                f"Valid {self.kind}s: {', '.join(self.names())}."
             )
         return self._entries[name]
 

@@ -97,7 +97,9 @@ class Estimator(ABC):
             res.cost = time.perf_counter() - t0
         bad = [k for k, v in res.metrics.items() if not _finite(v)]
         if res.ok and bad:
-            return Result(res.metrics, res.cost, "failed", f"non-finite metric(s): {bad}", res.report)
+            return Result(
+                res.metrics, res.cost, "failed", f"non-finite metric(s): {bad}", res.report
+            )
         return res
 
     @abstractmethod

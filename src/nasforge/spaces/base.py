@@ -90,7 +90,7 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-        """A freshly initialized ``torch.nn.Module`` for ``arch`` on inputs of ``input_shape`` (C, H, W)."""
+        """A freshly initialized ``torch.nn.Module`` for ``arch`` on ``input_shape`` (C, H, W)."""
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this space with ``spaces.get(name, **config)``."""
@@ -162,7 +162,9 @@ class SearchSpace(ABC):
         values: dict[str, Value] = {}
         for tok in filter(None, (t.strip() for t in text.split(";"))):
             if "=" not in tok:
-                raise ArchParseError(f"{self.name}: bad token {tok!r} in {text!r}: expected name=value")
+                raise ArchParseError(
+                    f"{self.name}: bad token {tok!r} in {text!r}: expected name=value"
+                )
             k, raw = (s.strip() for s in tok.split("=", 1))
             if k not in cmap:
                 raise ArchParseError(
@@ -188,14 +190,17 @@ class SearchSpace(ABC):
         if not isinstance(doc, Mapping):
             raise ArchParseError("architecture JSON must be an object")
         if doc.get("space", self.name) != self.name:
-            raise ArchParseError(f"architecture is for space {doc.get('space')!r}, not {self.name!r}")
+            raise ArchParseError(
+                f"architecture is for space {doc.get('space')!r}, not {self.name!r}"
+            )
         if "choices" in doc:
             if not isinstance(doc["choices"], Mapping):  # hostile JSON: not a TypeError
                 raise ArchParseError("architecture JSON 'choices' must map choice names to values")
             arch = self.make(dict(doc["choices"]))
             if "arch" in doc and doc["arch"] != arch.text:
                 raise ArchParseError(
-                    f"architecture JSON is inconsistent: 'arch' {doc['arch']!r} != choices {arch.text!r}"
+                    f"architecture JSON is inconsistent: 'arch' {doc['arch']!r} != "
+                    f"choices {arch.text!r}"
                 )
             return arch
         if "arch" in doc:
@@ -208,7 +213,7 @@ class SearchSpace(ABC):
         return self.make([c.options[int(rng.integers(len(c.options)))] for c in self.choices()])
 
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
-        """Change one active choice to another option; always returns a different arch if one exists."""
+        """Change one active choice to another option (a different arch whenever one exists)."""
         d = arch.as_dict()
         cands = [c for c in self.choices() if len(c.options) > 1 and self.is_active(c.name, d)]
         if not cands:

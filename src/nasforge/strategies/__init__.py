@@ -1,4 +1,7 @@
-"""Search strategies: what to try next. ``nasforge.strategies.get("evolution", space=..., seed=0)``."""
+"""Search strategies: what to try next.
+
+``nasforge.strategies.get("evolution", space=..., seed=0)``.
+"""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ class Strategy(ABC):
     def _state(self) -> dict[str, Any]:
         return {}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         pass
 
     def config(self) -> dict[str, Any]:

@@ -57,14 +57,19 @@ class RegularizedEvolution(Strategy):
         }
 
     def _tournament(self) -> Arch:
-        idx = self.rng.choice(len(self.population), size=min(self.sample_size, len(self.population)),
-                              replace=False)
+        idx = self.rng.choice(
+            len(self.population), size=min(self.sample_size, len(self.population)), replace=False
+        )
         best = max(idx, key=lambda i: self.population[int(i)][1])
         return self.population[int(best)][0]
 
     def _child(self) -> Arch:
         parent = self._tournament()
-        if self.crossover_prob > 0 and len(self.population) > 1 and self.rng.random() < self.crossover_prob:
+        if (
+            self.crossover_prob > 0
+            and len(self.population) > 1
+            and self.rng.random() < self.crossover_prob
+        ):
             child = self.space.crossover(parent, self._tournament(), self.rng)
             if child in self.seen:
                 child = self.space.mutate(child, self.rng)
