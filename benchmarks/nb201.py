@@ -42,6 +42,7 @@ def main() -> None:
         metavar="LABEL=N",
         help="fewer seeds for a slow strategy",
     )
+    ap.add_argument("--resume", action="store_true", help="reuse runs of an interrupted call")
     args = ap.parse_args()
     seeds_for = {k: int(v) for k, _, v in (p.rpartition("=") for p in args.seeds_for)}
     from nasforge import strategies as S

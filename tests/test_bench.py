@@ -128,6 +128,34 @@ def test_tiny_run_writes_markdown_png_and_json(table: Path, tmp_path: Path) -> N
     assert len(data["rows"][0]["mean"]) == 30
 
 
+def test_an_interrupted_run_resumes_from_its_journal(table: Path, tmp_path: Path) -> None:
+    kw = dict(dataset="toy", strategies="random", seeds=3, queries=12, checkpoints=(6,),
+              workers=1, table=table, out_dir=tmp_path, progress=False)  # fmt: skip
+    full = run_bench(**kw)
+    assert not (tmp_path / ".nb201_toy.runs.jsonl").exists()  # removed once the report is out
+    # a journal as a killed call leaves it: random seeds 0 and 1 done, a torn last line
+    journal = tmp_path / ".nb201_toy.runs.jsonl"
+    opts = {"dataset": "toy", "table": str(table)}
+    import nasforge.bench as B
+
+    key = json.dumps(["random", {}, "nb201", "nb201-table", opts, 12, 10], sort_keys=True)
+    fake = [dict(run_one(StrategySpec("random", "random"), s, 12, est_opts=opts), key=key)
+            for s in (0, 1)]  # fmt: skip
+    fake[1]["traj"] = [0.0] * 12  # marks the resumed run, to see it was reused
+    journal.write_text("".join(json.dumps(r) + "\n" for r in fake) + '{"label": "ran')
+    calls = []
+    orig = B.run_one
+    B.run_one = lambda s, seed, *a, **k: calls.append((s.label, seed)) or orig(s, seed, *a, **k)
+    try:
+        res = run_bench(**kw, resume=True)
+    finally:
+        B.run_one = orig
+    assert ("random", 0) not in calls and ("random", 1) not in calls
+    assert ("random", 2) in calls and ("optuna-direct", 0) in calls
+    assert res.row("random").mean[-1] < full.row("random").mean[-1]  # the zeros were used
+    assert res.row("optuna-direct").mean == pytest.approx(full.row("optuna-direct").mean)
+
+
 def test_bad_inputs_fail_clearly(table: Path, tmp_path: Path) -> None:
     with pytest.raises(NasforgeError, match="Valid strategys|valid"):
         run_bench(dataset="toy", strategies="no-such", seeds=1, queries=5, workers=1,

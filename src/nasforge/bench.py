@@ -348,12 +348,14 @@ def run_bench(
     top_k: int = 10,
     progress: bool = True,
     first_seed: int = 0,
+    resume: bool = False,
 ) -> BenchResult:
     """Run every strategy (plus the anchors) for ``seeds`` seeds and write the report.
 
     ``seeds_for`` lowers the number of seeds of slow strategies (by label); the table
     says how many seeds each row used. Seeds are ``first_seed, first_seed + 1, ...``
-    (tune on other seeds than the ones you report).
+    (tune on other seeds than the ones you report). Finished runs are journaled in
+    ``out_dir``; ``resume=True`` reuses those of an interrupted call with the same settings.
     """
     if seeds < 1 or queries < 1 or workers < 1:
         raise NasforgeError("seeds, queries and workers must be at least 1")
@@ -379,28 +381,58 @@ def run_bench(
     tasks = [(s, first_seed + i) for i in range(max(n_seeds.values())) for s in specs
              if i < n_seeds[s.label]]  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in specs}
-    t0 = time.perf_counter()
-    if workers == 1:
-        for s, seed in tasks:
-            runs[s.label].append(run_one(s, seed, queries, space, estimator, est_opts, top_k))
-    else:
-        import multiprocessing as mp
-
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        # the platform's default start method: fork on Linux shares the loaded table and
-        # needs no `if __name__ == "__main__"` guard in the caller's script
-        with ProcessPoolExecutor(
-            workers, mp_context=mp.get_context(), initializer=_worker_init
-        ) as ex:
-            futs = [
-                ex.submit(run_one, s, seed, queries, space, estimator, est_opts, top_k)
-                for s, seed in tasks
-            ]
-            for i, fut in enumerate(as_completed(futs), 1):
-                r = fut.result()
+    # finished runs go to a journal, so a run killed half-way continues with resume=True
+    journal = Path(out_dir) / f".{space}_{dataset}.runs.jsonl"
+    keys = {
+        s.label: json.dumps([s.name, s.options, space, estimator, est_opts, queries, top_k],
+                            sort_keys=True, default=str)
+        for s in specs
+    }  # fmt: skip
+    done: set[tuple[str, int]] = set()
+    if resume and journal.is_file():
+        for line in journal.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the kill
+            key = (r.get("label"), r.get("seed"))
+            if r.get("key") == keys.get(r.get("label")) and key not in done:
+                done.add(key)
                 runs[r["label"]].append(r)
-                if progress and (i % max(1, len(futs) // 20) == 0 or i == len(futs)):
-                    print(f"bench {dataset}: {i}/{len(futs)} runs", file=sys.stderr, flush=True)
+    todo = [(s, seed) for s, seed in tasks if (s.label, seed) not in done]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    log = journal.open("a" if resume else "w")
+
+    def record(r: dict[str, Any]) -> None:
+        runs[r["label"]].append(r)
+        log.write(json.dumps({**r, "key": keys[r["label"]]}) + "\n")
+        log.flush()
+
+    t0 = time.perf_counter()
+    try:
+        if workers == 1:
+            for s, seed in todo:
+                record(run_one(s, seed, queries, space, estimator, est_opts, top_k))
+        else:
+            import multiprocessing as mp
+
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            # the platform's default start method: fork on Linux shares the loaded table and
+            # needs no `if __name__ == "__main__"` guard in the caller's script
+            with ProcessPoolExecutor(
+                workers, mp_context=mp.get_context(), initializer=_worker_init
+            ) as ex:
+                futs = [
+                    ex.submit(run_one, s, seed, queries, space, estimator, est_opts, top_k)
+                    for s, seed in todo
+                ]
+                for i, fut in enumerate(as_completed(futs), 1):
+                    record(fut.result())
+                    if progress and (i % max(1, len(futs) // 20) == 0 or i == len(futs)):
+                        print(f"bench {dataset}: {i}/{len(futs)} runs (+{len(done)} resumed)",
+                              file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        log.close()
     rows = []
     for s in specs:
         rs = sorted(runs[s.label], key=lambda r: r["seed"])
@@ -409,6 +441,7 @@ def run_bench(
     res = BenchResult(space, estimator, dataset, queries, checkpoints, ceiling, top_k, rows)
     res.wall_s = time.perf_counter() - t0
     write_report(res, Path(out_dir), space_size=sp.size)
+    journal.unlink(missing_ok=True)  # complete: the report holds it all
     return res
 
 
@@ -549,6 +582,9 @@ def bench_command(
     seeds_for: Annotated[
         list[str] | None, typer.Option(help="Fewer seeds for a slow strategy: LABEL=N.")
     ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse the finished runs of an interrupted call (same settings).")
+    ] = False,
 ) -> None:
     """Benchmark search strategies on a table (NAS-Bench-201 protocol); writes md + png."""
     try:
@@ -565,7 +601,7 @@ def bench_command(
         per[label.strip()] = int(n)
     res = run_bench(space=space, estimator=estimator, dataset=dataset, strategies=strategies,
                     seeds=seeds, queries=queries, checkpoints=cps, workers=workers, table=table,
-                    out_dir=out, seeds_for=per)  # fmt: skip
+                    out_dir=out, seeds_for=per, resume=resume)  # fmt: skip
     typer.echo(Path(res.files["markdown"]).read_text())
     typer.echo(f"wrote {res.files['markdown']}, {res.files['png']}")
 
