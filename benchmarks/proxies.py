@@ -82,6 +82,22 @@ def step_space(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
+def top_end(df: pd.DataFrame, p: str, tab: object, rows: list[int]) -> str:
+    """How the proxy treats the best archs: what a warm start depends on, unlike Spearman."""
+    parts = []
+    pct = df[p].rank(pct=True, method="average").to_numpy()
+    order = np.argsort(-df[p].to_numpy(), kind="stable")
+    for d in ("cifar10", "cifar100"):
+        acc = tab.valid[d][rows]  # type: ignore[attr-defined]
+        is_top = df["arch"].isin(tab.top_k(d, 10)).to_numpy()  # type: ignore[attr-defined]
+        parts.append(
+            f"{d}: the top-10 archs sit at the proxy's {np.median(pct[is_top]):.1%} percentile "
+            f"(median; lowest {pct[is_top].min():.1%}), the proxy's 20 best average "
+            f"{acc[order[:20]].mean():.1f} % (space mean {acc.mean():.1f} %)"
+        )
+    return "Top end: " + "; ".join(parts) + "."
+
+
 def step_assisted(args: argparse.Namespace) -> None:
     df = pd.read_csv(args.cache)
     tab = load_table(args.table)
@@ -99,7 +115,7 @@ def step_assisted(args: argparse.Namespace) -> None:
         notes.append(
             f"{p} (C=8, N=1) over the whole space: Spearman {cors[0]:.3f} (cifar10_valid), "
             f"{cors[1]:.3f} (cifar100_valid); {df[f'cpu_s:{p}'].mean():.4f} CPU s/arch "
-            f"+ {df['build_cpu_s'].mean():.4f} s to build the network."
+            f"+ {df['build_cpu_s'].mean():.4f} s to build the network. " + top_end(df, p, tab, rows)
         )
     full = RESULTS_DIR / "proxies_nb201_scores.csv"
     if full.is_file():
