@@ -214,7 +214,10 @@ def test_ctrl_c_with_two_workers_stops_cleanly_and_resumes(tmp_path):
             "random", "--dataset", "digits", "--no-final-train", "--no-progress",
             "--trials", "30", "--workers", "2", "--out", str(out),  # ~6 s: time to interrupt
             "--estimator-opt", "sleep=0.4", "--estimator-opt", f"log={json.dumps(str(log))}"]
-    code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_executors; "
+    # a background job starts with SIGINT ignored (POSIX shells do that when job control is
+    # off): restore Python's own handler, as an interactive terminal would have it
+    code = (f"import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"sys.path.insert(0, {str(TESTS_DIR)!r}); import test_executors; "
             f"from nasforge.cli import main; main({argv!r})")
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
     try:
