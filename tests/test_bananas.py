@@ -100,10 +100,16 @@ def test_same_seed_same_queries_and_different_seed_differs():
     assert len(set(a)) == len(a)  # never repeats an architecture
 
 
-@pytest.mark.parametrize("retrain_every", [1, 4])
-def test_resume_continues_identically(retrain_every):
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"retrain_every": 1, "prior_scale": 0.0, "bootstrap": False},
+        {"retrain_every": 4, "prior_scale": 0.5, "bootstrap": True},
+    ],
+)
+def test_resume_continues_identically(kw):
     space = ToySpace()
-    kw = {"num_init": 5, "retrain_every": retrain_every, "train_steps": 60}
+    kw = {"num_init": 5, "train_steps": 60, **kw}
     full = run(Bananas(space, seed=7, **kw), TOY, 30)
 
     first = Bananas(space, seed=7, **kw)
@@ -212,6 +218,8 @@ def test_registered_and_config_round_trip():
         {"num_init": 1.5},
         {"mutations_per_parent": 0, "num_random": 0},
         {"lr": 0},
+        {"prior_scale": -1.0},
+        {"loss": "huber"},
     ],
 )
 def test_bad_options_raise(kw):
