@@ -122,6 +122,17 @@ def test_tiny_run_writes_markdown_png_and_json(table: Path, tmp_path: Path) -> N
     assert "| `local-search` | 2 |" in md and "`optuna-direct`" in md
     assert f"{100 * res.ceiling:.2f}" in md and "@20" in md
     assert "vs `optuna-direct`" in md and "- @30: `local-search`" in md  # the comparison
+    assert "| `random` | " in md.split("val acc @20")[1]  # the validation table
+    from nasforge import estimators
+
+    est = estimators.get("nb201-table", table=str(table), dataset="toy")
+    best_val = est.lookup(est.best_arch())[0]
+    for r in res.rows:  # the incumbent's validation accuracy never decreases, never beats the best
+        assert all(b >= a for a, b in itertools.pairwise(r.val_mean))
+        assert max(r.val_mean) <= best_val + 1e-9
+        assert all(0.0 <= x <= 1.0 for x in r.at_best)
+        if r.val_mean[-1] >= best_val - 1e-9:  # every run at the best: the share says 100%
+            assert r.at_best[-1] == 1.0
     png = tmp_path / "nb201_toy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     data = json.loads((tmp_path / "nb201_toy.json").read_text())
@@ -138,7 +149,7 @@ def test_an_interrupted_run_resumes_from_its_journal(table: Path, tmp_path: Path
     opts = {"dataset": "toy", "table": str(table)}
     import nasforge.bench as B
 
-    key = json.dumps(["random", {}, "nb201", "nb201-table", opts, 12, 10], sort_keys=True)
+    key = json.dumps([2, "random", {}, "nb201", "nb201-table", opts, 12, 10], sort_keys=True)
     fake = [dict(run_one(StrategySpec("random", "random"), s, 12, est_opts=opts), key=key)
             for s in (0, 1)]  # fmt: skip
     fake[1]["traj"] = [0.0] * 12  # marks the resumed run, to see it was reused

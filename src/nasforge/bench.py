@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -132,6 +133,7 @@ class _Tracker:
     hit: int | None = None
     n: int = 0
     traj: list[float] = field(default_factory=list)
+    vals: list[float] = field(default_factory=list)
     lookup_s: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -151,6 +153,7 @@ class _Tracker:
         if self.hit is None and arch.text in self.top:
             self.hit = self.n
         self.traj.append(self.best_test)
+        self.vals.append(self.best_val)
         return res, True
 
 
@@ -181,11 +184,14 @@ def run_one(
             res, _ = tr.evaluate(est, sp, sug.arch)
             st.tell(sug, res.visible())
     total = time.perf_counter() - t_start
-    traj = tr.traj + [tr.best_test] * (queries - len(tr.traj))  # a stalled strategy stays put
+    pad = queries - len(tr.traj)  # a stalled strategy stays put
+    traj = tr.traj + [tr.best_test] * pad
+    vals = [v if math.isfinite(v) else math.nan for v in tr.vals + [tr.best_val] * pad]
     return {
         "label": spec.label,
         "seed": seed,
         "traj": traj,
+        "val_traj": vals,
         "hit": tr.hit,
         "queries": tr.n,
         "asks": asks,
@@ -232,6 +238,11 @@ class StrategyResult:
     ms_per_query: float
     dup_asks: float
     sd: list[float] = field(default_factory=list)
+    #: validation accuracy of the incumbent (what strategies optimize), mean and CI
+    val_mean: list[float] = field(default_factory=list)
+    val_ci: list[float] = field(default_factory=list)
+    #: share of runs whose incumbent has the table's best validation accuracy
+    at_best: list[float] = field(default_factory=list)
 
     def at(self, q: int) -> tuple[float, float]:
         return self.mean[q - 1], self.ci[q - 1]
@@ -259,18 +270,34 @@ class BenchResult:
         raise KeyError(label)
 
 
-def summarize(label: str, runs: Sequence[Mapping[str, Any]], queries: int) -> StrategyResult:
-    """Mean and 95% t-interval of the test accuracy per query; top-k hit statistics."""
+def _mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column mean, standard deviation and 95% t half-width over the rows (seeds)."""
     from scipy import stats
 
+    n = x.shape[0]
+    with warnings.catch_warnings():  # all-NaN columns (nothing succeeded yet) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=0)
+        if n < 2:
+            return mean, np.zeros_like(mean), np.zeros_like(mean)
+        sd = np.nanstd(x, axis=0, ddof=1)
+    return mean, sd, stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+
+
+def summarize(
+    label: str, runs: Sequence[Mapping[str, Any]], queries: int, best_val: float | None = None
+) -> StrategyResult:
+    """Mean and 95% t-interval of the test (and validation) accuracy per query; top-k hits."""
     traj = np.array([r["traj"] for r in runs], dtype=np.float64)
     n = traj.shape[0]
-    mean = np.nanmean(traj, axis=0)
-    if n > 1:
-        sd = np.nanstd(traj, axis=0, ddof=1)
-        ci = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    else:
-        sd = ci = np.zeros_like(mean)
+    mean, sd, ci = _mean_ci(traj)
+    vals = np.array([r.get("val_traj", [math.nan] * queries) for r in runs], dtype=np.float64)
+    vmean, _, vci = _mean_ci(vals)
+    at_best = (
+        np.mean(np.nan_to_num(vals, nan=-math.inf) >= best_val - 1e-12, axis=0)
+        if best_val is not None
+        else np.zeros(queries)
+    )
     hits = [r["hit"] if r["hit"] is not None else queries + 1 for r in runs]
     n_q = sum(r["queries"] for r in runs) or 1
     return StrategyResult(
@@ -283,6 +310,9 @@ def summarize(label: str, runs: Sequence[Mapping[str, Any]], queries: int) -> St
         ms_per_query=1000.0 * sum(r["strategy_s"] for r in runs) / n_q,
         dup_asks=float(np.mean([r["asks"] - r["queries"] for r in runs])),
         sd=[float(x) for x in np.nan_to_num(sd)],
+        val_mean=[float(x) for x in vmean],
+        val_ci=[float(x) for x in np.nan_to_num(vci)],
+        at_best=[float(x) for x in at_best],
     )
 
 
@@ -384,7 +414,7 @@ def run_bench(
     # finished runs go to a journal, so a run killed half-way continues with resume=True
     journal = Path(out_dir) / f".{space}_{dataset}.runs.jsonl"
     keys = {
-        s.label: json.dumps([s.name, s.options, space, estimator, est_opts, queries, top_k],
+        s.label: json.dumps([2, s.name, s.options, space, estimator, est_opts, queries, top_k],
                             sort_keys=True, default=str)
         for s in specs
     }  # fmt: skip
@@ -433,10 +463,14 @@ def run_bench(
                               file=sys.stderr, flush=True)  # fmt: skip
     finally:
         log.close()
+    best_val = None
+    if hasattr(est, "best_arch"):
+        best_res = est.evaluate(sp.parse(est.best_arch()), sp)
+        best_val = best_res.metrics.get("val_accuracy") if best_res.ok else None
     rows = []
     for s in specs:
         rs = sorted(runs[s.label], key=lambda r: r["seed"])
-        rows.append(summarize(s.label, rs, queries))
+        rows.append(summarize(s.label, rs, queries, best_val))
     ceiling = est.ceiling() if hasattr(est, "ceiling") else None
     res = BenchResult(space, estimator, dataset, queries, checkpoints, ceiling, top_k, rows)
     res.wall_s = time.perf_counter() - t0
@@ -491,6 +525,25 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
         cells += [med, f"{100 * r.frac_found:.0f}%", f"{r.ms_per_query:.2f}", f"{r.dup_asks:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if any(r.val_mean for r in res.rows):
+        lines += [
+            "Validation accuracy (%) of the incumbent, which is what the strategies maximize "
+            "(mean ± 95% CI), and in brackets the share of runs already holding an architecture "
+            "with the table's best validation accuracy. Where several architectures tie on "
+            "validation accuracy, the first one found stays the incumbent, so the test accuracy "
+            "above also depends on which of them a strategy meets first.",
+            "",
+            "| strategy | " + " | ".join(f"val acc @{c}" for c in res.checkpoints) + " |",
+            "|---|" + "|".join(["--:"] * len(res.checkpoints)) + "|",
+        ]
+        for r in res.rows:
+            cells = [f"`{r.label}`"]
+            for c in res.checkpoints:
+                i = c - 1
+                share = f" ({100 * r.at_best[i]:.0f}%)" if r.at_best else ""
+                cells.append(f"{_pct(r.val_mean[i])} ± {_pct(r.val_ci[i])}{share}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     lines += compare(res)
     if space_size:
         lines.append(
