@@ -10,11 +10,14 @@ the best candidate that was neither evaluated nor is still pending. With the pat
 encoding of cell spaces (:mod:`nasforge.strategies.encodings`) this is the paper's
 setting; any other space uses its one-hot encoding.
 
-Two choices beyond the paper's defaults, both general: each member trains on its own
-bootstrap resample (members that differ only in their initialization agree too well
-away from the data, so Thompson sampling turns greedy and can stay in one basin), and
-the loss is the paper's mean absolute error, which a few very bad architectures cannot
-dominate.
+Exploration: members that differ only in their initialization agree too well away
+from the data, so Thompson sampling turns greedy and can stay in one basin for hundreds
+of queries. Two general remedies fix most of that: each member trains on its own
+bootstrap resample, and each member carries a fixed random "prior" network (Osband et
+al., NeurIPS 2018: randomized prior functions) scaled to ``prior_scale`` standard
+deviations of the scores, which the trained part learns to cancel where there is data
+and which keeps the members apart where there is none. The loss is the paper's mean
+absolute error, which a few very bad architectures cannot dominate.
 
 Cost: the ensemble is one batched model (weights shaped ``(members, in, out)``) trained
 full-batch with Adam and hand-written gradients, on one thread, and retrained every
@@ -186,7 +189,7 @@ class Bananas(Strategy):
         max_retries: int = 100,
         loss: str = "mae",
         bootstrap: bool = True,
-        prior_scale: float = 0.0,
+        prior_scale: float = 0.3,
     ) -> None:
         super().__init__(space, seed, metric, mode)
         if acquisition not in ACQUISITIONS:
