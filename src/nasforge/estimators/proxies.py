@@ -110,17 +110,37 @@ def _frozen(net: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@contextmanager
+def _channels_last(net: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Run ``net`` channels-last on image batches, restoring its layout afterwards.
+
+    oneDNN's convolutions forward *and* backward are 1.7-1.9x faster channels-last on a
+    CPU core (NB201 C=16 N=5, batch 64: a loss backward 0.63 s -> 0.39 s), which is what
+    keeps the gradient proxies within 0.5 s; values agree with the default layout to
+    float32 rounding. Non-image inputs pass through unchanged.
+    """
+    if x.dim() != 4:
+        yield x
+        return
+    net.to(memory_format=torch.channels_last)
+    try:
+        yield x.contiguous(memory_format=torch.channels_last)
+    finally:
+        net.to(memory_format=torch.contiguous_format)
+
+
 def _forward_backward_loss(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, weight_grads: bool = True
 ) -> None:
     """Cross-entropy of the minibatch and its backward (train mode, as the reference)."""
     net.train()
     _zero_grads(net)
-    if weight_grads:
-        F.cross_entropy(net(x), y).backward()
-        return
-    with _frozen(net):
-        F.cross_entropy(net(x.detach().requires_grad_(True)), y).backward()
+    with _channels_last(net, x) as xc:
+        if weight_grads:
+            F.cross_entropy(net(xc), y).backward()
+            return
+        with _frozen(net):
+            F.cross_entropy(net(xc.detach().requires_grad_(True)), y).backward()
 
 
 # -- the proxies ----------------------------------------------------------------------------
@@ -268,12 +288,13 @@ def jacob_cov(net: nn.Module, x: torch.Tensor) -> float:
     """Jacobian covariance (Mellor et al. v1): how decorrelated the input gradients are."""
     net.train()
     _zero_grads(net)
-    xg = x.detach().clone().requires_grad_(True)
-    with _frozen(net):
+    with _channels_last(net, x) as xc, _frozen(net):
+        xg = xc.detach().clone().requires_grad_(True)
         out = net(xg)
         out.backward(torch.ones_like(out))
     assert xg.grad is not None
-    jac = xg.grad.detach().reshape(x.shape[0], -1).double().cpu().numpy()
+    # back to the default layout so the rows are the per-sample Jacobians in NCHW order
+    jac = xg.grad.detach().contiguous().reshape(x.shape[0], -1).double().cpu().numpy()
     _zero_grads(net)
     with np.errstate(all="ignore"):
         corr = np.corrcoef(jac)
