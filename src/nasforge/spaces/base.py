@@ -105,6 +105,17 @@ class SearchSpace(ABC):
         """Whether choice ``name`` influences the network given the other values."""
         return True
 
+    def equivalence_key(self, arch: Arch) -> str:
+        """A key shared by archs that build the same function (default: the arch itself).
+
+        Unlike :meth:`canonicalize`, which makes equal archs *equal*, this groups archs
+        that stay distinct (a benchmark table may key them apart) but compute the same
+        network up to initialization, e.g. a cell edge whose output is never used.
+        Strategies skip an arch whose key was already evaluated: training it again
+        would only re-draw the noise of the same network.
+        """
+        return arch.text
+
     # -- construction ------------------------------------------------------------------
     def _choice_map(self) -> dict[str, Choice]:
         cache = self.__dict__.get("_choice_cache")

@@ -1,7 +1,9 @@
 """The NAS-Bench-201 cell space, exactly as published (Dong & Yang, ICLR 2020).
 
 An architecture is one 4-node cell (6 edges, 5 ops each: 15,625 archs, no isomorphism
-merging because the benchmark table is keyed by the string). The network is the
+merging because the benchmark table is keyed by the string; :meth:`NB201Space.equivalence_key`
+groups the cells that compute the same network, 9,550 of them, so strategies can skip
+re-evaluating one). The network is the
 published ``TinyNetwork``: stem, three stages of ``N`` cells at C/2C/4C channels joined
 by ResNet reduction blocks, BN+ReLU, global pooling, linear classifier. The op
 definitions (:data:`OPS`), :class:`Cell`, :class:`ResNetBasicblock` and
@@ -347,6 +349,44 @@ def arch_to_ops(arch: Arch | str) -> tuple[str, ...]:
     return tuple(str(arch[name]) for name in EDGE_NAMES)
 
 
+def functional_ops(ops: Sequence[str], symmetric: bool = True) -> tuple[str, ...]:
+    """The canonical representative of the cells that compute the same function as ``ops``.
+
+    - An edge whose output is never used (its target has no path to the output) is
+      'none', and so is a parameter-free edge (skip, pooling) from a node that is always
+      zero. A conv edge from a zero node stays: its batch norm adds a learned constant.
+    - A cell whose output is always zero is all 'none'.
+    - ``symmetric``: nodes 1 and 2 are interchangeable when no edge joins them (node sums
+      commute), so of the two orderings the lexicographically smaller one is chosen.
+    Parameters on a dead edge still exist in the built network (and count in #params,
+    FLOPs and latency); only the function, and so the reachable accuracy, is shared.
+    """
+    op = {(j, i): o for o, (j, i) in zip(ops, EDGES, strict=True)}  # (to, from) -> op
+    last = NUM_NODES - 1
+
+    def carries(j: int, i: int) -> bool:  # edge i -> j can put a non-zero value on node j
+        return op[(j, i)] != "none" and (i in nonzero or op[(j, i)].startswith("nor_conv"))
+
+    nonzero = {0}
+    for j in range(1, NUM_NODES):
+        if any(carries(j, i) for i in range(j)):
+            nonzero.add(j)
+    useful = {last}  # nodes with a path to the output
+    for i in range(last - 1, 0, -1):
+        if any(op[(j, i)] != "none" and j in useful for j in range(i + 1, NUM_NODES)):
+            useful.add(i)
+    out = {
+        (j, i): o if last in nonzero and j in useful and carries(j, i) else "none"
+        for (j, i), o in op.items()
+    }
+    first = tuple(out[e] for e in EDGES)
+    if not symmetric or out[(2, 1)] != "none":
+        return first
+    swapped = {(1, 0): out[(2, 0)], (2, 0): out[(1, 0)], (2, 1): "none", (3, 0): out[(3, 0)],
+               (3, 1): out[(3, 2)], (3, 2): out[(3, 1)]}  # fmt: skip
+    return min(first, tuple(swapped[e] for e in EDGES))
+
+
 # -- the space --------------------------------------------------------------------------
 @register("nb201")
 class NB201Space(SearchSpace):
@@ -370,6 +410,10 @@ class NB201Space(SearchSpace):
 
     def parse(self, text: str) -> Arch:
         return self.make(parse_ops(text))
+
+    def equivalence_key(self, arch: Arch) -> str:
+        """The string of :func:`functional_ops`: cells that compute the same network."""
+        return format_ops(functional_ops(arch_to_ops(arch)))
 
     def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
         ops = arch_to_ops(arch)

@@ -19,6 +19,10 @@ deviations of the scores, which the trained part learns to cancel where there is
 and which keeps the members apart where there is none. The loss is the paper's mean
 absolute error, which a few very bad architectures cannot dominate.
 
+Equivalent architectures (``skip_equivalent``, on by default): an arch whose
+``space.equivalence_key`` matches one already told or pending is never proposed; on
+NAS-Bench-201 about 40 % of the strings are another string's network again.
+
 Cost: the ensemble is one batched model (weights shaped ``(members, in, out)``) trained
 full-batch with Adam and hand-written gradients, on one thread, and retrained every
 ``retrain_every`` tells (the paper retrains every 10; set 1 when an evaluation costs
@@ -190,6 +194,7 @@ class Bananas(Strategy):
         loss: str = "mae",
         bootstrap: bool = True,
         prior_scale: float = 0.3,
+        skip_equivalent: bool = True,
     ) -> None:
         super().__init__(space, seed, metric, mode)
         if acquisition not in ACQUISITIONS:
@@ -241,10 +246,12 @@ class Bananas(Strategy):
         self.loss = loss
         self.bootstrap = bool(bootstrap)
         self.prior_scale = float(prior_scale)
+        self.skip_equivalent = bool(skip_equivalent)
         self.encoder = make_encoder(space, encoding)
 
         self.told: list[tuple[Arch, float]] = []
         self.seen: set[Arch] = set()
+        self.seen_keys: set[str] = set()  # space.equivalence_key of told archs
         self.pending: dict[Arch, None] = {}  # ordered: state round-trips in ask order
         self.n_asked = 0
         # the current predictor: trained on told[:n_trained] from train_seed; rebuilt lazily
@@ -275,6 +282,7 @@ class Bananas(Strategy):
             "loss": self.loss,
             "bootstrap": self.bootstrap,
             "prior_scale": self.prior_scale,
+            "skip_equivalent": self.skip_equivalent,
         }
 
     # -- ask / tell ------------------------------------------------------------------------
@@ -294,10 +302,19 @@ class Bananas(Strategy):
         arch = suggestion.arch
         self.pending.pop(arch, None)
         self.seen.add(arch)
+        self.seen_keys.add(self.space.equivalence_key(arch))
         self.told.append((arch, self.score(result)))
 
     def _excluded(self, arch: Arch) -> bool:
-        return arch in self.seen or arch in self.pending
+        """Told or pending, or (``skip_equivalent``) the same network as a told/pending one."""
+        if arch in self.seen or arch in self.pending:
+            return True
+        if not self.skip_equivalent:
+            return False
+        key = self.space.equivalence_key(arch)
+        return key in self.seen_keys or any(
+            self.space.equivalence_key(p) == key for p in self.pending
+        )
 
     def _random_unseen(self) -> Arch:
         arch = self.space.sample(self.rng)
@@ -419,6 +436,7 @@ class Bananas(Strategy):
             (self._arch(t), -math.inf if s is None else float(s)) for t, s in state.get("told", [])
         ]
         self.seen = {a for a, _ in self.told}
+        self.seen_keys = {self.space.equivalence_key(a) for a in self.seen}
         self.pending = {self._arch(t): None for t in state.get("pending", [])}
         self.n_asked = int(state.get("n_asked", 0))
         self.n_trained = int(state.get("n_trained", 0))

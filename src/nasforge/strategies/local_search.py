@@ -13,6 +13,7 @@ Scores of architectures already seen are reused, never re-queried.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,20 +33,26 @@ _ENUMERATE_LIMIT = 200_000
 
 
 def sample_unseen(
-    space: SearchSpace, rng: np.random.Generator, seen: set[str], max_retries: int = 100
+    space: SearchSpace,
+    rng: np.random.Generator,
+    seen: set[str],
+    max_retries: int = 100,
+    key: Callable[[Arch], str] | None = None,
 ) -> Arch:
-    """A uniformly random arch whose string is not in ``seen`` (a seen one only if all are).
+    """A uniformly random arch whose ``key`` (default: string) is not in ``seen``.
 
-    Rejection sampling first; after ``max_retries`` misses a small space is enumerated
-    so the search does not repeat itself while unseen architectures remain.
+    A seen one only if all are. Rejection sampling first; after ``max_retries`` misses a
+    small space is enumerated so the search does not repeat itself while unseen
+    architectures remain.
     """
+    k = key or (lambda a: a.text)
     arch = space.sample(rng)
     for _ in range(max_retries):
-        if arch.text not in seen:
+        if k(arch) not in seen:
             return arch
         arch = space.sample(rng)
     if space.size <= _ENUMERATE_LIMIT:
-        rest = [a for a in space.enumerate() if a.text not in seen]
+        rest = [a for a in space.enumerate() if k(a) not in seen]
         if rest:
             return rest[int(rng.integers(len(rest)))]
     return arch
@@ -78,6 +85,7 @@ class LocalSearch(Strategy):
         order: str = "random",
         ridge: float = 1.0,
         max_retries: int = 100,
+        skip_equivalent: bool = True,
     ) -> None:
         super().__init__(space, seed, metric, mode)
         if n_init < 1:
@@ -102,6 +110,8 @@ class LocalSearch(Strategy):
         self.order = order
         self.ridge = float(ridge)
         self.max_retries = int(max_retries)
+        self.skip_equivalent = bool(skip_equivalent)
+        self._keys: dict[str, str] = {}  # text -> space.equivalence_key (a memo)
         self.expanded: set[str] = set()  # archs whose neighbourhood has been fully scanned
         self.scores: dict[str, float] = {}  # told archs -> score (larger is better)
         self.pending: list[str] = []  # asked, not yet told
@@ -124,14 +134,27 @@ class LocalSearch(Strategy):
             "perturb_steps": self.perturb_steps,
             "order": self.order,
             "ridge": self.ridge,
+            "skip_equivalent": self.skip_equivalent,
         }
 
     # -- ask/tell ------------------------------------------------------------------------
     def _seen(self) -> set[str]:
-        return set(self.scores) | set(self.pending)
+        """Keys of the told and pending archs (see :meth:`_key`)."""
+        return {self._key(t) for t in self.scores} | {self._key(t) for t in self.pending}
+
+    def _key(self, text: str) -> str:
+        """The arch itself, or its network (``skip_equivalent``): equivalents count as seen."""
+        if not self.skip_equivalent:
+            return text
+        k = self._keys.get(text)
+        if k is None:
+            k = self._keys[text] = self.space.equivalence_key(self._arch(text))
+        return k
 
     def _random(self) -> str:
-        return sample_unseen(self.space, self.rng, self._seen(), self.max_retries).text
+        seen = self._seen()
+        key = (lambda a: self._key(a.text)) if self.skip_equivalent else None
+        return sample_unseen(self.space, self.rng, seen, self.max_retries, key).text
 
     def ask(self) -> Suggestion:
         text: str | None = None
@@ -145,7 +168,7 @@ class LocalSearch(Strategy):
             seen = self._seen()
             while self.queue:
                 cand = self.queue.pop(0)
-                if cand not in seen:
+                if self._key(cand) not in seen:
                     text = cand
                     self.scan.append(cand)
                     break
@@ -190,7 +213,11 @@ class LocalSearch(Strategy):
                 continue
             break
         seen = self._seen()
-        fresh = [t for t in nbrs if t not in seen]
+        fresh: list[str] = []
+        for t in nbrs:  # one of several equivalent neighbours, none already seen
+            if self._key(t) not in seen:
+                fresh.append(t)
+                seen.add(self._key(t))
         self.queue = [fresh[int(i)] for i in self.rng.permutation(len(fresh))]
         if self.order == "model":
             pred = self._predict(self.queue)
@@ -255,7 +282,7 @@ class LocalSearch(Strategy):
             a = best
             for _ in range(self.perturb_steps):
                 a = self.space.mutate(a, self.rng)
-            if a.text not in seen:
+            if self._key(a.text) not in seen:
                 return a.text
         return None
 
