@@ -88,6 +88,15 @@ def test_duplicates_are_not_counted_as_queries(table: Path) -> None:
     assert r["asks"] >= r["queries"]  # Optuna repeats itself; those asks were free
 
 
+def test_same_network_queries_are_counted(table: Path) -> None:
+    """Random search (no skipping) repeats networks; local search with skip_equivalent never."""
+    opts = {"dataset": "toy", "table": str(table)}
+    rnd = run_one(StrategySpec("random", "random"), 0, 300, est_opts=opts)
+    ls = run_one(StrategySpec("local-search", "local-search"), 0, 300, est_opts=opts)
+    assert rnd["same_network"] > 0  # ~40% of nb201 strings repeat another string's network
+    assert ls["same_network"] == 0
+
+
 def test_summary_statistics() -> None:
     runs = [
         {"traj": [0.5, 0.6], "hit": 2, "queries": 2, "asks": 3, "strategy_s": 0.002},
@@ -123,6 +132,8 @@ def test_tiny_run_writes_markdown_png_and_json(table: Path, tmp_path: Path) -> N
     assert f"{100 * res.ceiling:.2f}" in md and "@20" in md
     assert "vs `optuna-direct`" in md and "- @30: `local-search`" in md  # the comparison
     assert "| `random` | " in md.split("val acc @20")[1]  # the validation table
+    every = md.split("Every strategy minus `optuna-direct`")[1]
+    assert "| `local-search` | " in every and "| `random` | " in every
     from nasforge import estimators
 
     est = estimators.get("nb201-table", table=str(table), dataset="toy")

@@ -136,6 +136,9 @@ class _Tracker:
     vals: list[float] = field(default_factory=list)
     lookup_s: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
+    #: space.equivalence_key of every queried arch, and the queries that repeated one
+    networks: set[str] = field(default_factory=set)
+    same_network: int = 0
 
     def evaluate(self, est: Any, space: Any, arch: Any) -> tuple[Any, bool]:
         """The result for ``arch`` and whether it counted as a query (not cached)."""
@@ -146,6 +149,9 @@ class _Tracker:
         self.lookup_s += time.perf_counter() - t0
         self.cache[arch.text] = res
         self.n += 1
+        key = space.equivalence_key(arch)
+        self.same_network += key in self.networks
+        self.networks.add(key)
         val = res.metrics.get("val_accuracy", -math.inf) if res.ok else -math.inf
         if val > self.best_val:  # ties keep the earlier architecture
             self.best_val = val
@@ -195,6 +201,7 @@ def run_one(
         "hit": tr.hit,
         "queries": tr.n,
         "asks": asks,
+        "same_network": tr.same_network,
         "strategy_s": max(0.0, total - tr.lookup_s),
     }
 
@@ -237,6 +244,8 @@ class StrategyResult:
     frac_found: float
     ms_per_query: float
     dup_asks: float
+    #: queries per run of an arch computing the same network as an earlier query
+    same_network: float = 0.0
     sd: list[float] = field(default_factory=list)
     #: validation accuracy of the incumbent (what strategies optimize), mean and CI
     val_mean: list[float] = field(default_factory=list)
@@ -309,6 +318,7 @@ def summarize(
         frac_found=float(np.mean([r["hit"] is not None for r in runs])),
         ms_per_query=1000.0 * sum(r["strategy_s"] for r in runs) / n_q,
         dup_asks=float(np.mean([r["asks"] - r["queries"] for r in runs])),
+        same_network=float(np.mean([r.get("same_network", math.nan) for r in runs])),
         sd=[float(x) for x in np.nan_to_num(sd)],
         val_mean=[float(x) for x in vmean],
         val_ci=[float(x) for x in np.nan_to_num(vci)],
@@ -350,6 +360,36 @@ def compare(res: BenchResult, anchor: str = "optuna-direct") -> list[str]:
             f"({100 * best.frac_found:.0f}% of runs found one); `random` {rmed} "
             f"({100 * rnd.frac_found:.0f}%)"
         )
+    return out + [""]
+
+
+def compare_all(res: BenchResult, anchor: str = "optuna-direct") -> list[str]:
+    """Markdown table: every strategy minus ``anchor`` at every checkpoint, with Welch p.
+
+    The per-checkpoint "best strategy" above may switch strategies between checkpoints;
+    this table shows one strategy's margins everywhere, so no row is picked after the fact.
+    """
+    from scipy import stats
+
+    if anchor not in {r.label for r in res.rows}:
+        return []
+    a = res.row(anchor)
+    out = [f"Every strategy minus `{anchor}` (test accuracy points; Welch p in brackets):", "",
+           "| strategy | " + " | ".join(f"@{c}" for c in res.checkpoints) + " |",
+           "|---|" + "|".join(["--:"] * len(res.checkpoints)) + "|"]  # fmt: skip
+    for r in res.rows:
+        if r.label == anchor:
+            continue
+        cells = [f"`{r.label}`"]
+        for c in res.checkpoints:
+            i = c - 1
+            p = float("nan")
+            if r.seeds > 1 and a.seeds > 1 and (r.sd[i] > 0 or a.sd[i] > 0):
+                p = float(stats.ttest_ind_from_stats(
+                    r.mean[i], r.sd[i], r.seeds, a.mean[i], a.sd[i], a.seeds, equal_var=False
+                ).pvalue)  # fmt: skip
+            cells.append(f"{100 * (r.mean[i] - a.mean[i]):+.2f} ({p:.2g})")
+        out.append("| " + " | ".join(cells) + " |")
     return out + [""]
 
 
@@ -493,7 +533,7 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
     q = res.queries
     head = ["strategy", "seeds"] + [f"test acc @{c}" for c in res.checkpoints]
     head += [f"top-{res.top_k}: median queries", f"top-{res.top_k} found by {q}",
-             "strategy ms/query", "dup asks/run"]  # fmt: skip
+             "strategy ms/query", "dup asks/run", "same-network queries/run"]  # fmt: skip
     lines = [
         f"# {res.space} / {res.dataset}: search strategies on the table",
         "",
@@ -522,7 +562,8 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
             m, ci = r.at(c)
             cells.append(f"{_pct(m)} ± {_pct(ci)}")
         med = f">{q}" if r.median_hit > q else f"{r.median_hit:g}"
-        cells += [med, f"{100 * r.frac_found:.0f}%", f"{r.ms_per_query:.2f}", f"{r.dup_asks:.1f}"]
+        cells += [med, f"{100 * r.frac_found:.0f}%", f"{r.ms_per_query:.2f}", f"{r.dup_asks:.1f}",
+                  f"{r.same_network:.1f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if any(r.val_mean for r in res.rows):
@@ -545,6 +586,7 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += compare(res)
+    lines += compare_all(res)
     if space_size:
         lines.append(
             f"For reference, uniform random sampling without replacement needs a median of "
@@ -555,7 +597,11 @@ def write_report(res: BenchResult, out_dir: Path, space_size: int | None = None)
         "`optuna-direct`: Optuna's default `TPESampler(seed=s)` driven directly with "
         "`trial.suggest_categorical` per choice (no nasforge adapter). "
         "Strategy ms/query: wall-clock time inside the strategy (ask + tell, "
-        "or Optuna's own loop) per counted query, table lookups excluded.",
+        "or Optuna's own loop) per counted query, table lookups excluded. "
+        "Dup asks/run: asks answered from the cache (the same string again, not counted). "
+        "Same-network queries/run: counted queries of an architecture that computes the same "
+        "network as an earlier query (`space.equivalence_key`: an edge that carries nothing, "
+        "or nodes 1 and 2 swapped); strategies with `skip_equivalent` avoid them.",
         "",
         f"{res.queries} queries, wall time {res.wall_s:.0f} s. Regenerate with "
         f"`nasforge bench --space {res.space} --estimator {res.estimator} "
