@@ -228,10 +228,15 @@ def _report(results: dict[tuple[str, str], list[dict[str, Any]]],
         "",
         f"**Machine load**: 1/5/15-min load average {', '.join(f'{v:.1f}' for v in load_before)} "
         f"before and {', '.join(f'{v:.1f}' for v in load_after)} after, on "
-        f"{cpu_count()} cores. Other processes (other people's work on the same machine) were "
-        "running during the measurement, so absolute numbers are lower than on an idle "
-        "machine and ratios are noisy; repeats are interleaved across executors so that "
-        "background load affects them alike.",
+        f"{cpu_count()} cores. " + (
+            "Other processes (other people's work on the same machine) were running during "
+            "the measurement, so absolute numbers are lower than on an idle machine and ratios "
+            "are noisy; "
+            if min(control) < 1.8 else
+            "The control below shows both cores free for a second process, so the ratios "
+            "measure nasforge, not the neighbours; "
+        ) + "repeats are interleaved across executors so that background load affects them "
+        "alike.",
         "",
         f"**Control**: 2 processes vs 1 on a trivially parallel pure-Python loop ran "
         f"{control[0]:.2f}x faster before and {control[-1]:.2f}x after the measurement "
@@ -287,6 +292,10 @@ def _report(results: dict[tuple[str, str], list[dict[str, Any]]],
         "measured here is a lower bound of what an idle machine gives.",
         "- `mean trial cost` is the estimator's own time per trial: it rises when workers "
         "compete with each other (and with the other processes) for the cores.",
+        "- The 2-worker ratio is bounded by 2 x (cost with 2 threads / cost with 1 thread, "
+        "1 worker) x (cost of 1 worker alone / cost of each of 2 at once), both from the "
+        "`mean trial cost` column: what intra-op threads give a single worker and what two "
+        "trials sharing caches and memory bandwidth take from each other.",
         "- 1 worker is measured twice: with the cores // 1 torch threads the pool gives it, and "
         "with 1 thread (what each of 2 workers gets), which separates the gain from running "
         "two trials at once from what extra intra-op threads buy a single trial.",
