@@ -451,8 +451,8 @@ def validation_markdown(result: pd.DataFrame) -> str:
         "(the rest let snip, grad_norm and fisher share one backward: same values, less "
         "compute); network construction excluded (building one took "
         f"{_f(m.get('build_cpu_s', math.nan))} CPU s on average). Wall seconds depend on the "
-        "load of the shared 2-core machine (up to 8 people running jobs). Limit: 0.5 s per "
-        "network per proxy at batch 64 on one core. "
+        f"machine's load (1-min load average {_f(os.getloadavg()[0], 1)} when the report was "
+        "written). Limit: 0.5 s per network per proxy at batch 64 on one core. "
         f"Whole run: {_f(m.get('elapsed_s', math.nan) / 60, 1)} min wall with {m.get('workers')} "
         "worker process(es).",
         *[f"- {n}" for n in m.get("notes", [])],
