@@ -180,26 +180,26 @@ def main(argv: list[str] | None = None) -> int:
     stopped_early = False
     try:
         for wname, w in workloads.items():
-            exs = {name: make() for name, make in _executors().items()}
-            try:
-                for name, ex in exs.items():
-                    warmups[(wname, name)] = _warm(ex, w)
-                    print(f"[{wname}] {name}: warm in {warmups[(wname, name)]:.1f} s", flush=True)
-                for r in range(args.repeats):
-                    if r and time.perf_counter() - t_start > args.budget_s:
-                        stopped_early = True
-                        break
-                    for name, ex in exs.items():
+            for r in range(args.repeats):
+                if r and time.perf_counter() - t_start > args.budget_s:
+                    stopped_early = True
+                    break
+                # one executor alive at a time: an idle Ray cluster (GCS, raylet, ...) or
+                # idle pool workers would otherwise take CPU from the executor being timed
+                for name, make in _executors().items():
+                    ex = make()
+                    try:
+                        warm = _warm(ex, w)
+                        warmups[(wname, name)] = min(warm, warmups.get((wname, name), warm))
                         out = tmp / f"{wname}-{name.replace(' ', '')}-{r}"
                         one = _run_once(ex, w, out)
-                        shutil.rmtree(out, ignore_errors=True)
-                        results.setdefault((wname, name), []).append(one)
-                        print(f"[{wname}] {name} repeat {r + 1}: {one['wall']:.1f} s, "
-                              f"{one['per_hour']:.0f} trials/h (load {one['load']:.1f})",
-                              flush=True)
-            finally:
-                for ex in exs.values():
-                    ex.shutdown(wait=False, cancel_futures=True)
+                    finally:
+                        ex.shutdown(wait=True, cancel_futures=True)
+                    shutil.rmtree(out, ignore_errors=True)
+                    results.setdefault((wname, name), []).append(one)
+                    print(f"[{wname}] {name} repeat {r + 1}: warm {warm:.1f} s, "
+                          f"{one['wall']:.1f} s, {one['per_hour']:.0f} trials/h "
+                          f"(load {one['load']:.1f})", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     control.append(parallel_control())
@@ -244,6 +244,8 @@ def _report(results: dict[tuple[str, str], list[dict[str, Any]]],
         "",
         "Each executor runs the same fixed list of architectures through `nasforge.search` "
         "(a replaying strategy, final training off) after a warm-up trial per worker; "
+        "each repeat starts its executor afresh and shuts it down after, so only the "
+        "executor being timed is alive (an idle Ray cluster costs CPU); "
         "wall time includes the search loop and its SQLite writes. 1 worker gets all cores' "
         "torch threads, 2 workers one share each (`cores // workers`). Median of "
         f"{args.repeats} repeats{' (fewer: time budget reached)' if stopped_early else ''}.",
@@ -302,7 +304,8 @@ def _report(results: dict[tuple[str, str], list[dict[str, Any]]],
         "- Pool workers run with `OMP_WAIT_POLICY=PASSIVE` (unless set): on this busy machine "
         "2 spinning OpenMP threads made a synflow trial 10-15x slower than 1 thread "
         "(passive: ~10 % slower).",
-        "- Warm-up is the one-off cost of starting the workers (fork server with torch "
+        "- Warm-up (the fastest of the repeats) is the one-off cost of starting the workers "
+        "(fork server with torch "
         "preloaded for the pool; `ray.init` and Ray workers importing torch for Ray).",
         "",
     ]
