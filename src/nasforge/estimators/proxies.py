@@ -114,7 +114,7 @@ def _frozen(net: nn.Module) -> Iterator[None]:
 def _channels_last(net: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     """Run ``net`` channels-last on image batches, restoring its layout afterwards.
 
-    oneDNN's convolutions forward *and* backward are 1.7-1.9x faster channels-last on a
+    oneDNN's convolutions forward *and* backward are 1.5-1.7x faster channels-last on a
     CPU core (NB201 C=16 N=5, batch 64: a loss backward 0.63 s -> 0.39 s), which is what
     keeps the gradient proxies within 0.5 s; values agree with the default layout to
     float32 rounding. Non-image inputs pass through unchanged.
