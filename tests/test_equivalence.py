@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nasforge import spaces, strategies
+from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.nb201 import EDGES, OP_NAMES, NB201Space, format_ops, functional_ops
 
@@ -139,3 +140,14 @@ def test_strategies_skip_equivalent_archs(name: str, skip: bool) -> None:
     again = strategies.get(name, space=sp, seed=3, skip_equivalent=skip, **opts)
     again.load_state_dict(st_.state_dict())
     assert again.ask().arch == st_.ask().arch
+
+
+@pytest.mark.parametrize("name, option", [("local-search", "skip_equivalent"),
+                                          ("bananas", "skip_equivalent"),
+                                          ("bananas", "bootstrap")])  # fmt: skip
+def test_flag_options_refuse_non_booleans(name: str, option: str) -> None:
+    """A typo like ``--strategy-opt skip_equivalent=flase`` must not silently mean true."""
+    sp = spaces.get("nb201")
+    with pytest.raises(NasforgeError, match=f"{option} must be true or false"):
+        strategies.get(name, space=sp, seed=0, **{option: "flase"})
+    assert getattr(strategies.get(name, space=sp, seed=0, **{option: False}), option) is False

@@ -47,7 +47,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Strategy, Suggestion, check_flag
 from nasforge.strategies.encodings import ENCODINGS, make_encoder
 
 ACQUISITIONS = ("its", "ei", "ucb")
@@ -244,9 +244,9 @@ class Bananas(Strategy):
         self.retrain_every = retrain_every
         self.max_retries = max_retries
         self.loss = loss
-        self.bootstrap = bool(bootstrap)
+        self.bootstrap = check_flag("bootstrap", bootstrap)
         self.prior_scale = float(prior_scale)
-        self.skip_equivalent = bool(skip_equivalent)
+        self.skip_equivalent = check_flag("skip_equivalent", skip_equivalent)
         self.encoder = make_encoder(space, encoding)
 
         self.told: list[tuple[Arch, float]] = []

@@ -21,6 +21,17 @@ from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` if it is a bool, else a clear error.
+
+    ``--strategy-opt skip_equivalent=false`` arrives as ``False``; a typo such as ``=flase``
+    arrives as a string, which ``bool()`` would silently read as true.
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise NasforgeError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """An architecture to evaluate, and at which fidelity (None: the estimator's default)."""

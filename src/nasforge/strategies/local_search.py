@@ -22,7 +22,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Strategy, Suggestion, check_flag
 
 #: what to do at a local optimum: fresh random samples; a few random mutations of the best
 #: arch so far (iterated local search); or climb on from the best arch whose
@@ -110,7 +110,7 @@ class LocalSearch(Strategy):
         self.order = order
         self.ridge = float(ridge)
         self.max_retries = int(max_retries)
-        self.skip_equivalent = bool(skip_equivalent)
+        self.skip_equivalent = check_flag("local-search: skip_equivalent", skip_equivalent)
         self._keys: dict[str, str] = {}  # text -> space.equivalence_key (a memo)
         self.expanded: set[str] = set()  # archs whose neighbourhood has been fully scanned
         self.scores: dict[str, float] = {}  # told archs -> score (larger is better)
