@@ -146,10 +146,10 @@ class _Tracker:
             return self.cache[arch.text], False
         t0 = time.perf_counter()
         res = est.evaluate(arch, space)
+        key = space.equivalence_key(arch)  # the harness's bookkeeping, not the strategy's time
         self.lookup_s += time.perf_counter() - t0
         self.cache[arch.text] = res
         self.n += 1
-        key = space.equivalence_key(arch)
         self.same_network += key in self.networks
         self.networks.add(key)
         val = res.metrics.get("val_accuracy", -math.inf) if res.ok else -math.inf

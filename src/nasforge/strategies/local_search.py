@@ -152,9 +152,8 @@ class LocalSearch(Strategy):
         return k
 
     def _random(self) -> str:
-        seen = self._seen()
-        key = (lambda a: self._key(a.text)) if self.skip_equivalent else None
-        return sample_unseen(self.space, self.rng, seen, self.max_retries, key).text
+        key = lambda a: self._key(a.text)  # noqa: E731 - the text itself without skip_equivalent
+        return sample_unseen(self.space, self.rng, self._seen(), self.max_retries, key).text
 
     def ask(self) -> Suggestion:
         text: str | None = None
