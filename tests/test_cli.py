@@ -16,7 +16,7 @@ from PIL import Image
 import nasforge
 import nasforge.experiment as experiment
 from nasforge import estimators, spaces, strategies
-from nasforge.cli import SEARCH_DEFAULTS, main, parse_options
+from nasforge.cli import DEFAULT_TIME_BUDGET, SEARCH_DEFAULTS, main, parse_options
 from nasforge.errors import NasforgeError
 from nasforge.experiment import SearchResult
 
@@ -133,29 +133,38 @@ def captured(monkeypatch, tmp_path):
     return calls
 
 
-def test_default_search_on_digits(captured, capsys, tmp_path):
+def test_default_search_on_digits_is_a_planned_time_budget(captured, capsys, tmp_path):
     code, out, _ = run(["search", "--dataset", "digits", "--out", tmp_path / "r"], capsys)
     assert code == 0
     (kw,) = captured
-    d = SEARCH_DEFAULTS["digits"]
-    assert kw["space"] == "cnn" and kw["strategy"] == "evolution" and kw["estimator"] == "train"
-    assert kw["trials"] == 10 and kw["time_budget"] is None
-    assert kw["estimator_options"] == {"epochs": d["epochs"], "data_fraction": d["data_fraction"]}
-    assert kw["final_epochs"] == d["final_epochs"] and kw["final_train"] is True
+    # the plan (successive halving over seconds) is chosen by search(): strategy None
+    assert kw["space"] == "cnn" and kw["strategy"] is None and kw["estimator"] == "train"
+    assert kw["trials"] is None and kw["time_budget"] == DEFAULT_TIME_BUDGET["digits"]
+    assert kw["estimator_options"] is None and kw["final_epochs"] is None
+    assert kw["final_train"] is True and kw["budget_spent"] >= 0
     assert str(tmp_path / "r") in out
 
 
-def test_default_search_on_fashion_mnist_is_short(captured, capsys, tmp_path, monkeypatch):
+def test_trials_without_time_budget_keep_the_epoch_defaults(captured, capsys, tmp_path):
+    code, _, _ = run(["search", "--dataset", "digits", "--trials", "10", "--out",
+                      tmp_path / "r"], capsys)
+    assert code == 0
+    (kw,) = captured
+    d = SEARCH_DEFAULTS["digits"]
+    assert kw["strategy"] == "evolution" and kw["trials"] == 10 and kw["time_budget"] is None
+    assert kw["estimator_options"] == {"epochs": d["epochs"], "data_fraction": d["data_fraction"]}
+    assert kw["final_epochs"] == d["final_epochs"]
+
+
+def test_default_search_on_fashion_mnist_is_five_minutes(captured, capsys, tmp_path,
+                                                          monkeypatch):
     import nasforge.data as D
 
     monkeypatch.setattr(D, "fashion_mnist_available", lambda data_dir=None: True)
     code, _, _ = run(["search", "--out", tmp_path / "r"], capsys)  # dataset auto
     assert code == 0
     (kw,) = captured
-    assert kw["dataset"] == "auto"
-    assert kw["estimator_options"]["epochs"] == 1
-    assert kw["estimator_options"]["data_fraction"] <= 0.2
-    assert kw["final_epochs"] <= 3
+    assert kw["dataset"] == "auto" and kw["time_budget"] == 300.0
 
 
 def test_auto_falls_back_to_digits_defaults(captured, capsys, tmp_path, monkeypatch):
@@ -163,7 +172,7 @@ def test_auto_falls_back_to_digits_defaults(captured, capsys, tmp_path, monkeypa
 
     monkeypatch.setattr(D, "fashion_mnist_available", lambda data_dir=None: False)
     run(["search", "--out", tmp_path / "r"], capsys)
-    assert captured[0]["final_epochs"] == SEARCH_DEFAULTS["digits"]["final_epochs"]
+    assert captured[0]["time_budget"] == DEFAULT_TIME_BUDGET["digits"]
 
 
 def test_explicit_options_win_and_are_passed(captured, capsys, tmp_path):
@@ -177,7 +186,7 @@ def test_explicit_options_win_and_are_passed(captured, capsys, tmp_path):
     assert code == 0, err
     (kw,) = captured
     assert kw["trials"] is None and kw["time_budget"] == 120.0  # time budget alone: no trial cap
-    assert kw["seed"] == 4 and kw["final_epochs"] == 1 and kw["progress"] is False
+    assert kw["seed"] == 4 and kw["final_epochs"] == 1 and kw["progress"] == "phases"
     assert kw["space"] == "nb201" and kw["space_options"] == {"C": 8}
     assert kw["strategy_options"] == {"population_size": 4}
     assert kw["estimator_options"] == {"epochs": 2, "data_fraction": 0.5, "batch_size": 64}

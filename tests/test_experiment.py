@@ -236,14 +236,16 @@ def test_time_budget_is_total_over_resumes(tmp_path):
     assert 2 <= n1 <= 14  # ~0.6 s of 0.05 s trials, with generous slack for a busy machine
     assert wall < 10
     el1 = RunStore.open(out).get_meta("elapsed_s")
-    assert 0.6 <= el1 < 0.6 + 2.0  # stopped asking once the budget was spent
+    # stopped asking once the budget was spent (the budget is the whole job: loading the
+    # data counts too, so the search itself gets a little less than 0.6 s)
+    assert 0.4 <= el1 < 0.6 + 2.0
     # the budget is spent: resuming with the same budget runs nothing more
     assert len(resume(out, progress=False).trials) == n1
     # a larger total budget continues from the elapsed time already spent
     res2 = resume(out, time_budget=1.2, progress=False)
     assert len(res2.trials) > n1
     el2 = RunStore.open(out).get_meta("elapsed_s")
-    assert 1.2 <= el2 < 1.2 + 2.0
+    assert 0.9 <= el2 < 1.2 + 2.0
 
 
 def test_trials_and_time_whichever_first(tmp_path):
@@ -340,8 +342,9 @@ def test_end_to_end_digits_cnn_train_with_final_retrain_and_export(tmp_path):
     ok = [t for t in res.trials if t.ok]
     assert res.best_arch.text == max(ok, key=lambda t: (t.metrics["val_accuracy"], -t.id)).arch
     tm = res.test_metrics
-    for k in ("test_accuracy", "test_loss", "params", "flops", "latency_ms", "val_accuracy"):
+    for k in ("test_accuracy", "test_loss", "params", "flops", "latency_ms"):
         assert k in tm and math.isfinite(tm[k])
+    assert "val_accuracy" not in tm  # the final model trains on the validation split too
     assert tm["epochs"] == 4
     assert tm["test_accuracy"] > 0.3  # 10 classes: well above chance after 4 epochs
     assert res.model_dir == out / "best"

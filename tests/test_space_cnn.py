@@ -96,7 +96,7 @@ def test_string_and_json_round_trip(seed: int) -> None:
     assert SPACE.from_json(SPACE.to_json(a)) == a
     assert SPACE.from_json(a.to_json()) == a
     # the string has one token per active block plus stem and dropout
-    assert len(a.text.split("|")) == int(a["n_blocks"]) + 2
+    assert len(a.text.split("|")) == int(a["n_blocks"]) + 2 + (a["head"] != "gap")
 
 
 @HSET
@@ -143,7 +143,7 @@ def test_inactive_changes_are_invisible_and_active_ones_are_not(seed: int) -> No
     for c in SPACE.choices():
         if not SPACE.is_active(c.name, d):
             assert d[c.name] == c.options[0]
-    n_pool = sum(1 for b in SPACE.blocks(a) if b.type == "pool")
+    n_pool = sum(1 for b in SPACE.blocks(a) if b.type in ("pool", "maxpool", "avgpool"))
     assert (n_inactive > 0) == (int(a["n_blocks"]) < SPACE.max_blocks or n_pool > 0)
 
 
@@ -173,9 +173,10 @@ def test_size_matches_brute_force(cfg: dict) -> None:
 
 
 def test_default_size_and_lazy_enumeration() -> None:
-    n_conv = 3 * 3 * 4 * 4 * 2 * 2  # conv types * kernels * widths * acts * skip * down
-    per_block = n_conv + 2  # + pool with/without down
-    expected = 3 * 4 * sum(per_block**n for n in range(1, 7))
+    # conv types * kernels * widths * acts * skip * down * block dropouts
+    n_conv = 3 * 3 * 8 * 4 * 2 * 2 * 3
+    per_block = n_conv + 2 * 3 + 2 * 3  # + pool with/without down, 2x2 max/avg pools
+    expected = 6 * 3 * 6 * sum(per_block**n for n in range(1, 11))  # stems, heads, dropouts
     assert SPACE.size == expected
     first = list(itertools.islice(SPACE.enumerate(), 50))
     assert len(set(first)) == 50
@@ -237,7 +238,10 @@ def test_encode_fixed_length_one_hot_of_active(seed: int) -> None:
         ("stem16|dense-k3-w32-relu|drop0.1", "dense-k3-w32-relu"),
         ("stem16|pool-skip|drop0.1", "pool-skip"),
         ("stem16|pool-k3|drop0.1", "pool-k3"),
-        ("stem16|conv-k3-w32-relu|drop0.3", "drop0.3"),
+        ("stem16|conv-k3-w32-relu|drop0.35", "drop0.35"),
+        ("stem16|maxpool-down|drop0.1", "maxpool-down"),
+        ("stem16|conv-k3-w32-relu-drop0.7|drop0.1", "conv-k3-w32-relu-drop0.7"),
+        ("stem16|conv-k3-w32-relu|fc7x|drop0.1", "fc7x"),
         ("stem16|conv-k3-w32-relu|dropx", "dropx"),
         ("stem16|conv-k3-w32-relu|0.1", "0.1"),
         ("stem16||drop0.1", ""),
@@ -250,8 +254,8 @@ def test_bad_strings_name_the_bad_token(text: str, bad: str) -> None:
 
 
 def test_bad_block_count_and_shape_of_string() -> None:
-    with pytest.raises(ArchParseError, match="7 blocks"):
-        SPACE.parse("stem16|" + "pool|" * 7 + "drop0.0")
+    with pytest.raises(ArchParseError, match="11 blocks"):
+        SPACE.parse("stem16|" + "pool|" * 11 + "drop0.0")
     with pytest.raises(ArchParseError, match="0 blocks"):
         SPACE.parse("stem16|drop0.0")
     with pytest.raises(ArchParseError):

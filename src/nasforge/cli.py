@@ -49,6 +49,8 @@ _current_run: dict[str, str | None] = {"dir": None}
 # defaults of `nasforge search` with the training estimator, per data set: a first run
 # must finish in minutes on 2 CPU cores (Fashion-MNIST: ~3-5 min, digits: seconds)
 DEFAULT_TRIALS = 10
+#: the whole job's wall-clock time when neither --trials nor --time-budget is given
+DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0}
 SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"epochs": 1, "data_fraction": 0.1, "final_epochs": 2},
     "digits": {"epochs": 3, "data_fraction": 1.0, "final_epochs": 10},
@@ -392,8 +394,10 @@ def search(
 ) -> None:
     """Search for a network; the best one is retrained and saved to RUN_DIR/best.
 
-    The defaults are a short search (10 trials of 1 epoch on 10 % of Fashion-MNIST,
-    then 2 epochs on all of it: a few minutes on 2 CPU cores).
+    --time-budget is the whole job (search, final training, test and export), planned and
+    printed before it starts. The default is a 5-minute job on Fashion-MNIST (1 minute
+    on digits, 3 on an image folder); --trials N without a time budget runs N trials and
+    a final training of --final-epochs instead.
     """
     from nasforge import spaces, strategies
 
@@ -416,7 +420,13 @@ def search(
     if early_stopping:
         estimator_options["early_stopping"] = True
     kind = _dataset_kind(dataset, data_dir)
-    defaults = SEARCH_DEFAULTS[kind] if estimator == "train" else {}
+    from nasforge import estimators as E
+
+    timed = getattr(E.registry.factory(estimator), "time_fidelity", None) is not None
+    if tb is None and trials is None and timed:  # the default job: a planned time budget
+        tb = DEFAULT_TIME_BUDGET[kind]
+    # with a time budget the plan chooses trial fidelities and the final training's length
+    defaults = SEARCH_DEFAULTS[kind] if estimator == "train" and tb is None else {}
     for name, given in (("epochs", epochs), ("data_fraction", data_fraction)):
         if given is not None:
             if name in estimator_options and estimator_options[name] != given:
@@ -432,7 +442,13 @@ def search(
     if final_epochs is None:
         final_epochs = defaults.get("final_epochs")
     n_trials = trials if trials is not None else (None if tb is not None else DEFAULT_TRIALS)
-    shown = strategy or ("nsga2" if objectives and len(objectives) > 1 else "evolution")
+    multi = bool(objectives and len(objectives) > 1)
+    planned = (tb is not None and timed and not multi and epochs is None
+               and data_fraction is None and not {"epochs", "data_fraction", "seconds"}
+               & set(estimator_options))
+    shown = strategy or ("nsga2" if multi else "successive-halving" if planned
+                         else "evolution")
+    from nasforge.budget import process_age
     from nasforge.experiment import default_run_dir
     from nasforge.experiment import search as run_search
 
@@ -443,7 +459,7 @@ def search(
     result = run_search(
         dataset,
         space=space,
-        strategy=shown,
+        strategy=None if planned and strategy is None else shown,
         estimator=estimator,
         trials=n_trials,
         time_budget=tb,
@@ -456,8 +472,9 @@ def search(
         final_train=not no_final_train,
         final_epochs=final_epochs,
         data_dir=data_dir,
-        progress=not no_progress,
+        progress="phases" if no_progress else True,
         objectives=objectives,
+        budget_spent=process_age() if tb is not None else 0.0,
         constraints=constraints,
         **execution,
     )
@@ -485,7 +502,8 @@ def resume_cmd(
     from nasforge.experiment import resume as run_resume
 
     _report(
-        run_resume(run_dir, trials=trials, time_budget=tb, progress=not no_progress, **execution)
+        run_resume(run_dir, trials=trials, time_budget=tb,
+               progress="phases" if no_progress else True, **execution)
     )
 
 

@@ -75,6 +75,20 @@ TEST_FRACTION = 0.2
 MIN_SIZE = 8
 
 
+def default_augment(dataset: object) -> str:
+    """The augmentation a time-budgeted job trains with when none is given: horizontal
+    flips for Fashion-MNIST (clothes are mirror-symmetric; measured to help), none for
+    anything else (a flipped digit or letter is another symbol; give ``augment`` for
+    your own images if mirrors keep their class)."""
+    name = getattr(dataset, "name", dataset)
+    if not isinstance(name, str):
+        return "none"
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key == "auto":
+        key = "fashion-mnist" if fashion_mnist_available() else "digits"
+    return "flip" if key == "fashion-mnist" else "none"
+
+
 def dataset_names() -> list[str]:
     """Built-in dataset names accepted by :func:`load_dataset` (besides a folder path)."""
     return list(_NAMES)

@@ -325,6 +325,38 @@ def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
     return specs, [str(c) for c in cons] or None, strategy, s_opts, e_opts
 
 
+def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
+             strategy_options: Mapping[str, Any] | None, estimator: str | Estimator,
+             estimator_options: Mapping[str, Any] | None, objectives: Any
+             ) -> tuple[str | Strategy | None, dict[str, Any], dict[str, Any]]:
+    """The strategy and estimator options a time-budgeted job runs with.
+
+    An estimator with a time fidelity (``Estimator.time_fidelity``) gets the planned
+    recipe (options the user gave win); with no strategy chosen and one objective, the
+    search is the plan's successive halving over that fidelity.
+    """
+    from nasforge.budget import RECIPE
+    from nasforge.data import default_augment
+
+    s_opts, e_opts = dict(strategy_options or {}), dict(estimator_options or {})
+    factory = estimators.registry.factory(estimator) if isinstance(estimator, str) else None
+    time_key = getattr(factory if factory is not None else estimator, "time_fidelity", None)
+    if time_key is None or not isinstance(estimator, str):
+        return strategy, s_opts, e_opts
+    names, var_kw = _accepted(factory)
+    recipe = {**RECIPE, "augment": default_augment(dataset)}
+    for k, v in recipe.items():
+        if (k in names or var_kw) and k not in e_opts:
+            e_opts[k] = v
+    single = objectives is None or isinstance(objectives, str) or len(list(objectives)) < 2
+    if strategy is None and single and not {"epochs", "data_fraction", time_key} & set(e_opts):
+        strategy = "successive-halving"
+        opts = plan.strategy_options()
+        opts["resource"] = time_key
+        s_opts = {**opts, **s_opts}
+    return strategy, s_opts, e_opts
+
+
 def _rebuild(config: Mapping[str, Any], run_dir: Path) -> _Setup:
     """The components of a stored run, from its config alone."""
     try:
@@ -402,7 +434,9 @@ class _Display:
         self.enabled = enabled
         self.bar = None
         self.task: Any = None
-        if enabled and not _quiet_env() and self.console.is_terminal:
+        # progress="phases" (the command line's --no-progress): no live bar, but the plan
+        # and phase lines and the summary are still printed
+        if enabled is True and not _quiet_env() and self.console.is_terminal:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -421,9 +455,31 @@ class _Display:
             self.task = self.bar.add_task("search", total=total, completed=done, best="")
             self.bar.start()
 
+    @property
+    def total(self) -> float | None:
+        return None if self.bar is None else self.bar.tasks[0].total
+
+    @total.setter
+    def total(self, value: float | None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, total=value)
+
     def update(self, done: float, best: str) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=done, best=best)
+
+    def log(self, text: str) -> None:
+        """A phase line (the plan, the final training): printed even without the live
+        display, so a quiet run still says what it is doing; only NASFORGE_NO_PROGRESS
+        or ``progress=False`` silence it."""
+        if not self.enabled or _quiet_env():
+            return
+        from rich.markup import escape
+
+        if self.bar is not None:
+            self.bar.console.print(escape(text))
+        else:
+            print(f"nasforge: {text}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -481,6 +537,9 @@ class _Loop:
         self.t0 = time.monotonic()
         self.in_flight: dict[cf.Future, tuple[int, Suggestion]] = {}
         self.n_done = store.n_completed()
+        #: the fidelity key of a trial's training seconds: a trial that would not end
+        #: within the time budget is not started (set by a job plan)
+        self.fit_fidelity: str | None = None
         strat = setup.strategy
         best = store.best(strat.metric, strat.mode)
         self.best = None if best is None else float(best.metrics[strat.metric])
@@ -503,6 +562,19 @@ class _Loop:
             return ""
         return f"best {self.setup.strategy.metric} {self.best:.4g}"
 
+    def _fits(self, sugg: Suggestion) -> bool:
+        """Whether a trial budgeted in training seconds ends inside the time budget (the
+        ask is not stored otherwise: a resumed run asks it again)."""
+        from nasforge.budget import TRIAL_OVERHEAD_S
+
+        if self.fit_fidelity is None or self.time_budget is None:
+            return True
+        secs = (sugg.fidelity or {}).get(self.fit_fidelity)
+        if secs is None or self.n_done == 0:  # the job needs one candidate in any case
+            return True
+        # the plan's per-trial overhead is an estimate: allow half of it as slack
+        return self.elapsed() + float(secs) + 0.5 * TRIAL_OVERHEAD_S <= self.time_budget
+
     def _submit(self, tid: int, sugg: Suggestion) -> None:
         # only (arch, fidelity) travels per trial: the context was bound once in run()
         fut = self.executor.submit_trial(sugg.arch, sugg.fidelity)
@@ -522,6 +594,9 @@ class _Loop:
         while True:
             while len(self.in_flight) < self.executor.max_workers and self.budget_left():
                 sugg = strat.ask()
+                if not self._fits(sugg):
+                    self.time_budget = self.elapsed()  # the rest goes to the final training
+                    break
                 tid = store.start_trial(
                     sugg.arch.text, sugg.arch.to_json(), sugg.fidelity, strat.state_dict(),
                     strat.n_told, meta={"elapsed_s": self.elapsed()},
@@ -619,7 +694,8 @@ def _install(staging: Path, target: Path) -> None:
 
 
 def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[TrialRecord],
-                 final_epochs: int | None, display: _Display
+                 final_epochs: int | None, display: _Display,
+                 final_seconds: float | None = None
                  ) -> tuple[TrialRecord | None, dict[str, Any], Path | None, str | None]:
     """Retrain the best feasible architecture on the full training split, test it, export it.
 
@@ -636,7 +712,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
     import torch
 
     from nasforge.estimators.training import evaluate_model, runtime_names, train_model
-    from nasforge.export import SUMMARY_FILE, _write_json, save_best
+    from nasforge.export import SUMMARY_FILE, _write_json, save_best, with_tta
     from nasforge.reporting import run_constraints
 
     space, est = setup.space, setup.estimator
@@ -645,7 +721,9 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
     epochs = int(final_epochs) if final_epochs else max(3, 3 * search_epochs)
     seed = int(setup.config["seed"])
     kw = {k: cfg[k] for k in ("batch_size", "optimizer", "lr", "weight_decay",
-                              "label_smoothing", "device") if cfg.get(k) is not None}
+                              "label_smoothing", "device", "augment", "warmup")
+          if cfg.get(k) is not None}
+    t_final = time.monotonic()
     device = kw.get("device", "cpu")
     constraints = run_constraints(setup.config)
     onnx_bound = any("onnx" in c.metric or c.metric.endswith("_b32") for c in constraints)
@@ -666,30 +744,44 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
                 display.print(f"[yellow]skipping trial {rec.id}[/]: {rejected[-1]}")
                 continue
         retrains += 1
-        display.print(f"[bold]final training[/] of trial {rec.id} ({arch.text}) for {epochs} "
-                      f"epochs on {len(data.y_train)} training examples")
+        n_all = len(data.y_train) + len(data.y_val)
+        secs = None
+        if final_seconds is not None:  # a retry after a rejected model gets what is left
+            secs = max(1.0, final_seconds - (time.monotonic() - t_final))
+            what = f"for {secs:.0f} s (the time left, less the reserve)"
+        else:
+            what = f"for {epochs} epochs"
+        display.log(f"final training of trial {rec.id} ({arch.text}) {what} on all {n_all} "
+                    "training and validation examples")
         store.set_meta(status="final_training")
         t0 = time.perf_counter()
-        hist = train_model(model, data, epochs=epochs, data_fraction=1.0, resolution=None,
-                           seed=seed, **kw)
+        hist = train_model(model, data, epochs=epochs if secs is None else 10**6,
+                           data_fraction=1.0, resolution=None, seed=seed, seconds=secs,
+                           include_val=True, **kw)
+        display.log(f"final training done: {hist['epochs']:.3g} epochs in "
+                    f"{time.perf_counter() - t0:.0f} s; testing and exporting")
         train_time = time.perf_counter() - t0
-        test_acc, test_loss = evaluate_model(model, data.x_test, data.y_test, device=device)
-        model.to("cpu").eval()
+        # trained on mirrored images: serve the average over the image and its mirror
+        tta = "flip" if str(kw.get("augment", "none")).startswith("flip") else None
+        served = with_tta(model, tta)
+        test_acc, test_loss = evaluate_model(served, data.x_test, data.y_test, device=device)
+        plain_acc = (evaluate_model(model, data.x_test, data.y_test, device=device)[0]
+                     if tta else test_acc)
+        served.to("cpu").eval()
         final: dict[str, Any] = {
             "test_accuracy": test_acc,
+            "test_accuracy_no_tta": plain_acc,
             "test_loss": test_loss,
-            "val_accuracy": hist["val_accuracy"],
-            "val_loss": hist["val_loss"],
-            **_cost_metrics(model, data.input_shape, onnx=False),
+            **_cost_metrics(served, data.input_shape, onnx=False),
             "epochs": hist["epochs"],
             "train_time_s": train_time,
         }
         shutil.rmtree(staging, ignore_errors=True)
         save_best(staging, model, arch, space, data, final,
                   extra={"trial_id": rec.id, "search_metrics": rec.metrics,
-                         "run_dir": str(store.run_dir)})
+                         "run_dir": str(store.run_dir)}, tta=tta)
         shipped = staging / "model.onnx"
-        final.update(_cost_metrics(model, data.input_shape, onnx=True,
+        final.update(_cost_metrics(served, data.input_shape, onnx=True,
                                    onnx_path=shipped if shipped.is_file() else None))
         bad = _broken({**rec.metrics, **final}, constraints)
         if bad:
@@ -754,13 +846,18 @@ def search(
     retries: int = 1,
     objectives: str | Sequence[str] | None = None,
     constraints: str | Sequence[str] | Mapping[str, Any] | None = None,
+    budget_spent: float = 0.0,
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
 
-    ``trials`` counts completed (ok or failed) trials and ``time_budget`` (seconds or
-    ``"10m"``) the search's wall-clock time, both summed over resumes; the search stops
-    asking at whichever comes first. ``resume=True`` continues the run in ``out`` if there
-    is one (its configuration must match). Ctrl-C stores everything, prints how to resume
+    ``time_budget`` (seconds or ``"10m"``) is the wall-clock time of the *whole job*:
+    search, final training, test and export (see :mod:`nasforge.budget`; the plan is
+    printed first). ``budget_spent`` seconds of it are already gone (the command line
+    counts its start-up). Without another strategy the search is successive halving over
+    training seconds, known-good designs first; the final training gets the time left.
+    ``trials`` counts completed (ok or failed) trials (summed over resumes); with both,
+    the search stops asking at whichever comes first. ``resume=True`` continues the run
+    in ``out`` if there is one (its configuration must match). Ctrl-C stores everything, prints how to resume
     and re-raises ``KeyboardInterrupt``. ``dataset_options`` go to :func:`load_dataset`
     (``val_fraction``, ``image_size``, ``max_train``).
 
@@ -779,7 +876,19 @@ def search(
     feasible one is tried, and if none is left ``feasible`` is False and nothing is
     exported. Multi-objective/constrained runs also write ``pareto.md``/``pareto.png``.
     """
+    t_call = time.monotonic()
     budget = _budget(trials, time_budget)
+    plan = None
+    if budget["time_budget"] is not None:  # the whole job fits the time: plan the split
+        from nasforge.budget import plan_job
+
+        est_needs_data = (estimator.needs_data if isinstance(estimator, Estimator) else
+                          getattr(estimators.registry.factory(estimator), "needs_data", True))
+        plan = plan_job(budget["time_budget"], budget_spent,
+                        search_only=not (final_train and est_needs_data))
+        budget["plan"] = plan.to_json()
+        strategy, strategy_options, estimator_options = _planned(
+            plan, dataset, strategy, strategy_options, estimator, estimator_options, objectives)
     goal_objs, goal_cons, strategy, strategy_options, estimator_options = _goals(
         objectives, constraints, strategy, strategy_options, estimator, estimator_options)
     execution = _execution(executor, workers, ray_address, trial_timeout, retries)
@@ -823,7 +932,8 @@ def search(
                                           "final_train": final_train,
                                           "final_epochs": final_epochs})
     return _session(store, setup, data, budget, final_train=final_train,
-                    final_epochs=final_epochs, progress=progress, executor=execution)
+                    final_epochs=final_epochs, progress=progress, executor=execution,
+                    t_call=t_call)
 
 
 def resume(
@@ -845,6 +955,7 @@ def resume(
     search); by default the run continues to the budget it was started with. Execution
     options (see :func:`search`) not given are those the run was last started with.
     """
+    t_call = time.monotonic()
     run_dir = Path(run_dir)
     # bad options fail before the store is opened: a refused resume changes nothing
     if trials is not None:
@@ -869,6 +980,14 @@ def resume(
         else:
             budget = _budget(trials if trials is not None else old.get("trials"),
                              time_budget if time_budget is not None else old.get("time_budget"))
+        if old.get("plan") and budget["time_budget"] is not None:
+            from nasforge.budget import JobPlan
+
+            plan = JobPlan.from_json(old["plan"])
+            if budget["time_budget"] != plan.total_s:  # a new total: the search part grows
+                plan.search_s = max(0.0, plan.search_s + budget["time_budget"] - plan.total_s)
+                plan.total_s = budget["time_budget"]
+            budget["plan"] = plan.to_json()
         setup = _rebuild(config, run_dir)
         data = _load_data(setup, run_dir)
     except BaseException:
@@ -876,13 +995,22 @@ def resume(
         raise
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=config.get("final_epochs"), progress=progress,
-                    executor=execution)
+                    executor=execution, t_call=t_call)
 
 
 def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[str, Any],
              *, final_train: bool, final_epochs: int | None, progress: bool,
-             executor: Executor | dict[str, Any]) -> SearchResult:
-    """Run one session of a run (fresh or resumed) to the end of its budget."""
+             executor: Executor | dict[str, Any], t_call: float | None = None
+             ) -> SearchResult:
+    """Run one session of a run (fresh or resumed) to the end of its budget.
+
+    With a job plan (a time budget) the search stops at its share and the final training
+    gets what is left of the whole budget, minus the reserve for testing and export.
+    """
+    from nasforge.budget import JobPlan
+
+    t_call = time.monotonic() if t_call is None else t_call
+    plan = JobPlan.from_json(budget["plan"]) if budget.get("plan") else None
     own_executor = not isinstance(executor, Executor)
     spec = executor if isinstance(executor, dict) else None
     ex: Executor | None = executor if isinstance(executor, Executor) else None
@@ -911,7 +1039,19 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             config["execution"] = spec
         store.set_meta(config=config, status="running")
         display = _Display(progress, total, 0, unit)
+        if plan is not None and not store.trials():
+            for line in plan.describe():
+                display.log(line)
         loop = _Loop(store, setup, data, budget, ex, display)
+        if plan is not None:  # the search's share, less what loading already spent
+            if not store.trials():  # fixed once: a resumed run continues to the same total
+                plan.search_s = max(0.0, plan.search_s - (time.monotonic() - t_call))
+                budget["plan"] = plan.to_json()
+                store.set_meta(config={**config, "budget": budget})
+            loop.time_budget = plan.search_s
+            loop.fit_fidelity = setup.estimator.time_fidelity
+            display.total = loop.time_budget
+            setup.estimator.deadline = time.time() + max(0.0, loop.time_budget - loop.elapsed())
         display.update(loop.progress(), loop.best_text())
         loop.run()
         if own_executor:  # free the workers (and their copies of the data) before retraining
@@ -919,8 +1059,12 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         store.set_meta(status="searched", elapsed_s=loop.elapsed())
         display.stop()
         cands, why = _candidates(store, setup, store.trials())
+        final_seconds = None
+        if plan is not None:  # what is left of the whole budget, less the reserve
+            job_elapsed = plan.spent_s + loop.prior + (time.monotonic() - t_call)
+            final_seconds = max(1.0, plan.total_s - plan.reserve_s - job_elapsed)
         best, test_metrics, model_dir, unmet = _final(store, setup, data, cands, final_train,
-                                                      final_epochs, display)
+                                                      final_epochs, display, final_seconds)
         why = why or unmet
         store.set_meta(status="finished")
         trials = store.trials()
@@ -1033,7 +1177,8 @@ def _candidates(store: RunStore, setup: _Setup,
 
 
 def _final(store: RunStore, setup: _Setup, data: Dataset | None, cands: list[TrialRecord],
-           final_train: bool, final_epochs: int | None, display: _Display
+           final_train: bool, final_epochs: int | None, display: _Display,
+           final_seconds: float | None = None
            ) -> tuple[TrialRecord | None, dict[str, Any], Path | None, str | None]:
     """The returned trial, its test metrics and model dir (retrained now, or in an earlier
     session), and why no model is returned when every candidate broke a constraint."""
@@ -1054,7 +1199,7 @@ def _final(store: RunStore, setup: _Setup, data: Dataset | None, cands: list[Tri
         chosen = next((t for t in cands if t.id == done.get("trial_id")), best)
         return (chosen, dict(done["metrics"]),
                 None if done.get("model_dir") is None else model_dir, None)
-    return _final_train(store, setup, data, cands, final_epochs, display)
+    return _final_train(store, setup, data, cands, final_epochs, display, final_seconds)
 
 
 def _write_reports(store: RunStore, setup: _Setup, trials: list[TrialRecord],

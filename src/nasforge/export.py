@@ -228,6 +228,37 @@ def export_onnx(
 
 
 # -------------------------------------------------------------------------------- save
+class FlipTTA(nn.Module):
+    """Test-time augmentation for a model trained with random horizontal flips: the
+    average of its class probabilities on the image and its mirror image, returned as
+    log-probabilities (so softmax, argmax and the ONNX graph treat them like logits).
+
+    Written by hand because it is four lines and must live inside the exported graph;
+    it costs a second forward pass and is measured so (latency in ``summary.json``).
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.inner(x), -1) + torch.softmax(self.inner(torch.flip(x, [3])), -1)
+        return torch.log(p * 0.5)
+
+
+#: test-time augmentations a model directory can declare (``arch.json`` "tta")
+TTA = {"flip": FlipTTA}
+
+
+def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
+    """``model`` wrapped for serving with test-time augmentation ``tta`` (None: as is)."""
+    if tta is None:
+        return model
+    if tta not in TTA:
+        raise NasforgeError(f"unknown test-time augmentation {tta!r}; known: {sorted(TTA)}")
+    return TTA[tta](model)
+
+
 def save_best(
     out_dir: str | os.PathLike[str],
     model: nn.Module,
@@ -238,8 +269,12 @@ def save_best(
     extra: Mapping[str, Any] | None = None,
     *,
     onnx: bool = True,
+    tta: str | None = None,
 ) -> Path:
     """Write the model directory (see module docstring) and return its path.
+
+    ``tta``: the test-time augmentation the model is served with (``"flip"``); the
+    weights stay those of the bare network, the ONNX graph and :func:`load` include it.
 
     An ONNX failure is recorded in ``summary.json`` (``onnx.error``) instead of losing
     the weights that took a search to find.
@@ -289,12 +324,15 @@ def save_best(
         "dataset": data.name,
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
     }
+    if tta is not None:
+        with_tta(model, tta)  # an unknown name fails before anything is written
+        doc["tta"] = tta
     _write_json(out / ARCH_FILE, doc)
 
     onnx_info: dict[str, Any] = {"file": None, "error": None}
     if onnx:
         try:
-            done = export_onnx(model, input_shape, out / ONNX_FILE)
+            done = export_onnx(with_tta(model, tta), input_shape, out / ONNX_FILE)
             onnx_info = {**done.to_json(), "error": None}
         except Exception as e:  # noqa: BLE001 - keep the rest of the model directory
             onnx_info = {"file": None, "error": f"{type(e).__name__}: {e}"}
@@ -528,6 +566,12 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
         raise RunDirError(
             f"{wfile.name} does not fit the architecture in {ARCH_FILE} ({arch.text}): {msg[:600]}"
         ) from None
+    tta = doc.get("tta")
+    if tta is not None:
+        try:
+            module = with_tta(module, str(tta))
+        except NasforgeError as e:
+            raise RunDirError(f"{d / ARCH_FILE}: {e}") from None
     module.to(device).eval()
     return LoadedModel(module, arch, space, classes, input_shape, mean, std, d, doc)  # type: ignore[arg-type]
 

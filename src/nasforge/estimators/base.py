@@ -77,6 +77,12 @@ class Estimator(ABC):
     name: str = "estimator"
     #: whether the estimator needs a dataset (a table lookup does not)
     needs_data: bool = True
+    #: the fidelity key that budgets a trial in seconds of training, if the estimator has
+    #: one (what a time-budgeted job plans its successive halving over)
+    time_fidelity: str | None = None
+    #: ``time.time()`` after which a trial should stop (the end of a job's search time);
+    #: estimators that can stop mid-trial honour it, others finish the trial
+    deadline: float | None = None
 
     def evaluate(
         self,

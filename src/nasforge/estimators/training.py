@@ -33,9 +33,12 @@ if TYPE_CHECKING:
     from nasforge.store import TrialRecord
 
 OPTIMIZERS = ("sgd", "adamw")
+AUGMENTS = ("none", "flip", "flip+shift")
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
-FIDELITY_KEYS = ("epochs", "data_fraction", "resolution", "batch_size")
+FIDELITY_KEYS = ("epochs", "data_fraction", "resolution", "batch_size", "seconds")
+#: epochs cap when a trial's budget is ``seconds`` of training (the time decides)
+SECONDS_EPOCH_CAP = 10_000
 #: what the train estimator times per trial: torch only (cheap), or also ONNX Runtime
 LATENCY_MODES = ("torch", "torch+onnx")
 #: the "throughput" batch size of ``latency_ms_b32`` / ``onnx_latency_ms_b32``
@@ -49,6 +52,19 @@ EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
 def _as_tensor(a: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
     return t.to(dtype)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, shift: int) -> torch.Tensor:
+    """Random horizontal flips (per example) and one random shift of up to ``shift``
+    pixels (per batch, zero padded): cheap on CPU, and what small image sets need."""
+    if flip:
+        f = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(f.to(x.device)[:, None, None, None], x.flip(3), x)
+    if shift:
+        h, w = x.shape[-2:]
+        dy, dx = torch.randint(0, 2 * shift + 1, (2,), generator=gen).tolist()
+        x = F.pad(x, (shift, shift, shift, shift))[:, :, dy : dy + h, dx : dx + w]
+    return x
 
 
 def _resize(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
@@ -134,6 +150,11 @@ def train_model(
     deadline: float | None = None,
     on_epoch: EpochCallback | None = None,
     eval_every_epoch: bool | None = None,
+    seconds: float | None = None,
+    augment: str = "none",
+    warmup: float = 0.0,
+    include_val: bool = False,
+    max_val: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``data``'s training split; return its history.
 
@@ -148,9 +169,19 @@ def train_model(
     ``eval_every_epoch``), else only after the last. ``on_epoch(epoch, record)`` gets
     ``{"epoch", "train_loss", "val_accuracy", "val_loss"}``; returning ``False`` stops.
 
-    Returns ``{"epochs" (run), "train_loss", "val_accuracy", "val_loss", "curve" (one
-    record per epoch), "stopped_early", "num_train", "train_time_s", "lr",
-    "weight_decay"}``.
+    ``seconds`` makes the budget wall-clock time instead of epochs: training stops when
+    that much time has passed (``epochs`` is then only a cap) and the learning-rate
+    schedule runs over the time, so a network uses exactly its share whatever its speed
+    (a bigger one sees fewer examples: the trade-off a time budget is about). ``warmup``
+    is the share of the schedule with a linear warm-up. ``augment``: ``"flip"`` (random
+    horizontal flips) or ``"flip+shift"`` (and random shifts of up to 2 pixels), for
+    images. ``include_val`` trains on the training *and* validation splits (the final
+    model: nothing is left to validate on, so the validation figures are then from data
+    it saw); ``max_val`` scores on a fixed stratified part of the validation split.
+
+    Returns ``{"epochs" (run, fractional with ``seconds``), "train_loss",
+    "val_accuracy", "val_loss", "curve" (one record per epoch), "stopped_early",
+    "num_train", "train_time_s", "lr", "weight_decay", "steps"}``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -158,6 +189,12 @@ def train_model(
         raise ValueError(f"data_fraction must be in (0, 1], got {data_fraction}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a positive number, got {seconds}")
+    if augment not in AUGMENTS:
+        raise NasforgeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup must be in [0, 1), got {warmup}")
     optimizer = optimizer.lower()
     lr = DEFAULT_LR.get(optimizer, 0.0) if lr is None else float(lr)
     wd = DEFAULT_WEIGHT_DECAY.get(optimizer, 0.0) if weight_decay is None else float(weight_decay)
@@ -172,9 +209,17 @@ def train_model(
 
     torch.manual_seed(seed)  # dropout and other stochastic layers
     gen = torch.Generator().manual_seed(seed)  # batch order, independent of the global RNG
-    idx = stratified_subset(data.y_train, data_fraction, seed)
-    x = _as_tensor(data.x_train[idx], torch.float32)
-    y = _as_tensor(data.y_train[idx], torch.long)
+    x_all, y_all = data.x_train, data.y_train
+    if include_val and len(data.y_val):
+        x_all = np.concatenate([x_all, data.x_val])
+        y_all = np.concatenate([y_all, data.y_val])
+    idx = stratified_subset(y_all, data_fraction, seed)
+    x = _as_tensor(x_all[idx], torch.float32)
+    y = _as_tensor(y_all[idx], torch.long)
+    x_val, y_val = data.x_val, data.y_val
+    if max_val is not None and 0 < max_val < len(y_val):
+        keep = stratified_subset(y_val, max_val / len(y_val), 0)
+        x_val, y_val = x_val[keep], y_val[keep]
     x = _resize_all(x, resolution)
     if dev.type != "cpu":  # the whole (small) split on the device: no per-step copies
         x, y = x.to(dev), y.to(dev)
@@ -186,6 +231,20 @@ def train_model(
     n_used = n - 1 if n % bs == 1 and n > 1 else n
     steps_per_epoch = math.ceil(n_used / bs)
     total_steps = epochs * steps_per_epoch
+    flip = augment.startswith("flip") and x.dim() == 4
+    shift = 2 if augment == "flip+shift" and x.dim() == 4 and min(x.shape[-2:]) > 8 else 0
+    t_sched = time.monotonic()
+
+    def progress(step: int) -> float:
+        """Share of the schedule done: by steps, or by time under a ``seconds`` budget."""
+        if seconds is None:
+            return step / total_steps
+        return (time.monotonic() - t_sched) / seconds
+
+    def lr_at(p: float) -> float:
+        if p < warmup:
+            return lr * (p + 1.0 / total_steps) / warmup
+        return 0.5 * lr * (1.0 + math.cos(math.pi * min(1.0, (p - warmup) / (1.0 - warmup))))
 
     # channels_last makes oneDNN's CPU convolutions (depthwise ones above all) 1.5-2.7x
     # faster here; weights go back to the default layout afterwards (safetensors, ONNX).
@@ -197,18 +256,27 @@ def train_model(
     step = 0
     stopped = False
     check_deadline()
+    out_of_time = False
     for epoch in range(1, epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen)[:n_used]
         if dev.type != "cpu":
             perm = perm.to(dev)
         loss_sum = torch.zeros((), device=dev)
+        seen = 0
         for i in range(0, n_used, bs):
             check_deadline()
+            p = progress(step)
+            if seconds is not None and p >= 1.0:
+                out_of_time = True
+                break
             for g in opt.param_groups:
-                g["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+                g["lr"] = lr_at(p)
             b = perm[i : i + bs]
-            xb, yb = x[b].contiguous(memory_format=fmt), y[b]
+            xb, yb = x[b], y[b]
+            if flip or shift:
+                xb = _augment(xb, gen, flip, shift)
+            xb = xb.contiguous(memory_format=fmt)
             loss = loss_fn(model(xb), yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -219,23 +287,38 @@ def train_model(
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(b)
+            seen += len(b)
             step += 1
-        rec: dict[str, float] = {"epoch": epoch, "train_loss": float(loss_sum) / n_used}
-        last = epoch == epochs
+        if seen == 0 and curve:  # the time ran out right at an epoch boundary
+            break
+        rec: dict[str, float] = {"epoch": epoch if not out_of_time else
+                                 epoch - 1 + seen / n_used,
+                                 "train_loss": float(loss_sum) / max(seen, 1)}
+        last = epoch == epochs or out_of_time
         if eval_every_epoch or last:
             check_deadline()
-            acc, vloss = evaluate_model(
-                model, data.x_val, data.y_val, resolution=resolution, device=dev
-            )
+            if len(y_val):
+                acc, vloss = evaluate_model(
+                    model, x_val, y_val, resolution=resolution, device=dev
+                )
+            else:
+                acc, vloss = math.nan, math.nan
             rec.update(val_accuracy=acc, val_loss=vloss)
         curve.append(rec)
+        if out_of_time:
+            break
         if on_epoch is not None and on_epoch(epoch, dict(rec)) is False and not last:
             stopped = True
             break
+    if "val_accuracy" not in curve[-1]:  # stopped at an epoch boundary: score it now
+        acc, vloss = (evaluate_model(model, x_val, y_val, resolution=resolution, device=dev)
+                      if len(y_val) else (math.nan, math.nan))
+        curve[-1].update(val_accuracy=acc, val_loss=vloss)
     model.to(memory_format=torch.contiguous_format)
     final = curve[-1]
     return {
-        "epochs": len(curve),
+        "epochs": float(final["epoch"]) if seconds is not None else len(curve),
+        "steps": step,
         "train_loss": final["train_loss"],
         "val_accuracy": final["val_accuracy"],
         "val_loss": final["val_loss"],
@@ -372,6 +455,8 @@ class TrainingEstimator(Estimator):
     from the trials it ran itself (so stopping starts later and differs between workers).
     """
 
+    time_fidelity = "seconds"
+
     def __init__(
         self,
         epochs: int = 1,
@@ -390,7 +475,23 @@ class TrainingEstimator(Estimator):
         latency: str = "torch",
         early_stopping: bool = False,
         early_stopping_options: Mapping[str, Any] | None = None,
+        augment: str = "none",
+        warmup: float = 0.0,
+        max_val: int | None = None,
+        seconds: float | None = None,
     ) -> None:
+        """``augment``/``warmup``: see :func:`train_model`; ``max_val``: score trials on a
+        fixed stratified part of the validation split (cheaper, noisier); ``seconds``:
+        train each trial for that much wall time instead of ``epochs`` (also a fidelity)."""
+        if augment not in AUGMENTS:
+            raise NasforgeError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+        self.augment = augment
+        wu = _positive("warmup", warmup, zero_ok=True)
+        if wu is None or wu >= 1:
+            raise NasforgeError(f"warmup must be in [0, 1), got {warmup!r}")
+        self.warmup = wu
+        self.max_val = _int("max_val", max_val, 10, allow_none=True)
+        self.seconds = _positive("seconds", seconds)
         self.epochs = _int("epochs", epochs, 1)
         self.data_fraction = _fraction("data_fraction", data_fraction)
         self.resolution = _int("resolution", resolution, 8, allow_none=True)
@@ -438,7 +539,8 @@ class TrainingEstimator(Estimator):
     def _group(s: Mapping[str, Any]) -> str:
         """Curves are comparable only under the same budget (the cosine schedule differs)."""
         return (f"epochs={s['epochs']},data_fraction={s['data_fraction']},"
-                f"resolution={s['resolution']},batch_size={s['batch_size']}")
+                f"resolution={s['resolution']},batch_size={s['batch_size']}"
+                + (f",seconds={s['seconds']}" if s.get("seconds") is not None else ""))
 
     def restore(self, trials: Iterable[TrialRecord]) -> None:
         """Rebuild the early-stopping references from stored trials (called on resume).
@@ -471,6 +573,10 @@ class TrainingEstimator(Estimator):
         if self.early_stopping:
             extra["early_stopping"] = True
             extra["early_stopping_options"] = dict(self.early_stopping_options)
+        for key, default in (("augment", "none"), ("warmup", 0.0), ("max_val", None),
+                             ("seconds", None)):
+            if getattr(self, key) != default:
+                extra[key] = getattr(self, key)
         return {
             **extra,
             "epochs": self.epochs,
@@ -506,7 +612,12 @@ class TrainingEstimator(Estimator):
             "data_fraction": self.data_fraction,
             "resolution": self.resolution,
             "batch_size": self.batch_size,
+            "seconds": self.seconds,
         }
+        if "seconds" in fidelity:
+            s["seconds"] = _positive("fidelity seconds", fidelity["seconds"])
+        if s["seconds"] is not None and "epochs" not in fidelity:
+            s["epochs"] = SECONDS_EPOCH_CAP  # the time decides; a fidelity's epochs caps it
         if "epochs" in fidelity:
             s["epochs"] = _int("fidelity epochs", fidelity["epochs"], 1)
         if "data_fraction" in fidelity:
@@ -544,6 +655,9 @@ class TrainingEstimator(Estimator):
         s = self.settings(fidelity)
         t0 = time.perf_counter()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        if self.deadline is not None:  # the job's search time ends: stop there
+            end = time.monotonic() + (self.deadline - time.time())
+            deadline = end if deadline is None else min(deadline, end)
         seed = zlib.crc32(f"{self.seed}:{arch.text}".encode())
         c, h, w = data.input_shape
         r = s["resolution"]
@@ -568,8 +682,15 @@ class TrainingEstimator(Estimator):
                 device=self.device,
                 deadline=deadline,
                 on_epoch=monitor,
+                seconds=s["seconds"],
+                augment=self.augment,
+                warmup=self.warmup,
+                max_val=self.max_val,
             )
         except TimeoutError:
+            if self.deadline is not None and time.time() >= self.deadline:
+                return Result.failed("stopped at the end of the search time (the job's "
+                                     "time budget)", time.perf_counter() - t0)
             if self.timeout is None:
                 raise
             t = self.timeout

@@ -116,6 +116,14 @@ class SearchSpace(ABC):
         """
         return arch.text
 
+    def known_good(self) -> list[Arch]:
+        """Designs known to work (hand designs, published cells) that strategies try first.
+
+        None by default; a space that contains good hand designs lists them so that a
+        search starts from what a practitioner would write (see ``warm_start``).
+        """
+        return []
+
     # -- construction ------------------------------------------------------------------
     def _choice_map(self) -> dict[str, Choice]:
         cache = self.__dict__.get("_choice_cache")

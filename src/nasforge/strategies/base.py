@@ -69,6 +69,10 @@ class Strategy(ABC):
         self.mode = mode
         self.rng = np.random.default_rng(self.seed)
         self.n_told = 0
+        #: the space's known-good designs, tried before random samples (``warm_start``)
+        self.warm_start = True
+        self._known = [a.text for a in space.known_good()]
+        self.n_known_used = 0
 
     # -- the interface -----------------------------------------------------------------
     @abstractmethod
@@ -100,6 +104,7 @@ class Strategy(ABC):
             "seed": self.seed,
             "n_told": self.n_told,
             "rng": self.rng.bit_generator.state,
+            "n_known_used": self.n_known_used,
             "own": self._state(),
         }
 
@@ -110,6 +115,8 @@ class Strategy(ABC):
             )
         self.rng.bit_generator.state = state["rng"]
         self.n_told = int(state.get("n_told", 0))
+        # a state saved before warm starts existed: the run started from random samples
+        self.n_known_used = int(state.get("n_known_used", len(self._known)))
         self._load_state(state.get("own") or {})
 
     def _state(self) -> dict[str, Any]:
@@ -125,3 +132,22 @@ class Strategy(ABC):
     # -- helpers for subclasses ----------------------------------------------------------
     def _arch(self, text: str) -> Arch:
         return self.space.parse(text)
+
+    def next_known(self, seen: Any = ()) -> Arch | None:
+        """The next of the space's known-good designs not in ``seen`` (archs or texts), or
+        None once they are used up (or ``warm_start`` is off).
+
+        Strategies call this where they would draw a random initial architecture: a
+        search then starts from what a practitioner would write (and can only improve on
+        it), not from random chains that are mostly far worse.
+        """
+        while self.warm_start and self.n_known_used < len(self._known):
+            text = self._known[self.n_known_used]
+            self.n_known_used += 1
+            arch = self._arch(text)
+            if arch not in seen and text not in seen:
+                return arch
+        return None
+
+    def _set_warm_start(self, value: Any) -> None:
+        self.warm_start = check_flag(f"{self.name}: warm_start", value)

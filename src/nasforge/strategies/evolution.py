@@ -32,8 +32,11 @@ class RegularizedEvolution(Strategy):
         sample_size: int = 5,
         crossover_prob: float = 0.0,
         max_retries: int = 50,
+        warm_start: bool = True,
     ) -> None:
+        """``warm_start``: the first members are the space's known-good designs."""
         super().__init__(space, seed, metric, mode)
+        self._set_warm_start(warm_start)
         if population_size < 2:
             raise NasforgeError("population_size must be at least 2")
         if not 1 <= sample_size <= population_size:
@@ -54,6 +57,7 @@ class RegularizedEvolution(Strategy):
             "population_size": self.population_size,
             "sample_size": self.sample_size,
             "crossover_prob": self.crossover_prob,
+            **({} if self.warm_start else {"warm_start": False}),
         }
 
     def _tournament(self) -> Arch:
@@ -79,6 +83,10 @@ class RegularizedEvolution(Strategy):
     def ask(self) -> Suggestion:
         self.n_asked += 1
         warmup = self.n_asked <= self.population_size or not self.population
+        known = self.next_known(self.seen) if warmup else None
+        if known is not None:
+            self.seen.add(known)
+            return Suggestion(known)
         for _ in range(self.max_retries):
             arch = self.space.sample(self.rng) if warmup else self._child()
             if arch not in self.seen:

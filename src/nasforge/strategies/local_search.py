@@ -86,8 +86,10 @@ class LocalSearch(Strategy):
         ridge: float = 1.0,
         max_retries: int = 100,
         skip_equivalent: bool = True,
+        warm_start: bool = True,
     ) -> None:
         super().__init__(space, seed, metric, mode)
+        self._set_warm_start(warm_start)
         if n_init < 1:
             raise NasforgeError("local-search: n_init must be at least 1")
         if improvement not in ("first", "best"):
@@ -135,6 +137,7 @@ class LocalSearch(Strategy):
             "order": self.order,
             "ridge": self.ridge,
             "skip_equivalent": self.skip_equivalent,
+            **({} if self.warm_start else {"warm_start": False}),
         }
 
     # -- ask/tell ------------------------------------------------------------------------
@@ -152,6 +155,10 @@ class LocalSearch(Strategy):
         return k
 
     def _random(self) -> str:
+        seen = self._seen()
+        while (known := self.next_known()) is not None:  # known-good designs first
+            if self._key(known.text) not in seen:
+                return known.text
         key = lambda a: self._key(a.text)  # noqa: E731 - the text itself without skip_equivalent
         return sample_unseen(self.space, self.rng, self._seen(), self.max_retries, key).text
 

@@ -149,6 +149,9 @@ class Sampler:
 def random_unseen(strategy: MultiFidelityStrategy, retries: int = 100) -> Arch:
     """A uniform sample not sampled before, if one can be found (else a repeat)."""
     space, rng, seen = strategy.space, strategy.rng, strategy.seen
+    known = strategy.next_known(seen)  # the space's known-good designs first
+    if known is not None:
+        return known
     arch = space.sample(rng)
     for _ in range(retries):
         if arch.text not in seen:
@@ -365,12 +368,14 @@ class MultiFidelityStrategy(Strategy):
         fidelity: Mapping[str, Any] | None = None,
         integer_resource: bool | None = None,
         sampler_options: Mapping[str, Any] | None = None,
+        warm_start: bool = True,
     ) -> None:
         """``resource``: the fidelity key that grows (``"epochs"`` or ``"data_fraction"``,
         any key the estimator reads). ``fidelity``: fixed keys sent along with it.
         ``sampler``: ``"random"``, ``"kde"`` (BOHB's model), another strategy's name, or a
         :class:`Sampler`; ``sampler_options`` go to its constructor."""
         super().__init__(space, seed, metric, mode)
+        self._set_warm_start(warm_start)  # rung 0 starts with the space's known-good designs
         if not isinstance(resource, str) or not resource:
             raise NasforgeError(
                 "resource must be a fidelity key such as 'epochs' or 'data_fraction'"
@@ -432,6 +437,7 @@ class MultiFidelityStrategy(Strategy):
             "sampler": self.sampler.name,
             "fidelity": self.fixed_fidelity,
             "sampler_options": self.sampler_options,
+            **({} if self.warm_start else {"warm_start": False}),
         }
 
     def resource_value(self, r: float) -> float | int:

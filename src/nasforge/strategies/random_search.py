@@ -15,12 +15,22 @@ class RandomSearch(Strategy):
     """Uniform random sampling, without repeating an architecture while unseen ones remain."""
 
     def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy",
-                 mode: str = "max", max_retries: int = 100) -> None:
+                 mode: str = "max", max_retries: int = 100, warm_start: bool = False) -> None:
+        """``warm_start``: evaluate the space's known-good designs first (off by default:
+        random search is the baseline of uniform draws)."""
         super().__init__(space, seed, metric, mode)
+        self._set_warm_start(warm_start)
         self.max_retries = max_retries
         self.seen: set[Arch] = set()
 
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), **({"warm_start": True} if self.warm_start else {})}
+
     def ask(self) -> Suggestion:
+        known = self.next_known(self.seen)
+        if known is not None:
+            self.seen.add(known)
+            return Suggestion(known)
         arch = self.space.sample(self.rng)
         for _ in range(self.max_retries):
             if arch not in self.seen:
