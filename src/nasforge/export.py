@@ -256,7 +256,9 @@ def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
         return model
     if tta not in TTA:
         raise NasforgeError(f"unknown test-time augmentation {tta!r}; known: {sorted(TTA)}")
-    return TTA[tta](model)
+    wrapped = TTA[tta](model)
+    wrapped.train(model.training)  # a fresh module is in train mode: keep the model's mode
+    return wrapped
 
 
 def save_best(

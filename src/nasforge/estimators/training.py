@@ -236,9 +236,13 @@ def train_model(
     t_sched = time.monotonic()
 
     def progress(step: int) -> float:
-        """Share of the schedule done: by steps, or by time under a ``seconds`` budget."""
+        """Share of the schedule done: by steps, or by time under a ``seconds`` budget
+        (counted from the first step, so at least one step is always taken)."""
+        nonlocal t_sched
         if seconds is None:
             return step / total_steps
+        if step == 0:
+            t_sched = time.monotonic()
         return (time.monotonic() - t_sched) / seconds
 
     def lr_at(p: float) -> float:

@@ -1,0 +1,150 @@
+"""The whole-job time budget: the plan, trials in seconds, the final training on the rest."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import nasforge
+from nasforge import spaces, strategies
+from nasforge.budget import JobPlan, plan_job
+from nasforge.data import from_arrays
+from nasforge.errors import NasforgeError
+from nasforge.estimators.training import train_model
+from nasforge.export import FlipTTA
+
+HAND = ("stem32|conv-k3-w32-relu|maxpool-drop0.1|conv-k3-w64-relu|conv-k3-w64-relu"
+        "|maxpool-drop0.2|fc128|drop0.3")
+
+
+def _tiny(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.random((n, 12, 12)).astype(np.float32) * 0.3
+    x[y == 1, :, :6] += 0.6  # a left/right cue: learnable, not mirror-invariant
+    return from_arrays(x, y, classes=["a", "b"], seed=seed)
+
+
+# -- the plan --------------------------------------------------------------------------------
+def test_plan_splits_the_whole_budget():
+    p = plan_job(900.0, 5.0)
+    assert p.reserve_s >= 15 and p.spent_s == 5.0
+    assert p.search_s + p.final_s + p.reserve_s + p.spent_s == pytest.approx(900.0)
+    assert p.final_s > p.search_s  # the final model gets the larger share
+    # one bracket of two rungs fills the search: 6 x r + 2 x 3r plus overheads
+    assert p.n_configs == 6 and p.max_trial_s == pytest.approx(3 * p.min_trial_s)
+    assert 12 * p.min_trial_s + 8 * 3.0 == pytest.approx(p.search_s, abs=1.0)
+    assert any("successive halving" in line for line in p.describe())
+    assert JobPlan.from_json(json.loads(json.dumps(p.to_json()))) == p
+
+
+def test_small_budgets_shrink_the_bracket_and_tiny_ones_are_refused():
+    assert plan_job(60.0).n_configs == 1
+    assert plan_job(200.0).n_configs == 3
+    with pytest.raises(NasforgeError, match="at least"):
+        plan_job(20.0, 5.0)
+    assert plan_job(1.0, search_only=True).search_s == 1.0  # no final training: all search
+
+
+# -- the space contains the hand design --------------------------------------------------------
+def test_the_classic_hand_cnn_is_a_point_of_the_cnn_space():
+    sp = spaces.get("cnn")
+    arch = sp.parse(HAND)
+    assert arch in sp.known_good()
+    net = sp.build(arch, (1, 28, 28), 10)
+    assert sum(p.numel() for p in net.parameters()) == 468_010  # the issue's 468k
+    kinds = [type(m).__name__ for m in net.modules()
+             if type(m).__name__ in ("Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout",
+                                     "Linear")]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["MaxPool2d", "Dropout"] + \
+        ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["MaxPool2d", "Dropout", "Linear", "ReLU",
+                                                 "Dropout", "Linear"]
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["evolution", "local-search", "successive-halving"])
+def test_strategies_start_from_the_known_good_designs(name):
+    sp = spaces.get("cnn")
+    opts = {"resource": "seconds", "min_resource": 1, "max_resource": 3} \
+        if name == "successive-halving" else {}
+    st = strategies.get(name, space=sp, seed=0, **opts)
+    known = sp.known_good()
+    asked = [st.ask().arch for _ in range(len(known))]
+    assert asked == known
+    # the count is part of the state: a resumed strategy does not start over
+    again = strategies.get(name, space=sp, seed=0, **opts)
+    again.load_state_dict(json.loads(json.dumps(st.state_dict())))
+    assert again.next_known() is None
+    off = strategies.get(name, space=sp, seed=0, warm_start=False, **opts)
+    assert off.ask().arch not in known or len(known) == 0
+
+
+def test_random_search_stays_uniform_by_default():
+    sp = spaces.get("cnn")
+    st = strategies.get("random", space=sp, seed=0)
+    assert [st.ask().arch for _ in range(4)] != sp.known_good()
+    warm = strategies.get("random", space=sp, seed=0, warm_start=True)
+    assert warm.ask().arch == sp.known_good()[0]
+
+
+# -- training for seconds ------------------------------------------------------------------------
+def test_train_for_seconds_stops_on_time_and_uses_the_validation_split_when_asked():
+    data = _tiny()
+    sp = spaces.get("cnn")
+    net = sp.build(sp.parse("stem8|conv-k3-w16-relu-down|drop0.0"), data.input_shape, 2)
+    t0 = time.monotonic()
+    hist = train_model(net, data, epochs=10**6, seconds=1.0, batch_size=16, optimizer="adamw",
+                       lr=2e-3, warmup=0.1, augment="flip+shift", include_val=True)
+    took = time.monotonic() - t0
+    assert 1.0 <= took < 4.0
+    assert hist["epochs"] > 1 and hist["steps"] > 5
+    assert hist["num_train"] == len(data.y_train) + len(data.y_val)
+    with pytest.raises(NasforgeError, match="augment"):
+        train_model(net, data, epochs=1, augment="rotate")
+
+
+def test_flip_tta_averages_mirror_images_and_exports(tmp_path):
+    data = _tiny()
+    sp = spaces.get("cnn")
+    arch = sp.parse("stem8|conv-k3-w16-relu-down|drop0.0")
+    net = sp.build(arch, data.input_shape, 2).eval()
+    tta = FlipTTA(net).eval()
+    x = torch.from_numpy(data.x_test[:8])
+    with torch.no_grad():
+        want = (net(x).softmax(-1) + net(x.flip(3)).softmax(-1)) / 2
+        assert torch.allclose(tta(x).exp(), want, atol=1e-6)
+        assert torch.allclose(tta(x), tta(x.flip(3)), atol=1e-5)  # mirror-invariant
+    from nasforge.export import save_best
+
+    save_best(tmp_path / "m", net, arch, sp, data, {"test_accuracy": 0.5}, tta="flip")
+    loaded = nasforge.load(tmp_path / "m")
+    assert isinstance(loaded.module, FlipTTA)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"))
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert np.allclose(out, tta(x).detach().numpy(), atol=1e-4)
+
+
+# -- the job ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_timed_job_fits_its_budget_and_says_what_it_does(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NASFORGE_NO_PROGRESS", raising=False)
+    data = _tiny(200)
+    t0 = time.monotonic()
+    res = nasforge.search(data, time_budget=40, out=tmp_path / "r", progress="phases",
+                          space_options={"max_blocks": 3, "widths": [8, 16],
+                                         "stem_widths": [8]})
+    wall = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert "plan for 40 s" in err and "final training of trial" in err
+    assert wall <= 40 * 1.05
+    assert res.model_dir is not None and res.test_metrics["test_accuracy"] >= 0.5
+    secs = [t.fidelity["seconds"] for t in res.trials]
+    assert all(s > 0 for s in secs)
+    summary = json.loads((res.model_dir / "summary.json").read_text())
+    assert summary["metrics"]["train_time_s"] > 5  # the final training used its share
