@@ -857,9 +857,9 @@ def search(
     training seconds, known-good designs first; the final training gets the time left.
     ``trials`` counts completed (ok or failed) trials (summed over resumes); with both,
     the search stops asking at whichever comes first. ``resume=True`` continues the run
-    in ``out`` if there is one (its configuration must match). Ctrl-C stores everything, prints how to resume
-    and re-raises ``KeyboardInterrupt``. ``dataset_options`` go to :func:`load_dataset`
-    (``val_fraction``, ``image_size``, ``max_train``).
+    in ``out`` if there is one (its configuration must match). Ctrl-C stores everything,
+    prints how to resume and re-raises ``KeyboardInterrupt``. ``dataset_options`` go to
+    :func:`load_dataset` (``val_fraction``, ``image_size``, ``max_train``).
 
     Execution: ``workers`` trials at once; ``executor`` is an :class:`Executor` or one of
     ``auto`` (in-process for 1 worker, else a process pool), ``inprocess``, ``process``,
