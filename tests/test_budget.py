@@ -148,3 +148,19 @@ def test_a_timed_job_fits_its_budget_and_says_what_it_does(tmp_path, capsys, mon
     assert all(s > 0 for s in secs)
     summary = json.loads((res.model_dir / "summary.json").read_text())
     assert summary["metrics"]["train_time_s"] > 5  # the final training used its share
+
+
+# -- bounds checked before training -----------------------------------------------------------
+def test_bounds_on_params_and_flops_are_checked_before_any_training(tmp_path):
+    res = nasforge.search("digits", strategy="evolution", trials=8, out=tmp_path / "r",
+                          constraints=["params<=20k"], final_train=False, progress=False,
+                          estimator_options={"epochs": 1, "data_fraction": 0.2})
+    refused = [t for t in res.trials if t.status == "failed"
+               and "infeasible before training" in (t.error or "")]
+    # the known-good designs (70k-934k parameters) come first and are all refused
+    assert len(refused) >= 4
+    assert all(t.metrics["params"] > 20_000 for t in refused)
+    costs = sorted(t.cost or 0.0 for t in refused)
+    assert costs[len(costs) // 2] < 1.0  # a build and a count, no training (the first call
+    # also pays torch's one-time start-up)
+    assert all(t.metrics["params"] <= 20_000 for t in res.trials if t.ok)

@@ -540,6 +540,12 @@ class _Loop:
         #: the fidelity key of a trial's training seconds: a trial that would not end
         #: within the time budget is not started (set by a job plan)
         self.fit_fidelity: str | None = None
+        from nasforge.reporting import run_constraints
+
+        #: hard bounds the untrained network can be checked against (see _precheck)
+        self.static_constraints = ([c for c in run_constraints(setup.config)
+                                    if c.metric in ("params", "flops")]
+                                   if setup.estimator.needs_data else [])
         strat = setup.strategy
         best = store.best(strat.metric, strat.mode)
         self.best = None if best is None else float(best.metrics[strat.metric])
@@ -575,6 +581,31 @@ class _Loop:
         # the plan's per-trial overhead is an estimate: allow half of it as slack
         return self.elapsed() + float(secs) + 0.5 * TRIAL_OVERHEAD_S <= self.time_budget
 
+    def _precheck(self, sugg: Suggestion) -> Result | None:
+        """A failed result for an architecture that breaks a hard bound on a metric the
+        untrained network already shows (params, FLOPs), else None.
+
+        Such a network would be trained only to be dropped at the end; the strategy is
+        told it failed (so it steers away) and no training time is spent on it.
+        """
+        if not self.static_constraints or self.data is None:
+            return None
+        from nasforge import metrics as M
+
+        t0 = time.perf_counter()
+        shape = self.data.input_shape
+        try:
+            net = self.setup.space.build(sugg.arch, shape, self.data.num_classes)
+        except NasforgeError:
+            return None  # the estimator reports a network that cannot be built
+        have = {"params": float(M.count_params(net)), "flops": float(M.count_flops(net, shape))}
+        bad = [f"{c} ({c.metric} = {have[c.metric]:.4g})" for c in self.static_constraints
+               if not c.satisfied(have)]
+        if not bad:
+            return None
+        return Result(metrics=have, cost=time.perf_counter() - t0, status="failed",
+                      error="infeasible before training, not trained: " + "; ".join(bad))
+
     def _submit(self, tid: int, sugg: Suggestion) -> None:
         # only (arch, fidelity) travels per trial: the context was bound once in run()
         fut = self.executor.submit_trial(sugg.arch, sugg.fidelity)
@@ -597,10 +628,14 @@ class _Loop:
                 if not self._fits(sugg):
                     self.time_budget = self.elapsed()  # the rest goes to the final training
                     break
+                infeasible = self._precheck(sugg)
                 tid = store.start_trial(
                     sugg.arch.text, sugg.arch.to_json(), sugg.fidelity, strat.state_dict(),
                     strat.n_told, meta={"elapsed_s": self.elapsed()},
                 )
+                if infeasible is not None:  # refused before training: costs no trial time
+                    self._finish(tid, sugg, infeasible)
+                    continue
                 self._submit(tid, sugg)
                 self._drain_done(block=False)  # in-process: already done, tell before next ask
             if not self.in_flight:
