@@ -28,7 +28,7 @@ from nasforge.errors import NasforgeError
 FINAL_SHARE = 0.6
 #: seconds kept for the test evaluation, the export and its ONNX check
 MIN_RESERVE_S = 15.0
-RESERVE_SHARE = 0.045
+RESERVE_SHARE = 0.06
 #: what a trial costs besides its training seconds (validation pass, cost metrics)
 TRIAL_OVERHEAD_S = 3.0
 #: shortest training time worth a trial

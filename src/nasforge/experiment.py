@@ -540,6 +540,9 @@ class _Loop:
         #: the fidelity key of a trial's training seconds: a trial that would not end
         #: within the time budget is not started (set by a job plan)
         self.fit_fidelity: str | None = None
+        #: when trials must stop (``time.time()``); handed to the estimator once one trial
+        #: succeeded, so a tight budget still yields a candidate for the final training
+        self.deadline_at: float | None = None
         from nasforge.reporting import run_constraints
 
         #: hard bounds the untrained network can be checked against (see _precheck)
@@ -660,6 +663,8 @@ class _Loop:
         self.store.finish_trial(tid, result, strat.state_dict(), strat.n_told,
                                 meta={"elapsed_s": self.elapsed()}, attempts=attempts)
         self.n_done += 1
+        if result.ok and self.deadline_at is not None and self.setup.estimator.deadline is None:
+            self.setup.estimator.deadline = self.deadline_at
         if result.ok and _finite(result.metrics.get(strat.metric)):
             v = float(result.metrics[strat.metric])
             if self.best is None or (v > self.best if strat.mode == "max" else v < self.best):
@@ -1086,7 +1091,9 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             loop.time_budget = plan.search_s
             loop.fit_fidelity = setup.estimator.time_fidelity
             display.total = loop.time_budget
-            setup.estimator.deadline = time.time() + max(0.0, loop.time_budget - loop.elapsed())
+            loop.deadline_at = time.time() + max(0.0, loop.time_budget - loop.elapsed())
+            if store.n_completed() and any(t.ok for t in store.trials("ok")):
+                setup.estimator.deadline = loop.deadline_at  # else after the first success
         display.update(loop.progress(), loop.best_text())
         loop.run()
         if own_executor:  # free the workers (and their copies of the data) before retraining
