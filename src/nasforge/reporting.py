@@ -171,6 +171,18 @@ def infeasible_message(trials: Sequence[TrialRecord], constraints: Sequence[Cons
     ok = [t for t in trials if t.ok]
     cons = ", ".join(str(c) for c in constraints)
     if not ok:
+        refused = [t for t in trials if "infeasible before training" in (t.error or "")]
+        if refused:
+            seen = []
+            for c in constraints:
+                vals = [float(t.metrics[c.metric]) for t in refused
+                        if _num(t.metrics.get(c.metric)) is not None]
+                if vals:
+                    v = min(vals) if c.op == "<=" else max(vals)
+                    seen.append(f"best {c.metric} seen {format_number(round(v, 4))}")
+            return (f"no feasible model: all {len(refused)} architectures tried broke "
+                    f"{cons} before training ({'; '.join(seen) or 'no values'}); relax the "
+                    "constraints or search a smaller space")
         return "no trial succeeded, so no model can be returned"
     missing = [m for m in constraint_metrics(constraints) if not any(m in t.metrics for t in ok)]
     if missing:
