@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,11 +53,6 @@ class JobPlan:
     min_trial_s: float = 0.0
     max_trial_s: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def deadline_offsets(self) -> tuple[float, float]:
-        """(end of the search, start of the reserve) as seconds from the job's start."""
-        return (self.spent_s + self.search_s, self.total_s - self.reserve_s)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,13 +147,3 @@ def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL
         plan.notes.append("the budget allows a single trial: the best known-good design is "
                           "checked and trained (give more time for a real search)")
     return plan
-
-
-class Clock:
-    """The job's clock: seconds since the job started, counting what came before it."""
-
-    def __init__(self, spent_s: float = 0.0) -> None:
-        self.t0 = time.monotonic() - spent_s
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
