@@ -11,9 +11,11 @@ Adding a command from another module: give ``nasforge/foo.py`` a function
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import math
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +186,10 @@ RetriesOpt = Annotated[
 ]
 
 
+#: the largest options file ``--config`` reads (real ones are a few hundred bytes)
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
     """``--config FILE``: a JSON/TOML file of option defaults; the command line still wins.
 
@@ -194,18 +200,33 @@ def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
     if value is None or ctx.resilient_parsing:
         return value
     path = Path(value)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):  # checked before anything is read
+        raise NasforgeError(f"--config: {path} must be a .json or .toml file")
     try:
-        raw = path.read_bytes()
+        st = path.stat()
+        if not path.is_file():
+            raise NasforgeError(f"--config: {path} is not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise NasforgeError(
+                f"--config: {path} is {st.st_size:,} bytes; an options file is at most "
+                f"{MAX_CONFIG_BYTES:,}"
+            )
+        with path.open("rb") as f:  # bounded even if the file grows meanwhile
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise NasforgeError(f"--config: cannot read {path}: {e.strerror or e}") from None
-    suffix = path.suffix.lower()
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise NasforgeError(f"--config: {path} is over {MAX_CONFIG_BYTES:,} bytes")
     try:
         if suffix == ".toml":
             import tomllib
 
             doc: Any = tomllib.loads(raw.decode("utf-8"))
         elif suffix == ".json":
-            doc = json.loads(raw.decode("utf-8"))
+            from nasforge.jsonio import loads
+
+            doc = loads(raw, f"--config: {path}", kind=None)
         else:
             raise NasforgeError(f"--config: {path} must be a .json or .toml file")
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -234,6 +255,10 @@ def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
                 )
         elif isinstance(v, dict | list):
             raise NasforgeError(f"--config: {key!r} must be a single value, not {type(v).__name__}")
+        elif isinstance(v, bool) and not getattr(params[name], "is_flag", False):
+            raise NasforgeError(  # `trials = true` is not a count of 1
+                f"--config: {key!r} takes a value, not {str(v).lower()}"
+            )
         elif v is not None and not isinstance(v, bool):
             v = str(v)  # parsed and checked by the option's own type, like command-line text
         defaults[name] = v
@@ -657,11 +682,17 @@ def _final_info(run_dir: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], st
         return dict(final["metrics"]), md if md and Path(md).exists() else None
     summary = run_dir / "best" / "summary.json"
     if summary.is_file():
+        from nasforge.jsonio import read_json
+
         try:
-            doc = json.loads(summary.read_text())
-        except ValueError:
+            doc = read_json(summary)  # size, nesting and type checked: it is a user file
+        except NasforgeError:
             return None
-        return dict(doc.get("metrics") or {}), str(run_dir / "best")
+        metrics = doc.get("metrics")
+        if not isinstance(metrics, dict):
+            return None
+        return {str(k): v for k, v in metrics.items() if isinstance(v, int | float)}, \
+            str(run_dir / "best")
     return None
 
 
@@ -679,12 +710,9 @@ def _expand_images(items: Sequence[Path]) -> list[Any]:
                 raise NasforgeError(f"{p} has no image files")
             out += [(str(f), f) for f in files]
         elif p.suffix.lower() == ".npy" and p.is_file():
-            import numpy as np
+            from nasforge.data import read_npy
 
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise NasforgeError(f"cannot read {p}: {e}") from None
+            arr = read_npy(p)  # header and size checked before the data is read
             arr = arr[None] if arr.ndim == 2 else arr
             out += [(f"{p}[{i}]", arr[i]) for i in range(len(arr))]
         else:
@@ -744,7 +772,10 @@ def export_cmd(
     try:
         info = export_onnx(model.module, model.input_shape, target, opset=opset)
     except RuntimeError as e:
-        raise NasforgeError(f"cannot export {model.arch} to ONNX: {e}") from None
+        from nasforge.errors import shorten
+
+        raise NasforgeError(f"cannot export {model.arch} to ONNX: {shorten(str(e), 600)}"
+                            ) from None
     diff = "" if info.max_abs_diff is None else f", max |onnx - torch| {info.max_abs_diff:.2g}"
     typer.echo(f"wrote {target} (opset {info.opset}, {info.exporter} exporter{diff})")
 
@@ -784,6 +815,31 @@ def estimators_cmd() -> None:
 # -------------------------------------------------------------------------------- main
 def _error(message: str) -> None:
     _console(stderr=True).print(Text(message, style="bold red"), soft_wrap=True)
+
+
+#: OS errors that come from the user's environment (paths, media, space), not from a bug
+_USER_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR,
+    errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ELOOP,
+    errno.EMFILE, errno.EFBIG,
+})
+
+
+def _environment_error(e: BaseException) -> str | None:
+    """One line for an OS/SQLite failure caused by the environment (disk full, read-only
+    media, a name too long, a path under a file), or None for anything else."""
+    from nasforge.errors import shorten
+
+    if isinstance(e, sqlite3.OperationalError):
+        text = str(e)
+        if any(k in text.lower() for k in ("full", "readonly", "read-only", "disk i/o")):
+            return f"the run database cannot be written: {text} (stored trials are safe)"
+        return None
+    if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
+        where = e.filename if e.filename is not None else ""
+        hint = " (stored trials are safe)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        return shorten(f"{e.strerror or e}: {where}", 500) + hint
+    return None
 
 
 def _interrupted() -> None:
@@ -857,6 +913,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = 130
     except NasforgeError as e:
         _error(f"Error: {e}")
+        code = 2
+    except (OSError, sqlite3.OperationalError) as e:
+        why = _environment_error(e)
+        if why is None:
+            raise
+        _error(f"Error: {why}")
         code = 2
     except _NO_ARGS as e:  # plain `nasforge`: the help, not an error
         text = e.format_message()  # type: ignore[attr-defined]  # rich help prints itself

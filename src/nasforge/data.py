@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -303,6 +304,14 @@ def _finish(
         x, y_idx = _limit(x, y_idx, max_train, seed)
     keep, held = stratified_split(y_idx, val_fraction, np.random.default_rng([seed, 2]))
     x_train, y_train, x_val, y_val = x[keep], y_idx[keep], x[held], y_idx[held]
+    no_test = x_test is None and test_fraction > 0 and len(yt) == 0
+    if len(y_val) == 0 or no_test:  # every trial would fail scoring: say so up front
+        n_all = len(y_idx) + (len(yt) if x_test is None else 0)
+        raise DataError(
+            f"{name}: {n_all} examples in {len(class_names)} classes are too few to hold "
+            f"out {'validation and test' if no_test else 'validation'} examples; give at "
+            "least 3 per class (one to train on, one to validate, one to test), better dozens"
+        )
     if image_size is not None:
         size = (image_size, image_size)
         x_train, x_val, xt = _resize(x_train, size), _resize(x_val, size), _resize(xt, size)
@@ -462,6 +471,75 @@ def _load_digits(**kw: object) -> Dataset:
 
 # ----------------------------------------------------------------------- image folders
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+#: single-channel modes deeper than 8 bits
+_DEEP_MODES = {"I", "I;16", "I;16B", "I;16L", "F"}
+#: the largest image (pixels) nasforge decodes: a "decompression bomb" is refused before
+#: its pixels are allocated (a 30000 x 30000 PNG is a few kB on disk and 900 MB decoded)
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+#: the largest .npy array ``nasforge predict`` reads
+MAX_NPY_BYTES = 1 << 30
+
+
+def read_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """A ``.npy`` file of images, its header checked before any data is read: the shape
+    must fit the file's size and :data:`MAX_NPY_BYTES`, no pickles, at least 2-d."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise DataError(f"{p}: unsupported .npy version {version}")
+            offset = f.tell()
+            if dtype.hasobject:
+                raise DataError(f"{p}: holds Python objects; only numeric arrays are read")
+            n = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if n > MAX_NPY_BYTES or n > size - offset:
+                raise DataError(
+                    f"{p}: its header claims shape {shape} ({n:,} bytes) but the file has "
+                    f"{size - offset:,} bytes of data (at most {MAX_NPY_BYTES:,} are read)")
+            if len(shape) < 2:
+                raise DataError(f"{p}: an array of shape {shape} is not images; expected "
+                                "(H, W), (N, H, W), (N, H, W, C) or (N, C, H, W)")
+            arr = np.fromfile(f, dtype=dtype, count=int(np.prod(shape)))
+    except DataError:
+        raise
+    except (OSError, ValueError, TypeError) as e:
+        raise DataError(f"cannot read {p}: {e}") from None
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def image_too_large(im: Any) -> bool:
+    """Whether a PIL image (opened, not yet decoded) is over :data:`MAX_IMAGE_PIXELS`."""
+    return int(im.width) * int(im.height) > MAX_IMAGE_PIXELS
+
+
+def to_8bit(im: Any, gray: bool) -> Any:
+    """A PIL image as 8-bit ``L`` (``gray``) or ``RGB``: the one conversion training and
+    ``predict`` share. 16-bit images are scaled by 65535 (PIL's own ``convert("L")``
+    clips them at 255, turning nearly every pixel white); 32-bit integer and float images
+    by 255 or 65535 when their values go past 255 (float images within [0, 1] as they
+    are)."""
+    from PIL import Image
+
+    if im.mode in _DEEP_MODES:
+        a = np.asarray(im, dtype=np.float64)
+        top = float(a.max()) if a.size else 0.0
+        if im.mode.startswith("I;16"):
+            scale = 65535.0
+        elif im.mode == "F" and top <= 1.0:
+            scale = 1.0
+        else:
+            scale = 65535.0 if top > 255.0 else 255.0
+        a = np.nan_to_num(a, nan=0.0, posinf=scale, neginf=0.0)
+        im = Image.fromarray(np.clip(np.rint(a / scale * 255.0), 0, 255).astype(np.uint8), "L")
+    return im.convert("L" if gray else "RGB")
 
 
 def _image_exts() -> set[str]:
@@ -498,21 +576,41 @@ def _load_folder(root: Path, *, image_size: int | None, **kw: object) -> Dataset
         )
     sizes: Counter[tuple[int, int]] = Counter()
     gray = True
-    for p, _ in files:
+    kept: list[tuple[Path, int]] = []
+    too_large: list[Path] = []
+    for p, ci in files:
         try:
             with Image.open(p) as im:
+                if image_too_large(im):
+                    too_large.append(p)
+                    continue
                 sizes[(im.height, im.width)] += 1
                 gray &= im.mode in _GRAY_MODES
+        except Image.DecompressionBombError:
+            too_large.append(p)
+            continue
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise DataError(f"cannot read image {p}: {e}") from None
+        kept.append((p, ci))
+    if too_large:  # skipped, counted and said, never decoded
+        import warnings
+
+        warnings.warn(
+            f"{root}: skipped {len(too_large)} image(s) over {MAX_IMAGE_PIXELS:,} pixels "
+            f"(e.g. {too_large[0]})", stacklevel=2)
+        files = kept
+        left = {ci for _, ci in files}
+        if len(left) < len(class_dirs):
+            empty = [d.name for i, d in enumerate(class_dirs) if i not in left]
+            raise DataError(f"{root}: class folder(s) {empty} have no image of a usable size "
+                            f"(at most {MAX_IMAGE_PIXELS:,} pixels)")
     hw = (image_size, image_size) if image_size else sizes.most_common(1)[0][0]
     _check_size(hw, str(root))
-    mode = "L" if gray else "RGB"
     x = np.empty((len(files), hw[0], hw[1], 1 if gray else 3), dtype=np.uint8)
     for i, (p, _) in enumerate(files):
         try:
             with Image.open(p) as im:
-                im = im.convert(mode)
+                im = to_8bit(im, gray)
                 if (im.height, im.width) != hw:
                     im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 x[i] = np.asarray(im, dtype=np.uint8).reshape(hw[0], hw[1], -1)

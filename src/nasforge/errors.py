@@ -6,16 +6,31 @@ instead of a traceback; anything else is a bug in nasforge and keeps its traceba
 
 from __future__ import annotations
 
+#: the longest message an error shows: hostile input (a 3 MB architecture string) is
+#: echoed in part, never whole
+MAX_MESSAGE = 2000
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 40
+    return f"{text[:keep]}... ({len(text) - keep:,} more characters)"
+
 
 class NasforgeError(Exception):
     """A problem with the user's input, data or environment, with a hint on what to do."""
+
+    def __str__(self) -> str:
+        return shorten(super().__str__())
 
 
 class UnknownNameError(NasforgeError, KeyError):
     """A registry lookup for a name that is not registered."""
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
-        return str(self.args[0]) if self.args else ""
+        return shorten(str(self.args[0])) if self.args else ""
 
 
 class ArchParseError(NasforgeError, ValueError):

@@ -331,7 +331,9 @@ class _Worker:
         self._sender.start()
 
     def _send(self, blob: bytes) -> None:
-        with contextlib.suppress(OSError, EOFError, ValueError):
+        # TypeError/AttributeError: the pipe was closed under this thread (a pool shut
+        # down while a worker still starts); the worker is going away, nothing to report
+        with contextlib.suppress(OSError, EOFError, ValueError, TypeError, AttributeError):
             self.conn.send_bytes(blob)
 
     def kill(self) -> None:
@@ -339,6 +341,9 @@ class _Worker:
             self.proc.kill()
 
     def close(self) -> None:
+        if self._sender.is_alive():  # still sending the context: stop the reader first,
+            self.kill()  # so the pipe is not closed under the sender thread
+            self._sender.join(timeout=2.0)
         with contextlib.suppress(Exception):
             self.conn.close()
         with contextlib.suppress(Exception):
@@ -836,6 +841,7 @@ class RayExecutor(Executor):
                                     "logging_level": "ERROR", "configure_logging": True}
             if address:
                 opts["address"] = address
+                _probe_ray_address(address)  # ray.init would retry an absent head forever
             else:
                 opts["num_cpus"] = max_workers or cpu_count()
             opts.update(dict(init_options or {}))
@@ -967,6 +973,47 @@ class RayExecutor(Executor):
 
 
 # ------------------------------------------------------------------------------ factory
+#: seconds to wait for a Ray head to accept a connection (NASFORGE_RAY_CONNECT_TIMEOUT)
+RAY_CONNECT_TIMEOUT = 30.0
+
+
+def _probe_ray_address(address: str) -> None:
+    """Fail fast, with what to check, when nothing listens at a Ray ``host:port``
+    (``ray.init`` itself keeps retrying "Failed to get cluster ID from GCS server")."""
+    import socket
+
+    target = address.strip()
+    for prefix in ("ray://", "http://", "https://"):
+        if target.startswith(prefix):
+            target = target[len(prefix):]
+    if target in ("auto", "local") or ":" not in target:
+        return
+    host, _, port_s = target.rpartition(":")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ExecutorError(f"ray address {address!r} is not host:port") from None
+    try:
+        timeout = float(os.environ.get("NASFORGE_RAY_CONNECT_TIMEOUT", RAY_CONNECT_TIMEOUT))
+    except ValueError:
+        timeout = RAY_CONNECT_TIMEOUT
+    deadline = time.monotonic() + max(0.1, timeout)
+    last: OSError | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host.strip("[]"), port),
+                                          timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            last = e
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    raise ExecutorError(
+        f"no Ray head answers at {address!r} after {timeout:.0f} s "
+        f"({last.strerror if last and last.strerror else last}); check that the cluster is "
+        f"up (`ray status`) and the address and port, or run without --ray-address"
+    )
+
+
 def make_executor(kind: str = "auto", workers: int = 1, *, ray_address: str | None = None,
                   trial_timeout: float | None = None, retries: int = 1) -> Executor:
     """The executor for ``--executor KIND --workers N`` (see :data:`EXECUTOR_KINDS`).

@@ -15,6 +15,7 @@ exported to ``RUN_DIR/best`` with :func:`nasforge.export.save_best`.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import inspect
 import json
 import math
@@ -318,6 +319,15 @@ def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
             s_opts["constraints"] = list(dict.fromkeys(theirs + mine))
     e_opts = dict(estimator_options or {})
     wanted = {o.metric for o in objs or []} | {c.metric for c in cons}
+    est_cls = (estimators.registry.factory(estimator) if isinstance(estimator, str)
+               else estimator)
+    known = getattr(est_cls, "reported_metrics", None)
+    if known is not None and (unknown := sorted(wanted - set(known))):
+        name = estimator if isinstance(estimator, str) else estimator.name
+        raise NasforgeError(
+            f"unknown metric(s) {unknown} in the objectives or constraints: estimator "
+            f"{name!r} reports {', '.join(sorted(known))}"
+        )
     if isinstance(estimator, str) and wanted & set(_ONNX_METRICS) and "latency" not in e_opts:
         names, _ = _accepted(estimators.registry.factory(estimator))
         if "latency" in names:  # the cheap default would never measure these
@@ -396,14 +406,42 @@ def _load_data(setup: _Setup, run_dir: Path | None) -> Dataset | None:
     return data
 
 
+#: run directories :func:`default_run_dir` created (removed again if left empty by a failure)
+_CLAIMED: set[Path] = set()
+
+
 def default_run_dir(prefix: str) -> Path:
-    """``runs/<prefix>-<time>`` (``-2``, ``-3``, ... appended if taken): a fresh run directory."""
+    """``runs/<prefix>-<time>`` (``-2``, ``-3``, ... appended if taken): a fresh run directory.
+
+    The directory is created here, atomically (``mkdir`` fails if it exists), so two
+    searches started in the same second take different names instead of colliding.
+    """
     base = Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create {base.parent}: {e.strerror or e}") from None
     out, i = base, 1
-    while out.exists():
-        i += 1
-        out = base.with_name(f"{base.name}-{i}")
+    while True:
+        try:
+            out.mkdir()
+            break
+        except FileExistsError:
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
+        except OSError as e:
+            raise RunDirError(f"cannot create run directory {out}: {e.strerror or e}") from None
+    _CLAIMED.add(out.resolve())
     return out
+
+
+def _release_claim(run_dir: Path) -> None:
+    """Remove a directory :func:`default_run_dir` made if a failure left it empty."""
+    p = run_dir.resolve()
+    if p in _CLAIMED:
+        _CLAIMED.discard(p)
+        with contextlib.suppress(OSError):
+            p.rmdir()  # only if empty
 
 
 def _diff(stored: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
@@ -967,10 +1005,18 @@ def search(
             store.close()
             raise
     else:
-        data = _load_data(setup, None)  # bad data fails before a run directory exists
-        store = RunStore.create(run_dir, {**setup.config, "budget": budget,
-                                          "final_train": final_train,
-                                          "final_epochs": final_epochs})
+        try:
+            data = _load_data(setup, None)  # bad data fails before a run is stored
+            # the execution is stored from the start: a first session that cannot reach
+            # its executor (Ray down) leaves a run that resumes with the same executor
+            store = RunStore.create(run_dir, {
+                **setup.config, "budget": budget, "final_train": final_train,
+                "final_epochs": final_epochs,
+                **({"execution": execution} if isinstance(execution, dict) else {})})
+        except BaseException:
+            _release_claim(run_dir)
+            raise
+        _CLAIMED.discard(run_dir.resolve())
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=final_epochs, progress=progress, executor=execution,
                     t_call=t_call)

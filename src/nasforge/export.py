@@ -135,6 +135,20 @@ class OnnxExport:
         }
 
 
+#: the oldest ONNX opset nasforge exports to (older ones lack operators every net uses)
+MIN_OPSET = 9
+
+
+def _max_opset() -> int:
+    """The newest opset the installed ``onnx`` knows."""
+    try:
+        import onnx.defs
+
+        return int(onnx.defs.onnx_opset_version())
+    except Exception:  # noqa: BLE001 - a guess is enough for a range check
+        return 21
+
+
 def _export_once(
     model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool
 ) -> None:
@@ -187,7 +201,15 @@ def export_onnx(
     exporter's error if none worked. The model's device and train/eval mode are restored.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if opset is not None:
+        top = _max_opset()
+        if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+            raise NasforgeError(f"opset must be an integer from {MIN_OPSET} to {top}, "
+                                f"got {opset!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path under a file, a read-only disk, a name too long
+        raise NasforgeError(f"cannot write {path}: {e.strerror or e}") from None
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3:
         raise NasforgeError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
@@ -219,6 +241,10 @@ def export_onnx(
                  if o.domain in ("", "ai.onnx")),
                 opset,
             )  # fmt: skip
+            if opset is not None and opset_used != opset:  # never another opset silently
+                errors.append(f"{name}: wrote opset {opset_used}, not the {opset} asked for")
+                path.unlink(missing_ok=True)
+                continue
             return OnnxExport(path, name, opset_used, diff)
     finally:
         model.to(device)
@@ -408,9 +434,11 @@ class LoadedModel:
     @property
     def summary(self) -> dict[str, Any]:
         """``summary.json`` of the model directory ({} when absent or unreadable)."""
+        from nasforge.jsonio import read_json
+
         try:
-            return json.loads((self.path / SUMMARY_FILE).read_text())
-        except (OSError, ValueError):
+            return read_json(self.path / SUMMARY_FILE)
+        except NasforgeError:
             return {}
 
     def preprocess(self, images: ImageInput) -> np.ndarray:
@@ -480,13 +508,10 @@ def model_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def _read_arch_doc(d: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads((d / ARCH_FILE).read_text())
-    except OSError as e:
-        raise RunDirError(f"cannot read {d / ARCH_FILE}: {e}") from None
-    except ValueError as e:
-        raise RunDirError(f"{d / ARCH_FILE} is corrupt (not valid JSON: {e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    from nasforge.jsonio import read_json
+
+    doc = read_json(d / ARCH_FILE, kind=dict, error=RunDirError)
+    if doc.get("format") != FORMAT:
         raise RunDirError(f"{d / ARCH_FILE} is not a nasforge model description")
     ver = doc.get("format_version")
     if ver != FORMAT_VERSION:
@@ -513,18 +538,28 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
 
     d = model_dir(path)
     doc = _read_arch_doc(d)
+    from nasforge.spaces.base import check_input_shape
+
     try:
-        input_shape = tuple(int(s) for s in doc["input_shape"])
+        input_shape = check_input_shape(doc["input_shape"], 2)
+        if not isinstance(doc["classes"], list) or not doc["classes"]:
+            raise ValueError("'classes' must be a non-empty list")
         classes = [str(c) for c in doc["classes"]]
         mean = tuple(float(v) for v in doc["mean"])
         std = tuple(float(v) for v in doc["std"])
+        if not isinstance(doc.get("space_config") or {}, dict):
+            raise ValueError("'space_config' must be an object")
         cfg = dict(doc.get("space_config") or {})
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError, NasforgeError) as e:
         raise RunDirError(f"{d / ARCH_FILE} is corrupt: {e}") from None
-    if len(input_shape) != 3 or min(input_shape) < 1 or len(classes) < 1:
-        raise RunDirError(
-            f"{d / ARCH_FILE} is corrupt: input_shape {input_shape}, {len(classes)} classes"
-        )
+    c = input_shape[0]
+    if len(mean) != c or len(std) != c:
+        raise RunDirError(f"{d / ARCH_FILE} is corrupt: 'mean' and 'std' need {c} value(s) "
+                          f"for a {c}-channel model, got {len(mean)} and {len(std)}")
+    if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0
+                                                           for v in std):
+        raise RunDirError(f"{d / ARCH_FILE} is corrupt: 'mean' must be finite and 'std' "
+                          f"finite and positive, got {list(mean)} and {list(std)}")
     try:
         space = spaces.get(str(doc["space"]), **cfg)
         arch = space.from_json(doc["arch"])
@@ -541,6 +576,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
     if not isinstance(winfo, dict):
         raise RunDirError(f"{d / ARCH_FILE} is corrupt: 'weights' must be an object")
     wname = str(winfo.get("file") or WEIGHTS_FILE)
+    if "\0" in wname or len(wname) > 255:
+        raise RunDirError(f"{d / ARCH_FILE}: the weights file name is not a file name")
     wfile = d / wname
     # a tampered arch.json must not make us read (or hash) files outside the directory
     if Path(wname).name != wname or wname in (".", "..") or \
@@ -594,11 +631,23 @@ def _is_pil(v: Any) -> bool:
 def _open_image(p: str | os.PathLike[str]) -> PILImage.Image:
     from PIL import Image, UnidentifiedImageError
 
+    from nasforge.data import MAX_IMAGE_PIXELS, image_too_large
+
     path = Path(p).expanduser()
     try:
         with Image.open(path) as im:
+            if image_too_large(im):
+                raise NasforgeError(
+                    f"image {path} is {im.width} x {im.height} pixels, over the "
+                    f"{MAX_IMAGE_PIXELS:,} nasforge decodes; resize it first"
+                )
             im.load()
             return im.copy()
+    except Image.DecompressionBombError:
+        raise NasforgeError(
+            f"image {path} is too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels); "
+            "resize it first"
+        ) from None
     except FileNotFoundError:
         raise NasforgeError(f"image file not found: {path}") from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
@@ -612,11 +661,9 @@ def _pil_to_unit(im: PILImage.Image, shape: tuple[int, int, int]) -> np.ndarray:
     c, h, w = shape
     if c not in (1, 3):
         raise NasforgeError(f"the model takes {c}-channel input; give such images as numpy arrays")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I") and c == 1:
-        a = np.asarray(im, dtype=np.float32)
-        top = 65535.0 if a.size and a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), "L")
-    im = im.convert("L" if c == 1 else "RGB")
+    from nasforge.data import to_8bit
+
+    im = to_8bit(im, gray=c == 1)
     if (im.height, im.width) != (h, w):
         im = im.resize((w, h), Image.Resampling.BILINEAR)
     a = np.asarray(im, dtype=np.float32).reshape(h, w, -1) / 255.0
@@ -725,9 +772,14 @@ def _to_model_input(images: ImageInput, shape: tuple[int, int, int]) -> np.ndarr
     if isinstance(images, np.ndarray) or (
         isinstance(images, Sequence)
         and len(images) > 0
-        and not any(_is_pathlike(v) or _is_pil(v) for v in images)
-    ):
-        arr = np.asarray(images)
+        and not any(_is_pathlike(v) or _is_pil(v) or isinstance(v, np.ndarray) for v in images)
+    ):  # one array (or nested lists of numbers); a list of arrays goes item by item below,
+        # so that images of different sizes are each resized like files are
+        try:
+            arr = np.asarray(images)
+        except ValueError:  # ragged nested lists
+            raise NasforgeError("images given as nested lists must all have one shape; "
+                                "give a list of numpy arrays or file paths instead") from None
         if arr.dtype == object:
             raise NasforgeError("images must be one numpy array, or a list of paths / PIL images")
         if arr.size == 0:

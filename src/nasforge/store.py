@@ -34,6 +34,21 @@ if TYPE_CHECKING:
 
     from nasforge.estimators.base import Result
 
+
+#: the type every known meta key must have when read back (others: any JSON)
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "status": str, "final": dict, "format_version": int,
+    "elapsed_s": (int, float),
+}
+
+def _os_reason(e: BaseException) -> str:
+    """A one-line reason for an OS or SQLite failure ("No space left on device", ...)."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    text = str(e)
+    return "the disk is full" if "full" in text.lower() else text
+
+
 #: the on-disk format this code writes; opening a run with a larger number is refused
 FORMAT_VERSION = 1
 DB_NAME = "nasforge.db"
@@ -149,6 +164,15 @@ class _Lock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                fd = None
+            except OSError as e:  # read-only media, no permission, a path under a file
+                ro = e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+                raise RunDirError(
+                    f"cannot write to {self.path.parent}: {e.strerror or e}"
+                    + ("; the directory is read-only (show, load and predict still work; "
+                       "copy the run somewhere writable to continue it)" if ro else "")
+                ) from None
+            if fd is None:
                 holder = self._read()
                 if holder is None:
                     # created but not yet written by its owner, or a crash in between:
@@ -175,10 +199,15 @@ class _Lock:
                 with contextlib.suppress(OSError):
                     aside.unlink()
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # disk full: leave no half-written lock behind
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                raise RunDirError(f"cannot write the lock {self.path}: {e.strerror or e}") from None
             self.held = True
             return
         raise RunDirError(f"could not take the lock {self.path}; delete it if no search is running")
@@ -249,6 +278,7 @@ class RunStore:
             raise RunDirError(f"cannot create run directory {run_dir}: {e}") from None
         lock = _Lock(run_dir / LOCK_NAME)
         lock.acquire()
+        tmp = run_dir / f".{DB_NAME}.creating-{os.getpid()}"
         try:
             if cls.exists(run_dir):  # another process created it while we took the lock
                 raise RunDirError(
@@ -256,7 +286,6 @@ class RunStore:
                     f"{run_dir}`, or choose another --out directory."
                 )
             # build the schema in a side file and rename it in: a half-created run never exists
-            tmp = run_dir / f".{DB_NAME}.creating-{os.getpid()}"
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             now = time.time()
@@ -284,8 +313,12 @@ class RunStore:
             os.replace(tmp, run_dir / DB_NAME)
             conn = cls._connect(run_dir / DB_NAME)
             conn.execute("PRAGMA journal_mode=WAL")
-        except BaseException:
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # never leave the side file behind (disk full, Ctrl-C)
             lock.release()
+            if isinstance(e, sqlite3.Error | OSError):
+                raise RunDirError(f"cannot create the run in {run_dir}: {_os_reason(e)}") from None
             raise
         return cls(run_dir, conn, lock)
 
@@ -307,7 +340,7 @@ class RunStore:
         if lock is not None:
             lock.acquire()
         try:
-            conn = cls._connect(db)
+            conn = cls._connect(db, readonly=not write)
             try:
                 cls._check(conn, db)
             except BaseException:
@@ -320,14 +353,25 @@ class RunStore:
         return cls(run_dir, conn, lock)
 
     @staticmethod
-    def _connect(db: Path) -> sqlite3.Connection:
+    def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
+        """A connection; ``readonly`` on media nasforge cannot write to opens the file as
+        immutable (WAL mode would otherwise need to create its ``-shm`` file there)."""
+        from urllib.parse import quote
+
         try:
-            conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+            if readonly:
+                cannot_write = not os.access(db.parent, os.W_OK)
+                uri = f"file:{quote(str(db.resolve()))}?" + (
+                    "immutable=1" if cannot_write else "mode=ro")
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+            else:
+                conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
         except sqlite3.Error as e:
             raise RunDirError(f"cannot open {db}: {e}") from None
         try:
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=FULL")
+            if not readonly:
+                conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as e:
             conn.close()
             raise RunDirError(
@@ -420,16 +464,39 @@ class RunStore:
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self._conn is None:
             raise RunDirError(f"run store {self.run_dir} is closed")
-        return self._conn.execute(sql, args).fetchall()
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:  # torn pages, bytes that are not UTF-8, ...
+            raise self._damaged(f"cannot be read ({e})") from None
+
+    def _damaged(self, what: str) -> RunDirError:
+        return RunDirError(
+            f"{self.path} is damaged: {what}; restore it from a backup, or start a new run "
+            "with another --out directory"
+        )
+
+    def _loads(self, raw: Any, what: str, kind: type | tuple[type, ...] | None = None) -> Any:
+        """A stored JSON value, parsed and type-checked: stored values are untrusted."""
+        try:
+            v = json.loads(raw)
+        except (TypeError, ValueError, RecursionError):
+            raise self._damaged(f"{what} is not valid JSON") from None
+        if kind is not None and not isinstance(v, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self._damaged(f"{what} is a {type(v).__name__}, not a {names}")
+        return v
 
     # -- meta ------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
-        """All meta values (config, status, elapsed_s, final, ...)."""
-        return {k: json.loads(v) for k, v in self._read("SELECT key, value FROM meta")}
+        """All meta values (config, status, elapsed_s, final, ...), each type-checked."""
+        return {k: self._meta_value(k, v) for k, v in self._read("SELECT key, value FROM meta")}
+
+    def _meta_value(self, key: str, raw: Any) -> Any:
+        return self._loads(raw, f"meta key {key!r}", META_TYPES.get(key))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
-        return json.loads(rows[0][0]) if rows else default
+        return self._meta_value(key, rows[0][0]) if rows else default
 
     def set_meta(self, key: str | None = None, value: Any = None, **more: Any) -> None:
         """Set one or several meta values in one transaction."""
@@ -451,13 +518,18 @@ class RunStore:
     def config(self) -> dict[str, Any]:
         return self.get_meta("config", {})
 
+
     # -- strategy state --------------------------------------------------------------------
     def strategy_state(self) -> tuple[dict[str, Any] | None, int]:
         """The last saved strategy state and its number of told trials (``(None, 0)`` if none)."""
         rows = self._read("SELECT state, n_told FROM strategy_state WHERE id=1")
         if not rows:
             return None, 0
-        return json.loads(rows[0][0]), int(rows[0][1])
+        state = self._loads(rows[0][0], "the strategy state", dict)
+        try:
+            return state, int(rows[0][1])
+        except (TypeError, ValueError):
+            raise self._damaged("the strategy state's trial count is not a number") from None
 
     @staticmethod
     def _put_state(c: sqlite3.Connection, state: Mapping[str, Any], n_told: int) -> None:
@@ -540,22 +612,34 @@ class RunStore:
     _COLS = ("id, arch, fidelity, status, metrics, report, cost, error, started_at, finished_at, "
              "attempt, arch_json")
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> TrialRecord:
-        return TrialRecord(
-            id=int(row[0]),
-            arch=row[1],
-            fidelity=None if row[2] is None else json.loads(row[2]),
-            status=row[3],
-            metrics=json.loads(row[4] or "{}"),
-            report=json.loads(row[5] or "{}"),
-            cost=row[6],
-            error=row[7],
-            started_at=row[8],
-            finished_at=row[9],
-            attempt=int(row[10]),
-            arch_json=json.loads(row[11]) if row[11] else None,
-        )
+    def _record(self, row: tuple[Any, ...]) -> TrialRecord:
+        """A trial row, every field checked: a tampered row is a clear error, not a crash
+        somewhere later."""
+        tid = row[0]
+        what = f"trial {tid!r}"
+        try:
+            rec = TrialRecord(
+                id=int(tid),
+                arch=row[1],
+                fidelity=None if row[2] is None else self._loads(row[2], f"{what} fidelity",
+                                                                 dict),
+                status=row[3],
+                metrics=self._loads(row[4] or "{}", f"{what} metrics", dict),
+                report=self._loads(row[5] or "{}", f"{what} report", dict),
+                cost=None if row[6] is None else float(row[6]),
+                error=row[7],
+                started_at=row[8],
+                finished_at=row[9],
+                attempt=int(row[10]),
+                arch_json=self._loads(row[11], f"{what} arch_json", dict) if row[11] else None,
+            )
+        except (TypeError, ValueError):
+            raise self._damaged(f"{what} has a malformed id, cost or attempt count") from None
+        if not isinstance(rec.arch, str) or rec.status not in ("running", "ok", "failed"):
+            raise self._damaged(f"{what} has a malformed architecture or status")
+        if rec.error is not None and not isinstance(rec.error, str):
+            raise self._damaged(f"{what} has a malformed error text")
+        return rec
 
     def trials(self, status: str | None = None) -> list[TrialRecord]:
         """All trials in id (= start) order, optionally only those with ``status``."""
@@ -577,6 +661,8 @@ class RunStore:
         """Number of trials per status (``running``, ``ok``, ``failed``; zeros included)."""
         out = {"running": 0, "ok": 0, "failed": 0}
         for status, n in self._read("SELECT status, COUNT(*) FROM trials GROUP BY status"):
+            if status not in out:
+                raise self._damaged(f"a trial has the unknown status {str(status)[:40]!r}")
             out[status] = int(n)
         return out
 

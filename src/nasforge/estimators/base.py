@@ -83,6 +83,9 @@ class Estimator(ABC):
     #: ``time.time()`` after which a trial should stop (the end of a job's search time);
     #: estimators that can stop mid-trial honour it, others finish the trial
     deadline: float | None = None
+    #: the metrics its results may hold, so an objective or constraint on anything else is
+    #: refused before the search starts; None: not declared (nothing is checked)
+    reported_metrics: frozenset[str] | None = None
 
     def evaluate(
         self,

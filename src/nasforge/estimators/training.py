@@ -460,6 +460,11 @@ class TrainingEstimator(Estimator):
     """
 
     time_fidelity = "seconds"
+    reported_metrics = frozenset({
+        "val_accuracy", "val_loss", "params", "flops", "peak_memory_mb", "train_time_s",
+        "epochs", "data_fraction", "latency_ms", "latency_threads", "latency_ms_b32",
+        "onnx_latency_ms", "onnx_latency_ms_b32", "early_stopped",
+    })
 
     def __init__(
         self,

@@ -354,14 +354,24 @@ def load_supernet(path: str | os.PathLike[str]) -> OFASupernet:
             f"{p} holds no saved OFA supernet ({SUPERNET_META} + {SUPERNET_WEIGHTS}); give the "
             "supernet folder of an earlier `nasforge ofa` run (RUN_DIR/supernet)"
         )
+    from nasforge.jsonio import read_json
+    from nasforge.spaces.base import check_input_shape
+
+    meta = read_json(p / SUPERNET_META, kind=dict)
     try:
-        meta = json.loads((p / SUPERNET_META).read_text())
+        if not isinstance(meta.get("space_config"), dict) or not isinstance(meta.get("space"),
+                                                                             str):
+            raise ValueError("'space' must be a name and 'space_config' an object")
         space = spaces.get(meta["space"], **meta["space_config"])
-        sn = OFASupernet(space, meta["input_shape"], int(meta["num_classes"]),
+        shape = check_input_shape(meta["input_shape"], meta["num_classes"])
+        sn = OFASupernet(space, shape, int(meta["num_classes"]),
                          kernel_transform=bool(meta["kernel_transform"]))  # fmt: skip
         sn.load_state_dict(load_file(str(p / SUPERNET_WEIGHTS)), strict=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except NasforgeError as e:
         raise NasforgeError(f"cannot load the OFA supernet in {p}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise NasforgeError(f"cannot load the OFA supernet in {p}: {type(e).__name__}: "
+                            f"{str(e)[:300]}") from None
     sn.channels_sorted = bool(meta.get("channels_sorted", False))
     return sn
 

@@ -9,9 +9,12 @@ override the string form or the canonicalization of inactive choices.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
+import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,15 +76,141 @@ class Arch:
         return {"space": self.space, "arch": self.text, "choices": dict(self.items)}
 
 
+#: what any network nasforge builds may cost, checked before its weights are allocated
+#: (environment variables ``NASFORGE_MAX_PARAMS`` and ``NASFORGE_MAX_ACTIVATION_MB``
+#: raise or lower them); inputs are bounded too
+MAX_PARAMS = 300_000_000
+MAX_ACTIVATION_MB = 4096.0  # summed layer outputs of one example
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_CHANNELS = 64
+MAX_CLASSES = 1_000_000
+
+_guard = threading.local()
+
+
+def _limit(env: str, default: float) -> float:
+    try:
+        v = float(os.environ.get(env, default))
+    except ValueError:
+        return default
+    return v if math.isfinite(v) and v > 0 else default
+
+
+def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]:
+    """``input_shape`` as (C, H, W) integers within nasforge's bounds, else a clear error
+    (a stored ``[1, 100000, 100000]`` or ``1e400`` is refused, not allocated)."""
+    from nasforge.errors import NasforgeError
+
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise NasforgeError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
+    ok = len(shape) == 3 and all(isinstance(v, int | np.integer) and not isinstance(v, bool)
+                                 for v in shape)
+    if not ok:
+        raise NasforgeError(f"input_shape must be 3 integers (C, H, W), got {shape!r:.200}")
+    c, h, w = (int(v) for v in shape)
+    if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+        raise NasforgeError(
+            f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} channels and sides "
+            f"of 1-{MAX_INPUT_SIDE} pixels")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or not (
+            1 <= num_classes <= MAX_CLASSES):
+        raise NasforgeError(f"num_classes must be an integer from 1 to {MAX_CLASSES:,}, "
+                            f"got {num_classes!r:.100}")
+    return c, h, w
+
+
+def check_network_size(build: Any, space: Any, arch: Any, input_shape: Sequence[int],
+                       num_classes: int) -> None:
+    """Build ``arch`` on PyTorch's ``meta`` device (shapes only, no memory) and refuse it
+    if its parameters or one example's activations pass the limits. A space whose build
+    or forward cannot run on ``meta`` is checked on its parameters, or not at all."""
+    import torch
+
+    from nasforge.errors import NasforgeError
+
+    try:
+        with torch.device("meta"):
+            net = build(space, arch, input_shape, num_classes)
+    except NasforgeError:
+        raise
+    except Exception:  # noqa: BLE001 - not meta-friendly: the real build says what is wrong
+        return
+    n_params = sum(p.numel() for p in net.parameters())
+    max_params = _limit("NASFORGE_MAX_PARAMS", MAX_PARAMS)
+    if n_params > max_params:
+        raise NasforgeError(
+            f"{space.name}: the network has {n_params:,} parameters, over the limit of "
+            f"{int(max_params):,} (set NASFORGE_MAX_PARAMS to change it); refused before "
+            f"allocating it")
+    total = 0
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            net(torch.empty((1, *input_shape), device="meta"))
+    except Exception:  # noqa: BLE001 - see docstring
+        return
+    finally:
+        for h in handles:
+            h.remove()
+    max_mb = _limit("NASFORGE_MAX_ACTIVATION_MB", MAX_ACTIVATION_MB)
+    if total / 2**20 > max_mb:
+        raise NasforgeError(
+            f"{space.name}: one example's activations take {total / 2**20:,.0f} MB, over the "
+            f"limit of {max_mb:,.0f} MB (set NASFORGE_MAX_ACTIVATION_MB to change it); "
+            f"refused before allocating it")
+
+
+def _guarded(build: Any) -> Any:
+    """``build`` with :func:`check_input_shape` and :func:`check_network_size` first."""
+
+    @functools.wraps(build)
+    def checked(self: Any, arch: Any, input_shape: Sequence[int], num_classes: int,
+                *args: Any, **kw: Any) -> Any:
+        if getattr(_guard, "active", False):  # inside a check: build as asked
+            return build(self, arch, input_shape, num_classes, *args, **kw)
+        shape = check_input_shape(input_shape, num_classes)
+        _guard.active = True
+        try:
+            check_network_size(lambda sp, a, i, n: build(sp, a, i, n, *args, **kw), self,
+                               arch, shape, int(num_classes))
+        finally:
+            _guard.active = False
+        return build(self, arch, input_shape, num_classes, *args, **kw)
+
+    checked.__nasforge_guarded__ = True  # type: ignore[attr-defined]
+    return checked
+
+
 class SearchSpace(ABC):
     """Base class of all search spaces (see module docstring).
 
     Subclasses set ``name``, implement :meth:`choices` and :meth:`build`, and may
     override :meth:`canonicalize`, :meth:`is_active`, :meth:`format` / :meth:`parse`.
     Randomness always comes from a ``numpy.random.Generator`` passed in by the caller.
+
+    Every subclass's ``build`` is bounded before it allocates: the input shape is checked
+    and the network is first built on the ``meta`` device, so one whose parameters or
+    activations pass :data:`MAX_PARAMS` / :data:`MAX_ACTIVATION_MB` is refused with a
+    one-line error (whatever a stored config or a hostile ``arch.json`` says).
     """
 
     name: str = "space"
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        build = cls.__dict__.get("build")
+        if build is not None and not getattr(build, "__isabstractmethod__", False) \
+                and not getattr(build, "__nasforge_guarded__", False):
+            cls.build = _guarded(build)  # type: ignore[method-assign]
 
     # -- what a space must say -------------------------------------------------------
     @abstractmethod

@@ -69,6 +69,14 @@ _BLOCK_NAME = re.compile(r"^b(\d+)_(\w+)$")
 
 #: smallest input side accepted by :meth:`CNNSpace.build`
 MIN_SIDE = 8
+#: bounds on the space's options, checked before any choice list is made (a hostile
+#: ``max_blocks=100000000`` would otherwise allocate gigabytes of choices); what a
+#: network built from valid options may cost is checked by ``SearchSpace`` itself
+MAX_BLOCKS = 256
+MAX_WIDTH = 16384
+MAX_KERNEL = 31
+MAX_EXPANSION = 64
+MAX_OPTIONS = 1024
 
 #: hand designs for small images (see :meth:`CNNSpace.known_good`). The third is the
 #: classic VGG-style design (2 x [conv3x3-BN-ReLU x 2, 2x2 max pool, dropout], 32/64
@@ -116,11 +124,13 @@ class Stage:
 # -- option validation -----------------------------------------------------------------------
 
 
-def _int_options(name: str, value: Any, *, odd: bool = False) -> tuple[int, ...]:
+def _int_options(name: str, value: Any, *, odd: bool = False,
+                 hi: int = MAX_WIDTH) -> tuple[int, ...]:
     opts = _options(name, value)
     for o in opts:
-        if isinstance(o, bool) or not isinstance(o, int) or o < 1:
-            raise NasforgeError(f"cnn: {name} must be positive integers, got {o!r} in {list(opts)}")
+        if isinstance(o, bool) or not isinstance(o, int) or not 1 <= o <= hi:
+            raise NasforgeError(
+                f"cnn: {name} must be integers from 1 to {hi}, got {o!r} in {list(opts)[:20]}")
         if odd and o % 2 == 0:
             raise NasforgeError(
                 f"cnn: {name} must be odd (so 'same' padding keeps the shape), "
@@ -141,7 +151,9 @@ def _name_options(name: str, value: Any, valid: Iterable[str]) -> tuple[str, ...
 def _options(name: str, value: Any) -> tuple[Any, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise NasforgeError(f"cnn: {name} must be a list of options, got {value!r}")
-    opts = tuple(value)
+    opts = tuple(itertools.islice(value, MAX_OPTIONS + 1))
+    if len(opts) > MAX_OPTIONS:
+        raise NasforgeError(f"cnn: {name} has more than {MAX_OPTIONS} options")
     if not opts:
         raise NasforgeError(f"cnn: {name} needs at least one option")
     if len(set(opts)) != len(opts):
@@ -160,9 +172,9 @@ def _prob_options(name: str, value: Any) -> tuple[float, ...]:
     return out
 
 
-def _count(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise NasforgeError(f"cnn: {name} must be an integer >= {lo}, got {value!r}")
+def _count(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise NasforgeError(f"cnn: {name} must be an integer from {lo} to {hi}, got {value!r}")
     return value
 
 
@@ -275,23 +287,24 @@ class CNNSpace(SearchSpace):
         block_dropouts: Sequence[float] = (0.0, 0.1, 0.2),
         heads: Sequence[str] = ("gap", "fc128", "fc256"),
     ) -> None:
-        self.min_blocks = _count("min_blocks", min_blocks, 0)
-        self.max_blocks = _count("max_blocks", max_blocks, 1)
+        self.min_blocks = _count("min_blocks", min_blocks, 0, MAX_BLOCKS)
+        self.max_blocks = _count("max_blocks", max_blocks, 1, MAX_BLOCKS)
         if self.min_blocks > self.max_blocks:
             raise NasforgeError(
                 f"cnn: min_blocks ({min_blocks}) must not exceed max_blocks ({max_blocks})"
             )
         self.widths = _int_options("widths", widths)
-        self.kernels = _int_options("kernels", kernels, odd=True)
+        self.kernels = _int_options("kernels", kernels, odd=True, hi=MAX_KERNEL)
         self.block_types = _name_options("block_types", block_types, BLOCK_TYPES)
         self.activations = _name_options("activations", activations, ACTIVATIONS)
         self.dropouts = _prob_options("dropouts", dropouts)
         self.block_dropouts = _prob_options("block_dropouts", block_dropouts)
         self.stem_widths = _int_options("stem_widths", stem_widths)
-        self.expansion = _count("expansion", expansion, 1)
+        self.expansion = _count("expansion", expansion, 1, MAX_EXPANSION)
         self.heads = _options("heads", heads)
         for h in self.heads:
-            if h != "gap" and not (isinstance(h, str) and _HEAD.match(h) and int(h[2:]) > 0):
+            if h != "gap" and not (isinstance(h, str) and _HEAD.match(h)
+                                   and 0 < int(h[2:]) <= MAX_WIDTH):
                 raise NasforgeError(
                     f"cnn: unknown head {h!r} in heads; use 'gap' or 'fcN' (a hidden fully "
                     "connected layer of N units, e.g. 'fc128')"

@@ -70,15 +70,24 @@ def scale_width(width: int, mult: float, divisor: int = DIVISOR) -> int:
 
 
 # -- option checks ---------------------------------------------------------------------------
-def _ints(name: str, value: Any, *, odd: bool = False, lo: int = 1) -> tuple[int, ...]:
+#: bounds on every integer option (a hostile ``expansions=[1000000]`` is refused here;
+#: what a network built from valid options costs is checked by ``SearchSpace`` itself)
+MAX_INT_OPTION = 16384
+MAX_OPTIONS = 256
+
+
+def _ints(name: str, value: Any, *, odd: bool = False, lo: int = 1,
+          hi: int = MAX_INT_OPTION) -> tuple[int, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise NasforgeError(f"mobile: {name} must be a list of integers, got {value!r}")
+    if len(value) > MAX_OPTIONS:
+        raise NasforgeError(f"mobile: {name} has more than {MAX_OPTIONS} values")
     opts = tuple(value)
     if not opts:
         raise NasforgeError(f"mobile: {name} needs at least one value")
     for o in opts:
-        if isinstance(o, bool) or not isinstance(o, int) or o < lo:
-            raise NasforgeError(f"mobile: {name} must be integers >= {lo}, got {o!r}")
+        if isinstance(o, bool) or not isinstance(o, int) or not lo <= o <= hi:
+            raise NasforgeError(f"mobile: {name} must be integers from {lo} to {hi}, got {o!r}")
         if odd and o % 2 == 0:
             raise NasforgeError(f"mobile: {name} must be odd (same padding), got {o}")
     return opts
@@ -165,9 +174,9 @@ class MobileSpace(SearchSpace):
             )
         if any(s not in (1, 2) for s in self.strides):
             raise NasforgeError(f"mobile: strides must be 1 or 2, got {list(self.strides)}")
-        self.depths = _unique_sorted("depths", _ints("depths", depths))
+        self.depths = _unique_sorted("depths", _ints("depths", depths, hi=64))
         self.kernels = _unique_sorted("kernels", _ints("kernels", kernels, odd=True))
-        self.expansions = _unique_sorted("expansions", _ints("expansions", expansions))
+        self.expansions = _unique_sorted("expansions", _ints("expansions", expansions, hi=64))
         (self.stem_width,) = _ints("stem_width", [stem_width])
         (self.stem_stride,) = _ints("stem_stride", [stem_stride])
         if self.stem_stride not in (1, 2):

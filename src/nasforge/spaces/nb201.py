@@ -393,9 +393,9 @@ class NB201Space(SearchSpace):
     """NAS-Bench-201 cell space: 6 edges x 5 ops (15,625 archs), the published network."""
 
     def __init__(self, C: int = 16, N: int = 5) -> None:
-        for key, v in (("C", C), ("N", N)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise NasforgeError(f"nb201: {key} must be an integer >= 1, got {v!r}")
+        for key, v, hi in (("C", C, 4096), ("N", N, 64)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise NasforgeError(f"nb201: {key} must be an integer from 1 to {hi}, got {v!r}")
         self.C, self.N = C, N
         self._choices = tuple(Choice(name, OP_NAMES) for name in EDGE_NAMES)
 

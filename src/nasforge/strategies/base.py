@@ -32,6 +32,14 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_seed(value: Any) -> int:
+    """A non-negative integer seed (``--strategy-opt seed=abc`` is the user's error)."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not ok or value < 0:
+        raise NasforgeError(f"seed must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """An architecture to evaluate, and at which fidelity (None: the estimator's default)."""
@@ -64,7 +72,7 @@ class Strategy(ABC):
         if mode not in ("max", "min"):
             raise NasforgeError(f"mode must be 'max' or 'min', not {mode!r}")
         self.space = space
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.metric = metric
         self.mode = mode
         self.rng = np.random.default_rng(self.seed)
@@ -109,15 +117,29 @@ class Strategy(ABC):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`. The state comes from a file, so it is untrusted: a
+        malformed one is a :class:`~nasforge.errors.RunDirError`, never a KeyError."""
+        from nasforge.errors import RunDirError
+
+        if not isinstance(state, dict):
+            raise RunDirError(f"the saved {self.name} strategy state is not an object")
         if state.get("strategy", self.name) != self.name:
             raise NasforgeError(
                 f"saved state is for strategy {state.get('strategy')!r}, not {self.name!r}"
             )
-        self.rng.bit_generator.state = state["rng"]
-        self.n_told = int(state.get("n_told", 0))
-        # a state saved before warm starts existed: the run started from random samples
-        self.n_known_used = int(state.get("n_known_used", len(self._known)))
-        self._load_state(state.get("own") or {})
+        try:
+            self.rng.bit_generator.state = state["rng"]
+            self.n_told = int(state.get("n_told", 0))
+            # a state saved before warm starts existed: the run started from random samples
+            self.n_known_used = int(state.get("n_known_used", len(self._known)))
+            self._load_state(state.get("own") or {})
+        except NasforgeError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise RunDirError(
+                f"the saved {self.name} strategy state is damaged ({type(e).__name__}: "
+                f"{str(e)[:200]}); start a new run with another --out directory"
+            ) from None
 
     def _state(self) -> dict[str, Any]:
         return {}
