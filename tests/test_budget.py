@@ -11,7 +11,7 @@ import torch
 
 import nasforge
 from nasforge import spaces, strategies
-from nasforge.budget import JobPlan, plan_job
+from nasforge.budget import JobPlan, Probe, measure_probe, plan_job
 from nasforge.data import from_arrays
 from nasforge.errors import NasforgeError
 from nasforge.estimators.training import train_model
@@ -48,6 +48,33 @@ def test_small_budgets_shrink_the_bracket_and_tiny_ones_are_refused():
     with pytest.raises(NasforgeError, match="at least"):
         plan_job(20.0, 5.0)
     assert plan_job(1.0, search_only=True).search_s == 1.0  # no final training: all search
+
+
+def test_a_probe_replaces_the_guesses_with_measured_speeds():
+    # Fashion-MNIST-like: a minute per epoch, 6k validation and 10k test images
+    slow = Probe(step_s=0.25, infer_s=8e-4, n_train=54_000, n_val=6_000, n_test=10_000)
+    p = plan_job(900.0, 5.0, probe=slow, tta=True)
+    assert p.n_configs == 6 and p.min_trial_s >= 10  # no wide bracket on long epochs
+    assert p.reserve_s == pytest.approx(2 * (6.0 + 2 * 8e-4 * 10_000))  # measured, x2
+    assert p.probe["step_s"] == 0.25
+    assert any("measured here" in line for line in p.describe())
+    assert JobPlan.from_json(json.loads(json.dumps(p.to_json()))) == p
+    # digits-like: an epoch in a tenth of a second, an instant validation pass
+    fast = Probe(step_s=0.01, infer_s=1e-5, n_train=1_150, n_val=290, n_test=360)
+    q = plan_job(60.0, 4.0, probe=fast)
+    assert q.n_configs >= 9 and q.min_trial_s < 3.0  # many short trials, each >= 3 epochs
+    assert q.min_trial_s >= 3 * fast.epoch_s
+    assert q.reserve_s < 15.0 and q.final_s > plan_job(60.0, 4.0).final_s
+    assert plan_job(60.0, 4.0).n_configs == 1  # without a probe: one trial
+
+
+def test_measure_probe_times_real_steps():
+    data = _tiny()
+    sp = spaces.get("cnn")
+    net = sp.build(sp.parse("stem8|conv-k3-w16-relu-down|drop0.0"), data.input_shape, 2)
+    pr = measure_probe(net, data)
+    assert pr.step_s > 0 and pr.infer_s > 0 and pr.n_train == len(data.y_train)
+    assert pr.epoch_s == pytest.approx(pr.step_s * -(-len(data.y_train) // pr.batch_size))
 
 
 # -- the space contains the hand design --------------------------------------------------------
@@ -103,6 +130,7 @@ def test_train_for_seconds_stops_on_time_and_uses_the_validation_split_when_aske
     assert 1.0 <= took < 4.0
     assert hist["epochs"] > 1 and hist["steps"] > 5
     assert hist["num_train"] == len(data.y_train) + len(data.y_val)
+    assert np.isnan(hist["val_accuracy"])  # it trained on them: not scored
     with pytest.raises(NasforgeError, match="augment"):
         train_model(net, data, epochs=1, augment="rotate")
 
@@ -128,6 +156,22 @@ def test_flip_tta_averages_mirror_images_and_exports(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"))
     out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.allclose(out, tta(x).detach().numpy(), atol=1e-4)
+
+
+def test_the_test_scores_with_and_without_tta_come_from_one_pass():
+    from nasforge.estimators.training import evaluate_model
+    from nasforge.experiment import _test_scores
+
+    data = _tiny(300)
+    sp = spaces.get("cnn")
+    net = sp.build(sp.parse("stem8|conv-k3-w16-relu-down|drop0.0"), data.input_shape, 2)
+    train_model(net, data, epochs=3, optimizer="adamw", lr=5e-3, augment="flip")
+    tta = FlipTTA(net)
+    acc, loss, plain = _test_scores(tta, data, "cpu")
+    assert (acc, loss) == pytest.approx(evaluate_model(tta, data.x_test, data.y_test))
+    assert plain == pytest.approx(evaluate_model(net, data.x_test, data.y_test)[0])
+    w = next(p for p in net.parameters() if p.dim() == 4)
+    assert w.is_contiguous()  # left in the default layout (safetensors, ONNX)
 
 
 # -- the job ---------------------------------------------------------------------------------------

@@ -335,6 +335,51 @@ def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
     return specs, [str(c) for c in cons] or None, strategy, s_opts, e_opts
 
 
+def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
+    """``plan`` made again with a probe: the speed of the space's first known-good design
+    (else a seeded draw) on these data; ``plan`` unchanged if the network cannot be built
+    or timed (the first trial then says why)."""
+    import numpy as np
+    import torch
+
+    from nasforge.budget import measure_probe, plan_job
+
+    space = setup.space
+    known = space.known_good()
+    try:
+        arch = known[0] if known else space.sample(np.random.default_rng(0))
+        torch.manual_seed(0)
+        net = space.build(arch, data.input_shape, data.num_classes)
+        bs = int(setup.estimator.config().get("batch_size") or 128)
+        probe = measure_probe(net, data, batch_size=bs)
+    except Exception:  # noqa: BLE001 - planning falls back to the fixed guesses
+        return plan
+    return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup))
+
+
+def _flips(setup: _Setup) -> bool:
+    """Whether the estimator trains with flips (the final model is then served with TTA)."""
+    return str(setup.estimator.config().get("augment") or "none").startswith("flip")
+
+
+def _winner_reserve(setup: _Setup, data: Dataset, rec: TrialRecord, planned: float) -> float:
+    """Seconds to keep for testing and exporting the chosen network: its own inference
+    time on the test split (timed on the untrained network, which is as fast), with a
+    1.5x margin; ``planned`` if it cannot be timed."""
+    import torch
+
+    from nasforge.budget import MIN_PROBED_RESERVE_S, measure_probe
+
+    try:
+        torch.manual_seed(0)
+        net = setup.space.build(setup.space.parse(rec.arch), data.input_shape,
+                                data.num_classes)
+        probe = measure_probe(net, data, steps=1)
+    except Exception:  # noqa: BLE001 - keep the plan's figure
+        return planned
+    return max(MIN_PROBED_RESERVE_S, 1.5 * probe.post_s(_flips(setup)))
+
+
 def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
              strategy_options: Mapping[str, Any] | None, estimator: str | Estimator,
              estimator_options: Mapping[str, Any] | None, objectives: Any
@@ -471,6 +516,8 @@ class _Display:
         self.console = Console(stderr=True)
         self.enabled = enabled
         self.bar = None
+        #: ``time.monotonic()`` at the job's start: phase lines then show the job's clock
+        self.t0: float | None = None
         self.task: Any = None
         # progress="phases" (the command line's --no-progress): no live bar, but the plan
         # and phase lines and the summary are still printed
@@ -514,6 +561,9 @@ class _Display:
             return
         from rich.markup import escape
 
+        if self.t0 is not None:  # the job's clock, so a user sees where the time went
+            age = max(0, int(time.monotonic() - self.t0))
+            text = f"[{age // 60}:{age % 60:02d}] {text}"
         if self.bar is not None:
             self.bar.console.print(escape(text))
         else:
@@ -771,6 +821,43 @@ def _install(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _test_scores(served: Any, data: Dataset, device: str) -> tuple[float, float, float]:
+    """``(accuracy, loss, accuracy without test-time augmentation)`` on the test split,
+    in one pass: a TTA model's plain logits come from its own first forward."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from nasforge.estimators.training import _layout, evaluate_model
+    from nasforge.export import FlipTTA
+
+    if not isinstance(served, FlipTTA):
+        acc, loss = evaluate_model(served, data.x_test, data.y_test, device=device)
+        return acc, loss, acc
+    n = len(data.y_test)
+    if n == 0:
+        raise ValueError("no test examples")
+    x = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(data.y_test), dtype=torch.long)
+    fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+    restore = _layout(served)
+    served.to(device, memory_format=fmt).eval()
+    correct = plain_correct = 0
+    loss_sum = 0.0
+    try:
+        with torch.no_grad():
+            for i in range(0, n, 512):
+                xb = x[i : i + 512].to(device).contiguous(memory_format=fmt)
+                yb = y[i : i + 512].to(device)
+                out, plain = served.forward_both(xb)
+                loss_sum += float(F.cross_entropy(out.float(), yb, reduction="sum"))
+                correct += int((out.argmax(1) == yb).sum())
+                plain_correct += int((plain.argmax(1) == yb).sum())
+    finally:
+        served.to(memory_format=restore)
+    return correct / n, loss_sum / n, plain_correct / n
+
+
 def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[TrialRecord],
                  final_epochs: int | None, display: _Display,
                  final_seconds: float | None = None
@@ -789,7 +876,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
 
     import torch
 
-    from nasforge.estimators.training import evaluate_model, runtime_names, train_model
+    from nasforge.estimators.training import runtime_names, train_model
     from nasforge.export import SUMMARY_FILE, _write_json, save_best, with_tta
     from nasforge.reporting import run_constraints
 
@@ -839,12 +926,11 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         display.log(f"final training done: {hist['epochs']:.3g} epochs in "
                     f"{time.perf_counter() - t0:.0f} s; testing and exporting")
         train_time = time.perf_counter() - t0
+        t_post = time.perf_counter()
         # trained on mirrored images: serve the average over the image and its mirror
         tta = "flip" if str(kw.get("augment", "none")).startswith("flip") else None
         served = with_tta(model, tta)
-        test_acc, test_loss = evaluate_model(served, data.x_test, data.y_test, device=device)
-        plain_acc = (evaluate_model(model, data.x_test, data.y_test, device=device)[0]
-                     if tta else test_acc)
+        test_acc, test_loss, plain_acc = _test_scores(served, data, device)
         served.to("cpu").eval()
         final: dict[str, Any] = {
             "test_accuracy": test_acc,
@@ -882,6 +968,8 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         _write_json(staging / SUMMARY_FILE, summary)
         model_dir = store.run_dir / "best"
         _install(staging, model_dir)
+        display.log(f"test accuracy {test_acc:.4f}; tested and exported in "
+                    f"{time.perf_counter() - t_post:.0f} s")
         store.set_meta(final={
             "arch": arch.text, "trial_id": rec.id, "metrics": final, "feasible": True,
             "model_dir": str(model_dir.resolve()), "first_choice": cands[0].arch,
@@ -957,28 +1045,36 @@ def search(
     t_call = time.monotonic()
     budget = _budget(trials, time_budget)
     plan = None
+    search_only = False
     if budget["time_budget"] is not None:  # the whole job fits the time: plan the split
         from nasforge.budget import plan_job
 
         est_needs_data = (estimator.needs_data if isinstance(estimator, Estimator) else
                           getattr(estimators.registry.factory(estimator), "needs_data", True))
-        plan = plan_job(budget["time_budget"], budget_spent,
-                        search_only=not (final_train and est_needs_data))
-        budget["plan"] = plan.to_json()
-        strategy, strategy_options, estimator_options = _planned(
-            plan, dataset, strategy, strategy_options, estimator, estimator_options, objectives)
-    goal_objs, goal_cons, strategy, strategy_options, estimator_options = _goals(
-        objectives, constraints, strategy, strategy_options, estimator, estimator_options)
+        search_only = not (final_train and est_needs_data)
+        plan = plan_job(budget["time_budget"], budget_spent, search_only=search_only)
     execution = _execution(executor, workers, ray_address, trial_timeout, retries)
     if final_epochs is not None and (isinstance(final_epochs, bool) or final_epochs < 1):
         raise NasforgeError(f"final_epochs must be a positive integer, got {final_epochs!r}")
     if resume and out is None:
         raise NasforgeError("resume=True needs out= (the run directory to continue)")
-    setup = _build(dataset, space, strategy, estimator, seed=seed, space_options=space_options,
-                   strategy_options=strategy_options or None,
-                   estimator_options=estimator_options or None,
-                   data_dir=data_dir, dataset_options=dataset_options)
-    setup.config.update(objectives=goal_objs, constraints=goal_cons)
+
+    def configure(plan: Any) -> _Setup:
+        """The components, with the plan's strategy and recipe when there is a plan."""
+        st, s_opts, e_opts = strategy, strategy_options, estimator_options
+        if plan is not None:
+            budget["plan"] = plan.to_json()
+            st, s_opts, e_opts = _planned(plan, dataset, st, s_opts, estimator, e_opts,
+                                          objectives)
+        g_objs, g_cons, st, s_opts, e_opts = _goals(objectives, constraints, st, s_opts,
+                                                    estimator, e_opts)
+        setup = _build(dataset, space, st, estimator, seed=seed, space_options=space_options,
+                       strategy_options=s_opts or None, estimator_options=e_opts or None,
+                       data_dir=data_dir, dataset_options=dataset_options)
+        setup.config.update(objectives=g_objs, constraints=g_cons)
+        return setup
+
+    setup = configure(plan)
     run_dir = Path(out) if out is not None else default_run_dir(
         f"{setup.space.name}-{setup.strategy.name}")
     if RunStore.exists(run_dir):
@@ -1007,6 +1103,10 @@ def search(
     else:
         try:
             data = _load_data(setup, None)  # bad data fails before a run is stored
+            if plan is not None and not search_only and data is not None:
+                # plan again from speeds measured on this machine and these data
+                plan = _probed_plan(plan, setup, data)
+                setup = configure(plan)
             # the execution is stored from the start: a first session that cannot reach
             # its executor (Ray down) leaves a run that resumes with the same executor
             store = RunStore.create(run_dir, {
@@ -1125,6 +1225,8 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             config["execution"] = spec
         store.set_meta(config=config, status="running")
         display = _Display(progress, total, 0, unit)
+        if plan is not None:
+            display.t0 = t_call - plan.spent_s
         if plan is not None and not store.trials():
             for line in plan.describe():
                 display.log(line)
@@ -1149,8 +1251,11 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         cands, why = _candidates(store, setup, store.trials())
         final_seconds = None
         if plan is not None:  # what is left of the whole budget, less the reserve
+            reserve = plan.reserve_s
+            if plan.probe and cands and data is not None:
+                reserve = _winner_reserve(setup, data, cands[0], reserve)
             job_elapsed = plan.spent_s + loop.prior + (time.monotonic() - t_call)
-            final_seconds = max(1.0, plan.total_s - plan.reserve_s - job_elapsed)
+            final_seconds = max(1.0, plan.total_s - reserve - job_elapsed)
         best, test_metrics, model_dir, unmet = _final(store, setup, data, cands, final_train,
                                                       final_epochs, display, final_seconds)
         why = why or unmet

@@ -268,8 +268,14 @@ class FlipTTA(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.inner(x), -1) + torch.softmax(self.inner(torch.flip(x, [3])), -1)
-        return torch.log(p * 0.5)
+        return self.forward_both(x)[0]
+
+    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(served output, the inner model's plain logits)`` from the same two passes, so
+        a test can score the model with and without the augmentation at once."""
+        plain = self.inner(x)
+        p = torch.softmax(plain, -1) + torch.softmax(self.inner(torch.flip(x, [3])), -1)
+        return torch.log(p * 0.5), plain
 
 
 #: test-time augmentations a model directory can declare (``arch.json`` "tta")
