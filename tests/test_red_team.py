@@ -61,11 +61,16 @@ def model(tmp_path_factory) -> Path:
 
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG with a valid signature and IHDR claiming ``width x height`` and no pixels."""
+    """A PNG whose IHDR claims ``width x height`` gray pixels, with a token IDAT (a few
+    bytes on disk; decoding it would need width x height bytes)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + \
-        struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
     path.write_bytes(data)
     return path
 
@@ -78,7 +83,7 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
     ("expansion", "expansion"),
     ("input_shape_big", "input_shape"),
     ("input_shape_inf", "input_shape"),
-    ("nesting", "nests deeper"),
+    ("nesting", "nests deeper than"),
     ("sparse", "bytes"),
     ("mean_two", "'mean' and 'std' need 1"),
     ("mean_nan", "finite"),
@@ -437,7 +442,8 @@ def test_an_oversized_architecture_string_is_not_echoed_whole():
 
 
 # --------------------------------------------- the class: every build is bounded first
-HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(max_examples=40, deadline=None,
+               suppress_health_check=[HealthCheck.too_slow])
 
 
 @HYP
@@ -447,11 +453,19 @@ HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChec
        expansion=st.integers(1, 16), side=st.sampled_from([8, 16, 64]),
        seed=st.integers(0, 2**16))
 def test_anything_over_the_size_limit_is_refused_before_allocation(
-        max_blocks, widths, kernels, expansion, side, seed, monkeypatch):
-    import torch
+        max_blocks, widths, kernels, expansion, side, seed):
+    from unittest import mock
 
     limit = 200_000
-    monkeypatch.setenv("NASFORGE_MAX_PARAMS", str(limit))
+    with mock.patch.dict(os.environ, {"NASFORGE_MAX_PARAMS": str(limit)}):
+        _check_bounded(limit, max_blocks, widths, kernels, expansion, side, seed)
+
+
+def _check_bounded(limit, max_blocks, widths, kernels, expansion, side, seed):  # noqa: ANN001
+    from unittest import mock
+
+    import torch
+
     sp = spaces.get("cnn", max_blocks=max_blocks, widths=widths, stem_widths=widths,
                     kernels=kernels, expansion=expansion)
     arch = sp.sample(np.random.default_rng(seed))
@@ -471,9 +485,9 @@ def test_anything_over_the_size_limit_is_refused_before_allocation(
         if self.weight.device.type != "meta":
             allocated.append(self.weight.numel())
 
-    monkeypatch.setattr(torch.nn.Conv2d, "__init__", spy)
     try:
-        net = sp.build(arch, (1, side, side), 10)
+        with mock.patch.object(torch.nn.Conv2d, "__init__", spy):
+            net = sp.build(arch, (1, side, side), 10)
     except NasforgeError as e:
         assert n_meta > limit and "parameters" in str(e)
         assert not allocated  # refused before any real weight existed
@@ -505,3 +519,49 @@ def test_an_absent_ray_head_fails_fast_and_the_run_keeps_its_executor(tmp_path, 
         assert cfg["execution"]["ray_address"] == f"127.0.0.1:{port}"
         code, o, err = run(["resume", out], capsys)
         _clean(code, o, err, "no Ray head answers")
+
+
+# ------------------------------------------------------------------- F8: Ray head lost
+@pytest.mark.slow
+def test_a_lost_ray_cluster_interrupts_the_run_and_releases_it(tmp_path):
+    """The Ray head (its GCS server) dies mid-search: the driver notices within seconds,
+    marks the run interrupted, releases the lock and says how to resume -- before Ray's
+    own minute-long reconnect ends in killing the process."""
+    pytest.importorskip("ray")
+    if subprocess.run(["which", "pgrep"], capture_output=True).returncode != 0:
+        pytest.skip("needs pgrep")
+    from nasforge.store import LOCK_NAME, RunStore
+
+    out = tmp_path / "r"
+    env = {**os.environ, "NASFORGE_NO_PROGRESS": "1", "NASFORGE_RAY_LOST_S": "3",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    code = "import test_executors, sys; from nasforge.cli import main; main(sys.argv[1:])"
+    before = set(subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True,
+                                text=True).stdout.split())
+    p = subprocess.Popen([sys.executable, "-c", code, "search", *FAST, "--trials", "200",
+                          "--executor", "ray", "--workers", "1", "--estimator-opt",
+                          "sleep=0.5", "--out", str(out)], env=env, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait for a few stored trials
+            if (out / DB_NAME).exists():
+                with RunStore.open(out) as s:
+                    if s.n_completed() >= 3:
+                        break
+            time.sleep(0.5)
+        pids = set(subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True,
+                                  text=True).stdout.split()) - before
+        assert pids, "no GCS server of this search found"
+        for pid in pids:
+            os.kill(int(pid), 9)
+        o, err = p.communicate(timeout=50)  # well before Ray's own 60 s
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130 or p.returncode == 2, err
+    assert "resume" in err and "Traceback" not in err
+    assert not (out / LOCK_NAME).exists()
+    with RunStore.open(out) as s:
+        assert s.get_meta("status") == "interrupted" and s.n_completed() >= 3

@@ -713,8 +713,12 @@ def _expand_images(items: Sequence[Path]) -> list[Any]:
             from nasforge.data import read_npy
 
             arr = read_npy(p)  # header and size checked before the data is read
+            if arr.dtype == object:
+                raise NasforgeError(f"{p}: holds Python objects (a pickle); only numeric "
+                                    "arrays are read")
             arr = arr[None] if arr.ndim == 2 else arr
-            out += [(f"{p}[{i}]", arr[i]) for i in range(len(arr))]
+            # the whole array is one batch (predict checks its layout); a name per image
+            out += [(f"{p}[{i}]", arr if i == 0 else None) for i in range(len(arr))]
         else:
             out.append((str(p), p))
     return out
@@ -734,7 +738,10 @@ def predict(
 
     model = load(model_dir)
     named = _expand_images(images)
-    pred = model.predict([v for _, v in named])
+    pred = model.predict([v for _, v in named if v is not None])
+    if len(pred) != len(named):
+        raise NasforgeError(f"{len(named)} images named but {len(pred)} predicted; give "
+                            ".npy arrays of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
     rows = pred.top_k(top_k)
     if as_json:
         doc = [

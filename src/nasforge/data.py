@@ -498,7 +498,8 @@ def read_npy(path: str | os.PathLike[str]) -> np.ndarray:
                 raise DataError(f"{p}: unsupported .npy version {version}")
             offset = f.tell()
             if dtype.hasobject:
-                raise DataError(f"{p}: holds Python objects; only numeric arrays are read")
+                raise DataError(f"{p}: holds Python objects (a pickle, never loaded); only "
+                                "numeric arrays are read")
             n = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if n > MAX_NPY_BYTES or n > size - offset:
                 raise DataError(

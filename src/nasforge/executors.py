@@ -59,6 +59,12 @@ class ExecutorError(NasforgeError):
     """Workers cannot be started or reached: a set-up problem that stops the search."""
 
 
+class ExecutorLostError(ExecutorError):
+    """The executor's cluster went away mid-search (a Ray head stopped): the run is
+    interrupted, not failed, and resumes once the cluster is back."""
+
+
+
 def run_trial(
     estimator: Estimator,
     space: SearchSpace,
@@ -864,6 +870,12 @@ class RayExecutor(Executor):
         self._ids = itertools.count()
         self._closed = False
         self._none_ref = ray.put((None, None, None))
+        #: set (with the reason) once the cluster stopped answering: every trial fails fast
+        self._lost: str | None = None
+        try:
+            self._gcs = str(ray.get_runtime_context().gcs_address or "")
+        except Exception:  # noqa: BLE001 - no liveness check without the address
+            self._gcs = ""
         self._watch = threading.Thread(target=self._watchdog, daemon=True,
                                        name="nasforge-ray-timeouts")
         self._watch.start()
@@ -890,6 +902,9 @@ class RayExecutor(Executor):
     def _start(self, t: _Task) -> cf.Future:
         if t.attempts == 0:
             t.future.set_running_or_notify_cancel()
+        if self._lost is not None:
+            _settle(t.future, exc=ExecutorLostError(self._lost), attempts=max(1, t.attempts))
+            return t.future
         t.attempts += 1
         ctx = self._ctx_ref if t.kind == "trial" else self._none_ref
         ref = self._remote.remote(ctx, t.kind, t.payload, self.threads, self.trial_timeout)
@@ -933,9 +948,56 @@ class RayExecutor(Executor):
         else:
             _settle(t.future, exc=err, attempts=t.attempts)
 
+    def _alive(self) -> bool:
+        """Whether the cluster's GCS still accepts a connection (True if unknown)."""
+        import socket
+
+        host, _, port = self._gcs.rpartition(":")
+        if not host or not port.isdigit():
+            return True
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+                return True
+        except OSError:
+            return False
+
+    def _check_alive(self, state: dict[str, float]) -> None:
+        """Every 2 s: a cluster unreachable for ``NASFORGE_RAY_LOST_S`` (10 s) is lost, and
+        every running trial fails with :class:`ExecutorLostError` (Ray itself would kill
+        this process after a minute, leaving the run marked running and locked)."""
+        now = time.monotonic()
+        if self._lost is not None or now - state.get("checked", 0.0) < 2.0:
+            return
+        state["checked"] = now
+        if self._alive():
+            state.pop("down_since", None)
+            return
+        since = state.setdefault("down_since", now)
+        try:
+            patience = float(os.environ.get("NASFORGE_RAY_LOST_S", 10.0))
+        except ValueError:
+            patience = 10.0
+        if now - since < patience:
+            return
+        self._lost = (f"the Ray cluster ({self._gcs}) stopped answering {now - since:.0f} s "
+                      "ago; completed trials are stored. Start the cluster again and resume "
+                      "the run (nasforge resume RUN_DIR)")
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+        for t, ref, _ in running:
+            _settle(t.future, exc=ExecutorLostError(self._lost), attempts=t.attempts)
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
+
     def _watchdog(self) -> None:
+        state: dict[str, float] = {}
         while True:
             time.sleep(0.1)
+            with self._lock:
+                if self._closed:
+                    return
+            self._check_alive(state)
             with self._lock:
                 if self._closed:
                     return
@@ -964,10 +1026,10 @@ class RayExecutor(Executor):
                     self._ray.cancel(ref, force=True)
         with self._lock:
             self._closed = True
-        self._watch.join(timeout=2.0)
+        self._watch.join(timeout=5.0)
         self._ctx_ref = None
         self._context = None
-        if self._owns_ray:
+        if self._owns_ray and self._lost is None:  # a lost cluster cannot be shut down
             with contextlib.suppress(Exception):
                 self._ray.shutdown()
 

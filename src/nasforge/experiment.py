@@ -1208,7 +1208,10 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
     try:
         state, _ = store.strategy_state()
         if state is not None:
-            strat.load_state_dict(state)
+            try:
+                strat.load_state_dict(state)
+            except RunDirError as e:
+                raise RunDirError(f"{store.run_dir}: {e}") from None
             if strat.n_told != store.n_completed():
                 raise RunDirError(
                     f"the run in {store.run_dir} is inconsistent: the strategy was told "
@@ -1282,7 +1285,9 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             pareto_ids=list((store.get_meta("pareto") or {}).get("trial_ids") or []),
         )
     except BaseException as e:
-        interrupted = isinstance(e, KeyboardInterrupt)
+        from nasforge.executors import ExecutorLostError
+
+        interrupted = isinstance(e, KeyboardInterrupt | ExecutorLostError)
         if display is not None:
             display.stop()
         if loop is not None:

@@ -516,8 +516,8 @@ def model_dir(path: str | os.PathLike[str]) -> Path:
 def _read_arch_doc(d: Path) -> dict[str, Any]:
     from nasforge.jsonio import read_json
 
-    doc = read_json(d / ARCH_FILE, kind=dict, error=RunDirError)
-    if doc.get("format") != FORMAT:
+    doc = read_json(d / ARCH_FILE, kind=None, error=RunDirError)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise RunDirError(f"{d / ARCH_FILE} is not a nasforge model description")
     ver = doc.get("format_version")
     if ver != FORMAT_VERSION:
@@ -797,25 +797,20 @@ def _to_model_input(images: ImageInput, shape: tuple[int, int, int]) -> np.ndarr
         items = list(images)
         if not items:
             raise NasforgeError("no images given (empty list)")
-        out = np.empty((len(items), c, h, w), np.float32)
-        for i, v in enumerate(items):
+        parts: list[np.ndarray] = []
+        for v in items:  # each item one image, or (an array) a batch of any size
             if _is_pil(v):
-                out[i] = _pil_to_unit(v, shape)
+                parts.append(_pil_to_unit(v, shape)[None])
             elif _is_pathlike(v):
-                out[i] = _pil_to_unit(_open_image(v), shape)
+                parts.append(_pil_to_unit(_open_image(v), shape)[None])
             elif isinstance(v, np.ndarray):
-                one = _to_model_input(v, shape)
-                if len(one) != 1:
-                    raise NasforgeError(
-                        f"item {i} of the list is {len(one)} images; give one image per item"
-                    )
-                out[i] = one[0]
+                parts.append(_to_model_input(v, shape))  # resized like files are
             else:
                 raise NasforgeError(
                     f"cannot use {type(v).__name__} as an image: give file paths, PIL images "
                     "or numpy arrays"
                 )
-        return out
+        return np.ascontiguousarray(np.concatenate(parts), np.float32)
     raise NasforgeError(
         f"cannot use {type(images).__name__} as images: give a numpy array, file path(s) "
         "or PIL image(s)"

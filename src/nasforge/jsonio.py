@@ -52,9 +52,10 @@ def loads(text: str | bytes, what: str, kind: type | tuple[type, ...] | None = d
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
-            raise error(f"{what} is not UTF-8 text") from None
+            raise error(f"{what} is not valid JSON (not UTF-8 text)") from None
     if depth(text) > MAX_DEPTH:
-        raise error(f"{what} nests deeper than {MAX_DEPTH} levels; it is not a nasforge file")
+        raise error(f"{what} is not valid JSON for nasforge: it nests deeper than "
+                    f"{MAX_DEPTH} levels")
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as e:
