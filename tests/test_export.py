@@ -171,7 +171,7 @@ def test_export_onnx_standalone_restores_mode(tmp_path):
 
 
 def test_onnx_failure_is_recorded_not_fatal(tmp_path, monkeypatch):
-    import nasforge.export as ex
+    import nasforge.export.modeldir as ex  # save_best looks export_onnx up there
 
     def boom(*a, **k):
         raise RuntimeError("exporter exploded")
