@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from nasforge._util import as_float, finite
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
@@ -104,7 +105,8 @@ class Estimator(ABC):
             return Result.failed(f"{type(e).__name__}: {e}\n{tb}", time.perf_counter() - t0)
         if not res.cost:
             res.cost = time.perf_counter() - t0
-        bad = [k for k, v in res.metrics.items() if not _finite(v)]
+        # a number that is NaN/inf; a non-number (None, a string) is left to the reader
+        bad = [k for k, v in res.metrics.items() if as_float(v) is not None and not finite(v)]
         if res.ok and bad:
             return Result(
                 res.metrics, res.cost, "failed", f"non-finite metric(s): {bad}", res.report
@@ -121,9 +123,3 @@ class Estimator(ABC):
         """Constructor arguments, stored with a run so it can be resumed."""
         return {}
 
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return True
