@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,6 +14,7 @@ from nasforge._util import as_float, finite
 if TYPE_CHECKING:
     from nasforge.data import Dataset
     from nasforge.spaces.base import Arch, SearchSpace
+    from nasforge.store import TrialRecord
 
 Status = Literal["ok", "failed"]
 
@@ -87,6 +88,9 @@ class Estimator(ABC):
     #: the metrics its results may hold, so an objective or constraint on anything else is
     #: refused before the search starts; None: not declared (nothing is checked)
     reported_metrics: frozenset[str] | None = None
+    #: whether :meth:`restore` rebuilds anything from stored trials (e.g. early-stopping
+    #: references); False: it is the base no-op
+    restores_state: bool = False
 
     def evaluate(
         self,
@@ -123,3 +127,26 @@ class Estimator(ABC):
         """Constructor arguments, stored with a run so it can be resumed."""
         return {}
 
+    # -- optional capabilities: declared here so callers call them, not probe for them --
+    def restore(self, trials: Iterable[TrialRecord]) -> None:
+        """Rebuild in-memory state from a resumed run's stored successful trials.
+
+        Called once on resume, before any new trial, so a resumed search estimates as
+        the uninterrupted one would have. The base keeps nothing and does nothing; an
+        estimator that overrides this sets :attr:`restores_state`.
+        """
+        return None
+
+    def top_k(self, k: int = 10) -> set[str]:
+        """Texts of the ``k`` truly best architectures (ties included), where the
+        estimator knows them (a benchmark table); empty when it does not."""
+        return set()
+
+    def best_arch(self) -> str | None:
+        """Text of the best architecture by validation, where known; else None."""
+        return None
+
+    def ceiling(self) -> float | None:
+        """Test accuracy (fraction) of :meth:`best_arch`: the best a search can report;
+        None when unknown."""
+        return None
