@@ -174,7 +174,7 @@ def run_one(
 ) -> dict[str, Any]:
     """One seed of one strategy: the incumbent's test accuracy after every query, and more."""
     sp, est = _setup(space, estimator, est_opts or {})
-    top = frozenset(est.top_k(top_k)) if hasattr(est, "top_k") else frozenset()
+    top = frozenset(est.top_k(top_k))  # empty unless the estimator knows the optimum
     tr = _Tracker(queries, top)
     t_start = time.perf_counter()
     asks = 0
@@ -504,14 +504,14 @@ def run_bench(
     finally:
         log.close()
     best_val = None
-    if hasattr(est, "best_arch"):
-        best_res = est.evaluate(sp.parse(est.best_arch()), sp)
+    if (best := est.best_arch()) is not None:
+        best_res = est.evaluate(sp.parse(best), sp)
         best_val = best_res.metrics.get("val_accuracy") if best_res.ok else None
     rows = []
     for s in specs:
         rs = sorted(runs[s.label], key=lambda r: r["seed"])
         rows.append(summarize(s.label, rs, queries, best_val))
-    ceiling = est.ceiling() if hasattr(est, "ceiling") else None
+    ceiling = est.ceiling()
     res = BenchResult(space, estimator, dataset, queries, checkpoints, ceiling, top_k, rows)
     res.wall_s = time.perf_counter() - t0
     write_report(res, Path(out_dir), space_size=sp.size)

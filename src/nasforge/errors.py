@@ -33,6 +33,14 @@ class UnknownNameError(NasforgeError, KeyError):
         return shorten(str(self.args[0])) if self.args else ""
 
 
+class UnknownOptionError(NasforgeError, TypeError):
+    """A keyword option that a registered component does not take.
+
+    Also a :class:`TypeError`, what calling the factory with it used to raise, so code
+    that caught that keeps working.
+    """
+
+
 class ArchParseError(NasforgeError, ValueError):
     """An architecture string or JSON document that does not describe a valid architecture."""
 

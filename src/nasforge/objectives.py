@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nasforge._util import finite_or_none
 from nasforge.errors import NasforgeError
 
 Mode = Literal["max", "min"]
@@ -94,13 +95,7 @@ def format_number(v: float) -> str:
 
 def _metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
     """The finite float value of ``name`` in ``metrics``, or None when missing/non-finite."""
-    if name not in metrics:
-        return None
-    try:
-        v = float(metrics[name])
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return finite_or_none(metrics.get(name))
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ A new space, strategy or estimator is one file that decorates its class with
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from nasforge.errors import UnknownNameError
+from nasforge.errors import UnknownNameError, UnknownOptionError
 
 T = TypeVar("T")
 
@@ -43,8 +44,53 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str, **kwargs: Any) -> T:
-        """Instantiate the component registered as ``name`` with ``kwargs``."""
+        """Instantiate the component registered as ``name`` with ``kwargs``.
+
+        Option names are checked first, so a typo is a one-line user error naming the
+        component and the valid options, not a bare TypeError from deep inside.
+        """
+        self.check_options(name, kwargs)
         return self.factory(name)(**kwargs)
+
+    def accepted_options(self, name: str) -> tuple[set[str], bool]:
+        """The keyword options ``name``'s factory takes, and whether it takes ``**kwargs``.
+
+        One place that reads signatures, so callers choosing defaults to pass (a seed, a
+        recipe) ask here. A factory whose signature cannot be read accepts anything.
+        """
+        factory = self.factory(name)  # UnknownNameError lists the valid names
+        try:
+            params = list(inspect.signature(factory).parameters.values())
+        except (TypeError, ValueError):
+            return set(), True
+        names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+    def check_options(
+        self, name: str, options: Iterable[str], fixed: Iterable[str] = ()
+    ) -> None:
+        """Raise :class:`UnknownOptionError` if ``name`` does not take one of ``options``.
+
+        The message is one line: component, the first unknown option, a did-you-mean and
+        the valid options, e.g. ``space 'cnn': unknown option 'widht' (did you mean
+        'widths'?). Valid options: ...``. ``fixed`` are the options the caller passes
+        itself (a strategy's ``space``): never reported, nor offered as valid.
+        """
+        names, var_kw = self.accepted_options(name)
+        if var_kw:
+            return
+        names -= set(fixed)
+        unknown = sorted(set(options) - names)
+        if not unknown:
+            return
+        bad = unknown[0]
+        close = difflib.get_close_matches(bad, sorted(names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        more = f" (also unknown: {', '.join(map(repr, unknown[1:]))})" if unknown[1:] else ""
+        raise UnknownOptionError(
+            f"{self.kind} {name!r}: unknown option {bad!r}{hint}{more}. "
+            f"Valid options: {', '.join(sorted(names)) or '(none)'}"
+        )
 
     def factory(self, name: str) -> Callable[..., T]:
         if name not in self._entries:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nasforge._util import finite_or_none
 from nasforge.objectives import (
     Constraint,
     Objective,
@@ -83,13 +84,7 @@ def report_objectives(objectives: Sequence[Objective],
 
 # ------------------------------------------------------------------------- fidelity levels
 def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+    return finite_or_none(v)
 
 
 def fidelity_resource(trials: Sequence[TrialRecord], preferred: str | None = None) -> str | None:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nasforge._util import finite_or_none
 from nasforge.errors import RunDirError
 
 if TYPE_CHECKING:
@@ -677,11 +678,8 @@ class RunStore:
         best: TrialRecord | None = None
         best_v = -math.inf
         for t in self.trials("ok"):
-            try:
-                v = float(t.metrics[metric])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if not math.isfinite(v):
+            v = finite_or_none(t.metrics.get(metric))
+            if v is None:
                 continue
             s = v if mode == "max" else -v
             if best is None or s > best_v:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from nasforge._util import as_float, finite
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
     from nasforge.spaces.base import Arch, SearchSpace
+    from nasforge.store import TrialRecord
 
 Status = Literal["ok", "failed"]
 
@@ -86,6 +88,9 @@ class Estimator(ABC):
     #: the metrics its results may hold, so an objective or constraint on anything else is
     #: refused before the search starts; None: not declared (nothing is checked)
     reported_metrics: frozenset[str] | None = None
+    #: whether :meth:`restore` rebuilds anything from stored trials (e.g. early-stopping
+    #: references); False: it is the base no-op
+    restores_state: bool = False
 
     def evaluate(
         self,
@@ -104,7 +109,8 @@ class Estimator(ABC):
             return Result.failed(f"{type(e).__name__}: {e}\n{tb}", time.perf_counter() - t0)
         if not res.cost:
             res.cost = time.perf_counter() - t0
-        bad = [k for k, v in res.metrics.items() if not _finite(v)]
+        # a number that is NaN/inf; a non-number (None, a string) is left to the reader
+        bad = [k for k, v in res.metrics.items() if as_float(v) is not None and not finite(v)]
         if res.ok and bad:
             return Result(
                 res.metrics, res.cost, "failed", f"non-finite metric(s): {bad}", res.report
@@ -121,9 +127,26 @@ class Estimator(ABC):
         """Constructor arguments, stored with a run so it can be resumed."""
         return {}
 
+    # -- optional capabilities: declared here so callers call them, not probe for them --
+    def restore(self, trials: Iterable[TrialRecord]) -> None:
+        """Rebuild in-memory state from a resumed run's stored successful trials.
 
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return True
+        Called once on resume, before any new trial, so a resumed search estimates as
+        the uninterrupted one would have. The base keeps nothing and does nothing; an
+        estimator that overrides this sets :attr:`restores_state`.
+        """
+        return None
+
+    def top_k(self, k: int = 10) -> set[str]:
+        """Texts of the ``k`` truly best architectures (ties included), where the
+        estimator knows them (a benchmark table); empty when it does not."""
+        return set()
+
+    def best_arch(self) -> str | None:
+        """Text of the best architecture by validation, where known; else None."""
+        return None
+
+    def ceiling(self) -> float | None:
+        """Test accuracy (fraction) of :meth:`best_arch`: the best a search can report;
+        None when unknown."""
+        return None

@@ -479,6 +479,7 @@ class TrainingEstimator(Estimator):
     """
 
     time_fidelity = "seconds"
+    restores_state = True  # the early-stopping references, see restore()
     reported_metrics = frozenset({
         "val_accuracy", "val_loss", "params", "flops", "peak_memory_mb", "train_time_s",
         "epochs", "data_fraction", "latency_ms", "latency_threads", "latency_ms_b32",

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from nasforge._util import finite_or_none
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
@@ -108,11 +109,8 @@ def highest_fidelity_best(records: Sequence[Any], resource: str = "epochs",
         if get(rec, "status") not in (None, "ok"):
             continue
         metrics = get(rec, "metrics") or {}
-        try:
-            v = float(metrics[metric])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if not math.isfinite(v):
+        v = finite_or_none(metrics.get(metric)) if isinstance(metrics, Mapping) else None
+        if v is None:
             continue
         fid = get(rec, "fidelity") or {}
         r = float(fid.get(resource, -math.inf)) if isinstance(fid, Mapping) else -math.inf

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from nasforge._util import finite_or_none
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.objectives import (
@@ -49,15 +50,8 @@ ConstraintSpec = str | Constraint | Iterable[str | Constraint] | Mapping[str, An
 
 def _finite_metrics(metrics: Mapping[str, Any], names: Iterable[str]) -> dict[str, float]:
     """The finite float values of ``names`` in ``metrics`` (JSON-safe, no inf/NaN)."""
-    out: dict[str, float] = {}
-    for k in names:
-        try:
-            v = float(metrics[k])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if math.isfinite(v):
-            out[k] = v
-    return out
+    found = {k: finite_or_none(metrics.get(k)) for k in names}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _front_records(archive: Mapping[str, dict[str, float] | None], objectives: Sequence[Objective],
