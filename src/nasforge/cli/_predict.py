@@ -1,0 +1,103 @@
+"""``nasforge predict`` and ``nasforge export``: use a saved model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nasforge.cli._app import app
+from nasforge.errors import NasforgeError
+
+
+def _expand_images(items: Sequence[Path]) -> list[Any]:
+    """Files as given; folders -> their image files (sorted); .npy -> the array's images."""
+    from PIL import Image
+
+    exts = {e.lower() for e in Image.registered_extensions()}
+    out: list[Any] = []
+    for p in items:
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+            if not files:
+                raise NasforgeError(f"{p} has no image files")
+            out += [(str(f), f) for f in files]
+        elif p.suffix.lower() == ".npy" and p.is_file():
+            from nasforge.data import read_npy
+
+            arr = read_npy(p)  # header and size checked before the data is read
+            if arr.dtype == object:
+                raise NasforgeError(f"{p}: holds Python objects (a pickle); only numeric "
+                                    "arrays are read")
+            arr = arr[None] if arr.ndim == 2 else arr
+            # the whole array is one batch (predict checks its layout); a name per image
+            out += [(f"{p}[{i}]", arr if i == 0 else None) for i in range(len(arr))]
+        else:
+            out.append((str(p), p))
+    return out
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory (RUN_DIR/best) or run.")],
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files, folders of images, or .npy arrays.")
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Classify images with a saved model."""
+    from nasforge.export import load
+
+    model = load(model_dir)
+    named = _expand_images(images)
+    pred = model.predict([v for _, v in named if v is not None])
+    if len(pred) != len(named):
+        raise NasforgeError(f"{len(named)} images named but {len(pred)} predicted; give "
+                            ".npy arrays of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    rows = pred.top_k(top_k)
+    if as_json:
+        doc = [
+            {
+                "image": name,
+                "class_id": tops[0].class_id,
+                "label": tops[0].label,
+                "probability": tops[0].probability,
+                "top_k": [t._asdict() for t in tops],
+            }
+            for (name, _), tops in zip(named, rows, strict=True)
+        ]
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for (name, _), tops in zip(named, rows, strict=True):
+        typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+
+
+# ------------------------------------------------------------------------------ export
+@app.command("export")
+def export_cmd(
+    path: Annotated[Path, typer.Argument(help="A run directory or a model directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (or directory).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: onnx.")] = "onnx",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+) -> None:
+    """Export a saved model to another format (ONNX, dynamic batch axis)."""
+    formats = ("onnx",)
+    if fmt.lower() not in formats:
+        raise NasforgeError(f"unknown format {fmt!r}; valid formats: {', '.join(formats)}")
+    from nasforge.export import export_onnx, load
+
+    model = load(path)
+    target = out / "model.onnx" if out.is_dir() else out
+    try:
+        info = export_onnx(model.module, model.input_shape, target, opset=opset)
+    except RuntimeError as e:
+        from nasforge.errors import shorten
+
+        raise NasforgeError(f"cannot export {model.arch} to ONNX: {shorten(str(e), 600)}"
+                            ) from None
+    diff = "" if info.max_abs_diff is None else f", max |onnx - torch| {info.max_abs_diff:.2g}"
+    typer.echo(f"wrote {target} (opset {info.opset}, {info.exporter} exporter{diff})")
