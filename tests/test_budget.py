@@ -160,7 +160,7 @@ def test_flip_tta_averages_mirror_images_and_exports(tmp_path):
 
 def test_the_test_scores_with_and_without_tta_come_from_one_pass():
     from nasforge.estimators.training import evaluate_model
-    from nasforge.experiment import _test_scores
+    from nasforge.run.finalize import _test_scores
 
     data = _tiny(300)
     sp = spaces.get("cnn")

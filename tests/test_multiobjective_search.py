@@ -323,14 +323,14 @@ def digits() -> Any:
 
 @pytest.mark.slow
 def test_tiny_cnn_params_constraint_holds_for_the_exported_model(tmp_path, digits, monkeypatch):
-    from nasforge import experiment
+    from nasforge.run import finalize
 
     bound = _params_bound(6, 3)
     out = tmp_path / "r"
     # the final model's re-measured latency of the first choice is "too slow" after
     # retraining: it must not be exported; the next feasible candidate is retrained instead
     seen: dict[str, Any] = {}
-    real = experiment._cost_metrics
+    real = finalize._cost_metrics
 
     def noisy(model, input_shape, *, onnx, **kw):
         m = real(model, input_shape, onnx=onnx, **kw)
@@ -340,7 +340,7 @@ def test_tiny_cnn_params_constraint_holds_for_the_exported_model(tmp_path, digit
             m["latency_ms"] = 1e6
         return m
 
-    monkeypatch.setattr(experiment, "_cost_metrics", noisy)
+    monkeypatch.setattr(finalize, "_cost_metrics", noisy)
     res = search(digits, space="cnn", strategy="random", estimator="train", trials=6,
                  space_options=CNN, estimator_options=TRAIN, final_epochs=1, out=out,
                  constraints={"max_params": bound, "max_latency_ms": 1e5}, progress=False)
@@ -371,7 +371,7 @@ def test_tiny_cnn_params_constraint_holds_for_the_exported_model(tmp_path, digit
     assert final["trial_id"] == feas[1].id and final["first_choice"] == feas[0].arch
     assert len(final["rejected"]) == 1 and f"trial {feas[0].id}" in final["rejected"][0]
     # a resumed finished run keeps that answer without retraining
-    monkeypatch.setattr(experiment, "_final_train", None)
+    monkeypatch.setattr(finalize, "_final_train", None)
     again = search(digits, space="cnn", strategy="random", estimator="train", trials=6,
                    space_options=CNN, estimator_options=TRAIN, final_epochs=1, out=out,
                    constraints={"max_params": bound, "max_latency_ms": 1e5}, progress=False,

@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 from nasforge import estimators, spaces, strategies  # noqa: E402
 
 _LAZY = {
-    "search": ("nasforge.experiment", "search"),
-    "resume": ("nasforge.experiment", "resume"),
-    "SearchResult": ("nasforge.experiment", "SearchResult"),
+    "search": ("nasforge.run.api", "search"),
+    "resume": ("nasforge.run.api", "resume"),
+    "SearchResult": ("nasforge.run.api", "SearchResult"),
     "load": ("nasforge.export", "load"),
     "load_dataset": ("nasforge.data", "load_dataset"),
 }

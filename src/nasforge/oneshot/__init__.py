@@ -179,7 +179,7 @@ def run_oneshot(
     (``"inherited"``), tested once on the test split, and exported to ``out/best``
     (with ``model.onnx`` unless ``onnx=False``).
     """
-    from nasforge.experiment import default_run_dir
+    from nasforge.run.api import default_run_dir
     from nasforge.spaces.nb201 import NB201Space
 
     say = log or (lambda _msg: None)

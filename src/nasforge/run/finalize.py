@@ -1,0 +1,302 @@
+"""After the search: choose the returned model, retrain it, test it once, export it.
+
+Candidates are the feasible trials at the run's highest fidelity; a retrained model that
+breaks a hard constraint when measured again is never exported (the next one is tried).
+Multi-objective or constrained runs also get their Pareto report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasforge.run.display import _Display, _fmt
+from nasforge.run.setup import _Setup
+from nasforge.store import RunStore, TrialRecord
+
+if TYPE_CHECKING:
+    from nasforge.data import Dataset
+
+
+# -------------------------------------------------------------------------- final model
+#: a constrained search retrains at most this many candidates when the final model breaks
+#: a bound (latency noise, a val_accuracy floor), and checks at most this many in all
+MAX_FINAL_RETRAINS = 3
+MAX_FINAL_CANDIDATES = 10
+STAGING_DIR = ".best-staging"
+
+
+def _cost_metrics(model: Any, input_shape: Any, *, onnx: bool, repeats: int = 50,
+                  onnx_path: Path | None = None) -> dict[str, float]:
+    """Cost metrics measured on ``model`` itself, as the train estimator names them."""
+    from nasforge import metrics as M
+    from nasforge.estimators.training import latency_metrics
+
+    model.to("cpu").eval()
+    out: dict[str, float] = {
+        "params": M.count_params(model),
+        "flops": M.count_flops(model, input_shape),
+        "peak_memory_mb": M.peak_memory_mb(model, input_shape),
+    }
+    out.update(latency_metrics(model, input_shape, onnx=onnx, repeats=repeats,
+                               onnx_path=onnx_path))
+    return out
+
+
+def _broken(metrics: Mapping[str, Any], constraints: list[Any]) -> list[str]:
+    """The constraints ``metrics`` break, each with the measured value."""
+    return [f"{c} ({c.metric} = {metrics.get(c.metric, 'missing')})"
+            for c in constraints if not c.satisfied(metrics)]
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move the checked model directory into place, replacing an older one."""
+    import shutil
+
+    old = target.with_name(".best-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _test_scores(served: Any, data: Dataset, device: str) -> tuple[float, float, float]:
+    """``(accuracy, loss, accuracy without test-time augmentation)`` on the test split,
+    in one pass: a TTA model's plain logits come from its own first forward."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from nasforge.estimators.training import _layout, evaluate_model
+    from nasforge.export import FlipTTA
+
+    if not isinstance(served, FlipTTA):
+        acc, loss = evaluate_model(served, data.x_test, data.y_test, device=device)
+        return acc, loss, acc
+    n = len(data.y_test)
+    if n == 0:
+        raise ValueError("no test examples")
+    x = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(data.y_test), dtype=torch.long)
+    fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+    restore = _layout(served)
+    served.to(device, memory_format=fmt).eval()
+    correct = plain_correct = 0
+    loss_sum = 0.0
+    try:
+        with torch.no_grad():
+            for i in range(0, n, 512):
+                xb = x[i : i + 512].to(device).contiguous(memory_format=fmt)
+                yb = y[i : i + 512].to(device)
+                out, plain = served.forward_both(xb)
+                loss_sum += float(F.cross_entropy(out.float(), yb, reduction="sum"))
+                correct += int((out.argmax(1) == yb).sum())
+                plain_correct += int((plain.argmax(1) == yb).sum())
+    finally:
+        served.to(memory_format=restore)
+    return correct / n, loss_sum / n, plain_correct / n
+
+
+def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[TrialRecord],
+                 final_epochs: int | None, display: _Display,
+                 final_seconds: float | None = None
+                 ) -> tuple[TrialRecord | None, dict[str, Any], Path | None, str | None]:
+    """Retrain the best feasible architecture on the full training split, test it, export it.
+
+    Returns ``(chosen trial, final metrics, model dir, None)``, or ``(None, {}, None,
+    why)`` when no candidate stays within the run's hard constraints. Cost metrics are
+    measured again -- on the untrained network first (latency does not depend on the
+    weights, so a candidate that now measures over budget costs no training), then on the
+    retrained one -- and a model that breaks a bound is never exported: the next feasible
+    candidate is tried, at most :data:`MAX_FINAL_RETRAINS` retrainings. The final
+    ``summary.json`` always gets torch and ONNX Runtime latencies at batch 1 and 32.
+    """
+    import shutil
+
+    import torch
+
+    from nasforge.estimators.training import runtime_names, train_model
+    from nasforge.export import SUMMARY_FILE, _write_json, save_best, with_tta
+    from nasforge.reporting import run_constraints
+
+    space, est = setup.space, setup.estimator
+    cfg = est.config()
+    search_epochs = int(cfg.get("epochs") or 1)
+    epochs = int(final_epochs) if final_epochs else max(3, 3 * search_epochs)
+    seed = int(setup.config["seed"])
+    kw = {k: cfg[k] for k in ("batch_size", "optimizer", "lr", "weight_decay",
+                              "label_smoothing", "device", "augment", "warmup")
+          if cfg.get(k) is not None}
+    t_final = time.monotonic()
+    device = kw.get("device", "cpu")
+    constraints = run_constraints(setup.config)
+    onnx_bound = any("onnx" in c.metric or c.metric.endswith("_b32") for c in constraints)
+    staging = store.run_dir / STAGING_DIR
+    rejected: list[str] = []
+    retrains = 0
+    for rec in cands[:MAX_FINAL_CANDIDATES]:
+        if retrains >= MAX_FINAL_RETRAINS:
+            break
+        arch = space.parse(rec.arch)
+        torch.manual_seed(seed)
+        model = space.build(arch, data.input_shape, data.num_classes)
+        if constraints:
+            pre = {**rec.metrics, **_cost_metrics(model, data.input_shape, onnx=onnx_bound)}
+            bad = _broken(pre, constraints)
+            if bad:
+                rejected.append(f"trial {rec.id}: {'; '.join(bad)} (re-measured before training)")
+                display.print(f"[yellow]skipping trial {rec.id}[/]: {rejected[-1]}")
+                continue
+        retrains += 1
+        n_all = len(data.y_train) + len(data.y_val)
+        secs = None
+        if final_seconds is not None:  # a retry after a rejected model gets what is left
+            secs = max(1.0, final_seconds - (time.monotonic() - t_final))
+            what = f"for {secs:.0f} s (the time left, less the reserve)"
+        else:
+            what = f"for {epochs} epochs"
+        display.log(f"final training of trial {rec.id} ({arch.text}) {what} on all {n_all} "
+                    "training and validation examples")
+        store.set_meta(status="final_training")
+        t0 = time.perf_counter()
+        hist = train_model(model, data, epochs=epochs if secs is None else 10**6,
+                           data_fraction=1.0, resolution=None, seed=seed, seconds=secs,
+                           include_val=True, **kw)
+        display.log(f"final training done: {hist['epochs']:.3g} epochs in "
+                    f"{time.perf_counter() - t0:.0f} s; testing and exporting")
+        train_time = time.perf_counter() - t0
+        t_post = time.perf_counter()
+        # trained on mirrored images: serve the average over the image and its mirror
+        tta = "flip" if str(kw.get("augment", "none")).startswith("flip") else None
+        served = with_tta(model, tta)
+        test_acc, test_loss, plain_acc = _test_scores(served, data, device)
+        served.to("cpu").eval()
+        final: dict[str, Any] = {
+            "test_accuracy": test_acc,
+            "test_accuracy_no_tta": plain_acc,
+            "test_loss": test_loss,
+            **_cost_metrics(served, data.input_shape, onnx=False),
+            "epochs": hist["epochs"],
+            "train_time_s": train_time,
+        }
+        shutil.rmtree(staging, ignore_errors=True)
+        save_best(staging, model, arch, space, data, final,
+                  extra={"trial_id": rec.id, "search_metrics": rec.metrics,
+                         "run_dir": str(store.run_dir)}, tta=tta)
+        shipped = staging / "model.onnx"
+        final.update(_cost_metrics(served, data.input_shape, onnx=True,
+                                   onnx_path=shipped if shipped.is_file() else None))
+        bad = _broken({**rec.metrics, **final}, constraints)
+        if bad:
+            shutil.rmtree(staging, ignore_errors=True)
+            rejected.append(f"trial {rec.id}: {'; '.join(bad)} (re-measured after retraining)")
+            display.print(f"[yellow]not exporting trial {rec.id}[/]: {rejected[-1]}")
+            continue
+        summary = json.loads((staging / SUMMARY_FILE).read_text())
+        summary["metrics"].update(final)
+        summary["latency"] = {
+            "threads": final.get("latency_threads"),
+            "runtimes": runtime_names(),
+            "batch_1_ms": {"torch": final.get("latency_ms"),
+                           "onnx": final.get("onnx_latency_ms")},
+            "batch_32_ms": {"torch": final.get("latency_ms_b32"),
+                            "onnx": final.get("onnx_latency_ms_b32")},
+            "onnx_file": "model.onnx" if shipped.is_file() else "temporary export",
+        }
+        summary["constraints"] = [str(c) for c in constraints]
+        _write_json(staging / SUMMARY_FILE, summary)
+        model_dir = store.run_dir / "best"
+        _install(staging, model_dir)
+        display.log(f"test accuracy {test_acc:.4f}; tested and exported in "
+                    f"{time.perf_counter() - t_post:.0f} s")
+        store.set_meta(final={
+            "arch": arch.text, "trial_id": rec.id, "metrics": final, "feasible": True,
+            "model_dir": str(model_dir.resolve()), "first_choice": cands[0].arch,
+            "rejected": rejected,
+        })
+        return rec, final, model_dir, None
+    why = (f"no feasible model: every candidate tried broke a constraint when measured "
+           f"again ({' | '.join(rejected)})")
+    shutil.rmtree(store.run_dir / "best", ignore_errors=True)  # never leave an older answer
+    store.set_meta(final={"arch": None, "trial_id": None, "metrics": {}, "feasible": False,
+                          "model_dir": None, "first_choice": cands[0].arch if cands else None,
+                          "rejected": rejected, "message": why})
+    return None, {}, None, why
+
+
+def _candidates(store: RunStore, setup: _Setup,
+                trials: list[TrialRecord]) -> tuple[list[TrialRecord], str | None]:
+    """The ranked feasible candidates for the returned model, and why there are none.
+
+    Feasible trials only, the highest fidelity of the run first, then the first objective
+    (see :func:`nasforge.reporting.ranked_candidates`). Multi-objective or constrained runs
+    also get their Pareto front (trial ids) stored under the ``pareto`` meta key.
+    """
+    from nasforge import reporting as R
+
+    objs, cons = R.run_objectives(setup.config), R.run_constraints(setup.config)
+    resource = R.fidelity_resource(trials, getattr(setup.strategy, "resource", None))
+    cands = R.ranked_candidates(trials, objs[0], cons, resource)
+    if len(objs) > 1 or cons:
+        axes = R.report_objectives(objs, cons)
+        store.set_meta(pareto={"objectives": [str(o) for o in axes],
+                               "constraints": [str(c) for c in cons], "resource": resource,
+                               "trial_ids": R.pareto_ids(trials, axes, cons, resource)})
+    why = R.infeasible_message(trials, cons, objs[0]) if cons and not cands else None
+    return cands, why
+
+
+def _final(store: RunStore, setup: _Setup, data: Dataset | None, cands: list[TrialRecord],
+           final_train: bool, final_epochs: int | None, display: _Display,
+           final_seconds: float | None = None
+           ) -> tuple[TrialRecord | None, dict[str, Any], Path | None, str | None]:
+    """The returned trial, its test metrics and model dir (retrained now, or in an earlier
+    session), and why no model is returned when every candidate broke a constraint."""
+    if not cands:
+        return None, {}, None, None
+    best = cands[0]
+    if not setup.estimator.needs_data:
+        return best, dict(best.report), None, None  # e.g. a benchmark table's test accuracy
+    if not final_train or data is None:
+        return best, {}, None, None
+    done = store.get_meta("final")
+    model_dir = store.run_dir / "best"
+    if done and done.get("first_choice", done.get("arch")) == best.arch and (
+        done.get("model_dir") is None or (model_dir / "summary.json").is_file()
+    ):  # retrained in an earlier session (the store may have moved: look beside it)
+        if done.get("feasible") is False:
+            return None, {}, None, done.get("message") or "no feasible model"
+        chosen = next((t for t in cands if t.id == done.get("trial_id")), best)
+        return (chosen, dict(done["metrics"]),
+                None if done.get("model_dir") is None else model_dir, None)
+    return _final_train(store, setup, data, cands, final_epochs, display, final_seconds)
+
+
+def _write_reports(store: RunStore, setup: _Setup, trials: list[TrialRecord],
+                   chosen: TrialRecord | None, test_metrics: Mapping[str, Any],
+                   message: str | None, display: _Display) -> None:
+    """``RUN_DIR/pareto.md`` and ``pareto.png`` for multi-objective or constrained runs."""
+    from nasforge import reporting as R
+
+    objs, cons = R.run_objectives(setup.config), R.run_constraints(setup.config)
+    if len(objs) < 2 and not cons:
+        return
+    resource = R.fidelity_resource(trials, getattr(setup.strategy, "resource", None))
+    final: dict[str, Any] = {}
+    if chosen is not None:
+        final["trial"] = f"{chosen.id} (`{chosen.arch}`)"
+        final.update({k: _fmt(v) for k, v in test_metrics.items()
+                      if k in ("test_accuracy", "val_accuracy", "params", "flops",
+                               "latency_ms", "latency_ms_b32", "onnx_latency_ms",
+                               "onnx_latency_ms_b32", "latency_threads", "peak_memory_mb")})
+    else:
+        final["none"] = message or "no trial succeeded"
+    try:
+        R.write_pareto_report(store.run_dir, trials, objs, cons, resource, final)
+    except Exception as e:  # noqa: BLE001 - a plotting problem must not lose a finished run
+        display.print(f"[yellow]could not write the Pareto report: {type(e).__name__}: {e}[/]")

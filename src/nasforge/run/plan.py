@@ -1,0 +1,97 @@
+"""Hooking a time budget's job plan (:mod:`nasforge.run.budget`) into a search.
+
+The plan is made again from speeds probed on these data, sets the recipe and the
+successive-halving strategy of a time-budgeted job, and sizes the reserve for testing
+and exporting the chosen network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from nasforge import estimators
+from nasforge.estimators.base import Estimator
+from nasforge.run.setup import _accepted, _Setup
+from nasforge.store import TrialRecord
+from nasforge.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from nasforge.data import Dataset
+
+
+def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
+    """``plan`` made again with a probe: the speed of the space's first known-good design
+    (else a seeded draw) on these data; ``plan`` unchanged if the network cannot be built
+    or timed (the first trial then says why)."""
+    import numpy as np
+    import torch
+
+    from nasforge.run.budget import measure_probe, plan_job
+
+    space = setup.space
+    known = space.known_good()
+    try:
+        arch = known[0] if known else space.sample(np.random.default_rng(0))
+        torch.manual_seed(0)
+        net = space.build(arch, data.input_shape, data.num_classes)
+        bs = int(setup.estimator.config().get("batch_size") or 128)
+        probe = measure_probe(net, data, batch_size=bs)
+    except Exception:  # noqa: BLE001 - planning falls back to the fixed guesses
+        return plan
+    return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup))
+
+
+def _flips(setup: _Setup) -> bool:
+    """Whether the estimator trains with flips (the final model is then served with TTA)."""
+    return str(setup.estimator.config().get("augment") or "none").startswith("flip")
+
+
+def _winner_reserve(setup: _Setup, data: Dataset, rec: TrialRecord, planned: float) -> float:
+    """Seconds to keep for testing and exporting the chosen network: its own inference
+    time on the test split (timed on the untrained network, which is as fast), with a
+    1.5x margin; ``planned`` if it cannot be timed."""
+    import torch
+
+    from nasforge.run.budget import MIN_PROBED_RESERVE_S, measure_probe
+
+    try:
+        torch.manual_seed(0)
+        net = setup.space.build(setup.space.parse(rec.arch), data.input_shape,
+                                data.num_classes)
+        probe = measure_probe(net, data, steps=1)
+    except Exception:  # noqa: BLE001 - keep the plan's figure
+        return planned
+    return max(MIN_PROBED_RESERVE_S, 1.5 * probe.post_s(_flips(setup)))
+
+
+def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
+             strategy_options: Mapping[str, Any] | None, estimator: str | Estimator,
+             estimator_options: Mapping[str, Any] | None, objectives: Any
+             ) -> tuple[str | Strategy | None, dict[str, Any], dict[str, Any]]:
+    """The strategy and estimator options a time-budgeted job runs with.
+
+    An estimator with a time fidelity (``Estimator.time_fidelity``) gets the planned
+    recipe (options the user gave win); with no strategy chosen and one objective, the
+    search is the plan's successive halving over that fidelity.
+    """
+    from nasforge.data import default_augment
+    from nasforge.run.budget import RECIPE
+
+    s_opts, e_opts = dict(strategy_options or {}), dict(estimator_options or {})
+    factory = estimators.registry.factory(estimator) if isinstance(estimator, str) else None
+    time_key = getattr(factory if factory is not None else estimator, "time_fidelity", None)
+    if time_key is None or not isinstance(estimator, str):
+        return strategy, s_opts, e_opts
+    names, var_kw = _accepted(factory)
+    recipe = {**RECIPE, "augment": default_augment(dataset)}
+    for k, v in recipe.items():
+        if (k in names or var_kw) and k not in e_opts:
+            e_opts[k] = v
+    single = objectives is None or isinstance(objectives, str) or len(list(objectives)) < 2
+    if strategy is None and single and not {"epochs", "data_fraction", time_key} & set(e_opts):
+        strategy = "successive-halving"
+        opts = plan.strategy_options()
+        opts["resource"] = time_key
+        s_opts = {**opts, **s_opts}
+    return strategy, s_opts, e_opts
