@@ -146,8 +146,6 @@ def test_cli_option_typo_exits_2_with_one_line(flag, value, component, capsys, t
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.xfail(strict=False, reason="experiment._make still words the message itself; "
-                   "it should call Registry.check_options (see the contracts branch's notes)")
 def test_cli_and_search_give_the_registry_message(capsys, tmp_path):
     code, _, err = _cli(["search", "--dataset", "digits", "--space", "cnn", "--trials", "1",
                          "--space-opt", "widht=3", "--out", tmp_path / "r"], capsys)

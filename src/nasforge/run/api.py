@@ -222,7 +222,7 @@ def search(
         from nasforge.run.budget import plan_job
 
         est_needs_data = (estimator.needs_data if isinstance(estimator, Estimator) else
-                          getattr(estimators.registry.factory(estimator), "needs_data", True))
+                          estimators.registry.factory(estimator).needs_data)
         search_only = not (final_train and est_needs_data)
         plan = plan_job(budget["time_budget"], budget_spent, search_only=search_only)
     execution = _execution(executor, workers, ray_address, trial_timeout, retries)
@@ -389,9 +389,8 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
                     f"the run in {store.run_dir} is inconsistent: the strategy was told "
                     f"{strat.n_told} results but {store.n_completed()} trials are complete"
                 )
-            restore = getattr(setup.estimator, "restore", None)
-            if callable(restore):  # e.g. early-stopping references, rebuilt from the store
-                restore(store.trials("ok"))
+            if setup.estimator.restores_state:  # e.g. early-stopping references
+                setup.estimator.restore(store.trials("ok"))
         if ex is None:  # started here, before the run is marked running
             ex = make_executor(**spec)  # type: ignore[arg-type]
         config = {**setup.config, "budget": budget, "final_train": final_train,

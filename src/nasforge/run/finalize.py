@@ -240,7 +240,7 @@ def _candidates(store: RunStore, setup: _Setup,
     from nasforge import reporting as R
 
     objs, cons = R.run_objectives(setup.config), R.run_constraints(setup.config)
-    resource = R.fidelity_resource(trials, getattr(setup.strategy, "resource", None))
+    resource = R.fidelity_resource(trials, setup.strategy.resource)
     cands = R.ranked_candidates(trials, objs[0], cons, resource)
     if len(objs) > 1 or cons:
         axes = R.report_objectives(objs, cons)
@@ -286,7 +286,7 @@ def _write_reports(store: RunStore, setup: _Setup, trials: list[TrialRecord],
     objs, cons = R.run_objectives(setup.config), R.run_constraints(setup.config)
     if len(objs) < 2 and not cons:
         return
-    resource = R.fidelity_resource(trials, getattr(setup.strategy, "resource", None))
+    resource = R.fidelity_resource(trials, setup.strategy.resource)
     final: dict[str, Any] = {}
     if chosen is not None:
         final["trial"] = f"{chosen.id} (`{chosen.arch}`)"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasforge import estimators
 from nasforge.estimators.base import Estimator
-from nasforge.run.setup import _accepted, _Setup
+from nasforge.run.setup import _Setup
 from nasforge.store import TrialRecord
 from nasforge.strategies.base import Strategy
 
@@ -80,10 +80,10 @@ def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
 
     s_opts, e_opts = dict(strategy_options or {}), dict(estimator_options or {})
     factory = estimators.registry.factory(estimator) if isinstance(estimator, str) else None
-    time_key = getattr(factory if factory is not None else estimator, "time_fidelity", None)
+    time_key = (factory if factory is not None else estimator).time_fidelity
     if time_key is None or not isinstance(estimator, str):
         return strategy, s_opts, e_opts
-    names, var_kw = _accepted(factory)
+    names, var_kw = estimators.registry.accepted_options(estimator)
     recipe = {**RECIPE, "augment": default_augment(dataset)}
     for k, v in recipe.items():
         if (k in names or var_kw) and k not in e_opts:

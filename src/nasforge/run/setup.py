@@ -8,7 +8,6 @@ run store keeps: :func:`_rebuild` makes the same components again on resume.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections.abc import Mapping
@@ -33,29 +32,11 @@ IDENTITY_KEYS = ("dataset", "space", "strategy", "estimator", "seed", "objective
 
 
 # ----------------------------------------------------------------------------- components
-def _accepted(factory: Any) -> tuple[set[str], bool]:
-    """Keyword names a factory accepts, and whether it takes ``**kwargs``."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return set(), True
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names, any(p.kind == p.VAR_KEYWORD for p in params)
-
-
 def _make(registry: Registry[Any], name: str, options: Mapping[str, Any], **fixed: Any) -> Any:
     """Instantiate ``name`` with ``options``; a wrong option name is the user's error."""
-    factory = registry.factory(name)  # UnknownNameError lists the valid names
-    names, var_kw = _accepted(factory)
-    bad = sorted(set(options) - names - set(fixed)) if not var_kw else []
-    if bad:
-        valid = sorted(names - set(fixed) - {"self"})
-        raise NasforgeError(
-            f"unknown option(s) {bad} for {registry.kind} {name!r}; "
-            f"valid options: {', '.join(valid) or '(none)'}"
-        )
+    registry.check_options(name, options, fixed=fixed)  # one line, with a did-you-mean
     try:
-        return factory(**fixed, **options)
+        return registry.factory(name)(**fixed, **options)
     except TypeError as e:
         raise NasforgeError(f"bad options for {registry.kind} {name!r}: {e}") from None
 
@@ -134,7 +115,7 @@ def _build(
         est = estimator
     elif isinstance(estimator, str):
         opts = dict(estimator_options or {})
-        names, var_kw = _accepted(estimators.registry.factory(estimator))
+        names, var_kw = estimators.registry.accepted_options(estimator)
         if "seed" in names or var_kw:
             opts.setdefault("seed", seed)
         est = _make(estimators.registry, estimator, opts)
@@ -195,13 +176,13 @@ def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
     s_opts = dict(strategy_options or {})
     specs = None if objs is None else [str(o) for o in objs]
     if isinstance(strategy, Strategy):
-        have = [str(o) for o in getattr(strategy, "objectives", None) or []] or [
+        have = [str(o) for o in strategy.objectives or []] or [
             f"{strategy.metric}:{strategy.mode}"]
         if specs is not None and have != specs:
             raise NasforgeError(f"the strategy object optimizes {have}, not {specs}; build it "
                                 f"with those objectives or give the strategy by name")
     elif isinstance(strategy, str):
-        names, _ = _accepted(strategies.registry.factory(strategy))
+        names, _ = strategies.registry.accepted_options(strategy)
         if objs is not None and specs is not None:
             if "objectives" in names:
                 given = s_opts.get("objectives")
@@ -229,7 +210,7 @@ def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
     wanted = {o.metric for o in objs or []} | {c.metric for c in cons}
     est_cls = (estimators.registry.factory(estimator) if isinstance(estimator, str)
                else estimator)
-    known = getattr(est_cls, "reported_metrics", None)
+    known = est_cls.reported_metrics
     if known is not None and (unknown := sorted(wanted - set(known))):
         name = estimator if isinstance(estimator, str) else estimator.name
         raise NasforgeError(
@@ -237,7 +218,7 @@ def _goals(objectives: Any, constraints: Any, strategy: str | Strategy | None,
             f"{name!r} reports {', '.join(sorted(known))}"
         )
     if isinstance(estimator, str) and wanted & set(_ONNX_METRICS) and "latency" not in e_opts:
-        names, _ = _accepted(estimators.registry.factory(estimator))
+        names, _ = estimators.registry.accepted_options(estimator)
         if "latency" in names:  # the cheap default would never measure these
             e_opts["latency"] = "torch+onnx"
     return specs, [str(c) for c in cons] or None, strategy, s_opts, e_opts

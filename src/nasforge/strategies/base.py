@@ -65,6 +65,11 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"
+    #: declared capabilities the loop reads (never probed by name): the objectives a
+    #: multi-objective strategy optimizes (None: the single ``metric``/``mode``), and the
+    #: fidelity key a multi-fidelity strategy grows (None: every trial at one fidelity)
+    objectives: list[Any] | None = None
+    resource: str | None = None
 
     def __init__(
         self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", mode: str = "max"
