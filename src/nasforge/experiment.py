@@ -722,7 +722,7 @@ class _Loop:
                 infeasible = self._precheck(sugg)
                 tid = store.start_trial(
                     sugg.arch.text, sugg.arch.to_json(), sugg.fidelity, strat.state_dict(),
-                    strat.n_told, meta={"elapsed_s": self.elapsed()},
+                    strat.n_told, meta={"elapsed_s": self.elapsed()}, note=sugg.note,
                 )
                 if infeasible is not None:  # refused before training: costs no trial time
                     self._finish(tid, sugg, infeasible)
@@ -1209,7 +1209,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         state, _ = store.strategy_state()
         if state is not None:
             try:
-                strat.load_state_dict(state)
+                strat.load_state_dict(state, store.trials())  # O(1) state + the trials
             except RunDirError as e:
                 raise RunDirError(f"{store.run_dir}: {e}") from None
             if strat.n_told != store.n_completed():
