@@ -28,8 +28,9 @@ full-batch with Adam and hand-written gradients, on one thread, and retrained ev
 ``retrain_every`` tells (the paper retrains every 10; set 1 when an evaluation costs
 minutes anyway). Determinism and resume: each training draws its seed from the
 strategy's generator and uses a private ``torch.Generator``, and the state stores that
-seed and how many told points it used, so a resumed strategy rebuilds the same
-predictor from its saved data and continues with exactly the same queries.
+seed and how many told points it used, so a resumed strategy refits the same predictor
+from the told points (rebuilt from the run's trials) and continues with exactly the same
+queries.
 """
 
 from __future__ import annotations

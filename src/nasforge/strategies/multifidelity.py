@@ -17,9 +17,11 @@ run is the textbook algorithm and promotions never depend on timing). When an as
 while every open bracket is waiting for results, the next bracket of the cycle is
 opened instead (as HpBandSter runs BOHB iterations concurrently), so workers never idle.
 ASHA-style early promotion was not used because it makes promotion decisions depend on
-the order results arrive. Brackets, rung members, scores, in-flight asks and the
-sampler's state are all in ``state_dict``, so a resumed run asks exactly what an
-uninterrupted one would. An ask that is never told stalls only its own bracket.
+the order results arrive. The open brackets, the in-flight asks and the sampler's state
+are in ``state_dict``; each ask notes its bracket, rung and member with its trial, from
+which the finished brackets, the results and the seen set are rebuilt on resume, so a
+resumed run asks exactly what an uninterrupted one would. An ask that is never told
+stalls only its own bracket.
 
 Failed results score ``-inf`` and are never promoted. :meth:`MultiFidelityStrategy.best`
 reports the best architecture at the highest budget that has a successful result.
