@@ -17,6 +17,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, Choice, SearchSpace
 from nasforge.strategies.bananas import Bananas
+from nasforge.strategies.base import History
 from nasforge.strategies.encodings import (
     OneHotEncoder,
     PathEncoder,
@@ -112,11 +113,12 @@ def test_resume_continues_identically(kw):
     kw = {"num_init": 5, "train_steps": 60, **kw}
     full = run(Bananas(space, seed=7, **kw), TOY, 30)
 
-    first = Bananas(space, seed=7, **kw)
+    history = History()
+    first = history.watch(Bananas(space, seed=7, **kw))
     head = run(first, TOY, 17)
     state = json.loads(json.dumps(first.state_dict()))
     resumed = Bananas(space, seed=0, **kw)
-    resumed.load_state_dict(state)
+    resumed.load_state_dict(state, history.trials)
     tail = run(resumed, TOY, 13)
     assert head + tail == full
 
@@ -127,13 +129,15 @@ def test_resume_with_pending_asks():
 
     def drive(strategy, split: int | None) -> list[str]:
         out: list[str] = []
+        history = History()
+        history.watch(strategy)
         for rnd in range(6):
             batch = [strategy.ask() for _ in range(3)]
             out += [s.arch.text for s in batch]
             if rnd == split:  # checkpoint while the batch is outstanding
                 state = json.loads(json.dumps(strategy.state_dict()))
-                strategy = Bananas(space, seed=99, **kw)
-                strategy.load_state_dict(state)
+                strategy = history.watch(Bananas(space, seed=99, **kw))
+                strategy.load_state_dict(state, history.trials)
             for s in reversed(batch):
                 strategy.tell(s, Result(metrics={"val_accuracy": TOY[s.arch]}))
         return out
@@ -169,8 +173,11 @@ def test_other_acquisitions_and_failures(acquisition):
         st.tell(s, res)
     assert len(set(texts)) == 12
     state = st.state_dict()
-    json.dumps(state, allow_nan=False)  # -inf scores are stored as null
-    assert sum(s is None for _, s in state["own"]["told"]) == 4
+    json.dumps(state, allow_nan=False)
+    assert "told" not in state["own"]  # rebuilt from the run's trials
+    assert sum(not math.isfinite(s) for _, s in st.told) == 4
+    old = st._history_state()  # the format of runs before format 2: -inf stored as null
+    assert sum(s is None for _, s in json.loads(json.dumps(old, allow_nan=False))["told"]) == 4
     mean, std = st.predict([space.sample(np.random.default_rng(0)) for _ in range(5)])
     assert mean.shape == std.shape == (5,)
     assert np.all(np.isfinite(mean)) and np.all(std >= 0)

@@ -14,7 +14,7 @@ from nasforge.estimators.base import Result
 from nasforge.objectives import parse_constraints
 from nasforge.pareto import hypervolume_2d, pareto_front
 from nasforge.spaces.base import Arch
-from nasforge.strategies.base import Suggestion
+from nasforge.strategies.base import History, Suggestion
 from nasforge.strategies.nsga2 import NSGA2, pareto
 
 
@@ -104,7 +104,8 @@ def test_finds_the_known_front():
 
 def test_constraints_hold_on_the_front():
     space = GridSpace()
-    s = NSGA2(space, seed=3, population_size=12, constraints="params<=20")
+    history = History()
+    s = history.watch(NSGA2(space, seed=3, population_size=12, constraints="params<=20"))
     _run(s, 120, outstanding=3)
     front = s.front()
     assert front and all(r["metrics"]["params"] <= 20 for r in front)
@@ -113,11 +114,18 @@ def test_constraints_hold_on_the_front():
     # the population is led by feasible archs once any exist
     rank0 = [t for t, r, _ in s.population() if r == 0]
     assert all(evaluate(space.parse(t)).metrics["params"] <= 20 for t in rank0)
-    # the helper reads the same front from the JSON state alone, and can tighten it
-    state = json.loads(json.dumps(s.state_dict()))
-    assert pareto(state) == front
-    tight = pareto(state, constraints=parse_constraints(max_params=10))
+    # the helper reads the same front from a restored strategy, and can tighten it
+    back = NSGA2(space, seed=3, population_size=12, constraints="params<=20")
+    back.load_state_dict(json.loads(json.dumps(s.state_dict())), history.trials)
+    assert pareto(back) == front
+    tight = pareto(back, constraints=parse_constraints(max_params=10))
     assert tight and all(r["metrics"]["params"] <= 10 for r in tight)
+    # ... and from a state saved before run format 2, which held the whole archive
+    old = s.state_dict()
+    old["own"].update(s._history_state())
+    assert pareto(json.loads(json.dumps(old))) == front
+    with pytest.raises(NasforgeError, match="archive"):
+        pareto(s.state_dict())
 
 
 def test_failures_rank_last_and_never_reach_the_front():
@@ -141,11 +149,12 @@ def test_resume_continues_exactly():
     ref = _run(full, 40, outstanding=3)
 
     for k in (3, 9, 10, 17, 26, 33):
-        a = NSGA2(space, seed=7, population_size=8, constraints={"max_params": 30})
+        history = History()
+        a = history.watch(NSGA2(space, seed=7, population_size=8, constraints={"max_params": 30}))
         first, in_flight = _run(a, 40, outstanding=3, stop_after=k)
         state = json.loads(json.dumps(a.state_dict()))
         b = NSGA2(space, seed=7, population_size=8, constraints={"max_params": 30})
-        b.load_state_dict(state)
+        b.load_state_dict(state, history.trials)
         in_flight = [Suggestion.from_json(x.to_json(), space) for x in in_flight]
         rest = _run(b, 40 - k, outstanding=3, queue=in_flight)
         assert first + rest == ref, k

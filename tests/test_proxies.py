@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators import proxies as P
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, Choice, SearchSpace
+from nasforge.strategies.base import History
 
 SHAPE = (3, 16, 16)
 ALL_CONV = (
@@ -299,12 +301,14 @@ def test_warmstart_asks_the_pool_top_k_first_then_evolves() -> None:
 def test_warmstart_state_round_trip_continues_identically() -> None:
     sp = spaces.get("nb201")
     kw = dict(space=sp, seed=1, pool_size=30, top_k=3, scorer=_pool_scorer, base="random")
-    a = strategies.get("proxy-warmstart", **kw)
-    for i in range(2):
+    history = History()
+    a = history.watch(strategies.get("proxy-warmstart", **kw))
+    for i in range(4):  # past the warm start: the base's asks are resumed too
         s = a.ask()
         a.tell(s, Result(metrics={"val_accuracy": float(i)}))
     b = strategies.get("proxy-warmstart", **kw)
-    b.load_state_dict(a.state_dict())
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())), history.trials)
+    assert b.base.seen == a.base.seen
     assert [a.ask().arch for _ in range(5)] == [b.ask().arch for _ in range(5)]
 
 

@@ -13,6 +13,7 @@ from nasforge import strategies
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, Choice, SearchSpace
+from nasforge.strategies.base import History
 from nasforge.strategies.optuna_adapter import arch_to_params, params_to_arch
 
 
@@ -144,11 +145,12 @@ def test_json_state_round_trip_continues_exactly(name: str, cut: int) -> None:
         return a["c0"] == "op2" and a["c1"] == 3
 
     full = run(make(name, space, 11), f, 60, fail)
-    first = make(name, space, 11)
+    history = History()  # the run's trials, as the store keeps them
+    first = history.watch(make(name, space, 11))
     head = run(first, f, cut, fail)
     state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
     second = make(name, space, 11)
-    second.load_state_dict(state)
+    second.load_state_dict(state, history.trials)
     tail = run(second, f, 60 - cut, fail)
     assert head + tail == full
 
@@ -161,13 +163,16 @@ def test_resume_with_outstanding_suggestions(name: str) -> None:
 
     def pattern(strategy: strategies.Strategy, save_at: int | None) -> list[str]:
         out: list[str] = []
+        history = History()
+        history.watch(strategy)
         for step in range(15):
             a, b = strategy.ask(), strategy.ask()
             out += [a.arch.text, b.arch.text]
             if step == save_at:
                 state = json.loads(json.dumps(strategy.state_dict()))
                 strategy = make(name, space, 2)
-                strategy.load_state_dict(state)
+                strategy.load_state_dict(state, history.trials)
+                history.watch(strategy)
             strategy.tell(b, Result({"val_accuracy": f(b.arch)}))
             strategy.tell(a, Result({"val_accuracy": f(a.arch)}))
         return out
@@ -276,6 +281,8 @@ def test_optuna_nsga2_multi_objective() -> None:
         directions=["maximize", "minimize"],
         sampler_options={"population_size": 8},
     )
+    history = History()
+    history.watch(st)
     for _ in range(30):
         s = st.ask()
         w = int(s.arch["width"])
@@ -294,7 +301,12 @@ def test_optuna_nsga2_multi_objective() -> None:
         directions=["maximize", "minimize"],
         sampler_options={"population_size": 8},
     )
-    st2.load_state_dict(state)
+    st2.load_state_dict(state, history.trials)
+    def study(s: strategies.Strategy) -> list[tuple]:  # all but the times
+        return [(t.number, t.state, t.values, t.params, t.system_attrs)
+                for t in s.study.trials]  # type: ignore[attr-defined]
+
+    assert study(st2) == study(st)  # the same study, rebuilt from the trials
     assert st2.ask().arch == st.ask().arch
     with pytest.raises(NasforgeError):
         strategies.get("optuna-nsga2", space=space, metrics=["a", "b"], directions=["maximize"])

@@ -50,8 +50,11 @@ def _os_reason(e: BaseException) -> str:
     return "the disk is full" if "full" in text.lower() else text
 
 
-#: the on-disk format this code writes; opening a run with a larger number is refused
-FORMAT_VERSION = 1
+#: the on-disk format this code writes; opening a run with a larger number is refused.
+#: 2: trials record the order they were told (``told``) and the strategy's note on the ask
+#: (``note``), from which a strategy rebuilds its history; its saved state stays O(1).
+#: A format-1 run is upgraded in place when opened for writing.
+FORMAT_VERSION = 2
 DB_NAME = "nasforge.db"
 LOCK_NAME = "nasforge.lock"
 
@@ -72,12 +75,14 @@ CREATE TABLE trials (
     error       TEXT,
     started_at  REAL NOT NULL,
     finished_at REAL,
-    attempt     INTEGER NOT NULL DEFAULT 1
+    attempt     INTEGER NOT NULL DEFAULT 1,
+    told        INTEGER,             -- the strategy's tell count after this trial's tell
+    note        TEXT                 -- JSON or NULL: what the strategy noted on the ask
 );
 CREATE INDEX trials_status ON trials (status);
 CREATE TABLE strategy_state (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
-    state      TEXT NOT NULL,        -- JSON (Strategy.state_dict())
+    state      TEXT NOT NULL,        -- JSON (Strategy.state_dict(): O(1), see trials)
     n_told     INTEGER NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -100,6 +105,11 @@ class TrialRecord:
     finished_at: float | None = None
     attempt: int = 1
     arch_json: dict[str, Any] | None = None
+    #: position in the order results were told to the strategy (None: not told, or a
+    #: format-1 run, whose trials were told in ``finished_at`` order)
+    told: int | None = None
+    #: the strategy's note on the ask (``Suggestion.note``), for its rebuild on resume
+    note: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -253,6 +263,12 @@ class RunStore:
         self.run_dir = run_dir
         self._conn = conn
         self._lock = lock
+        try:  # a format-1 run opened read-only has no told/note columns: read them as NULL
+            have = self._trial_columns(conn)
+        except sqlite3.Error:
+            have = set()
+        self._cols = self._COLS + "".join(
+            f", {c}" if c in have else ", NULL" for c in ("told", "note"))
 
     # -- opening ---------------------------------------------------------------------------
     @staticmethod
@@ -344,6 +360,8 @@ class RunStore:
             conn = cls._connect(db, readonly=not write)
             try:
                 cls._check(conn, db)
+                if write:
+                    cls._upgrade(conn, db)
             except BaseException:
                 conn.close()
                 raise
@@ -352,6 +370,34 @@ class RunStore:
                 lock.release()
             raise
         return cls(run_dir, conn, lock)
+
+    @staticmethod
+    def _trial_columns(conn: sqlite3.Connection) -> set[str]:
+        return {r[1] for r in conn.execute("PRAGMA table_info(trials)")}
+
+    @classmethod
+    def _upgrade(cls, conn: sqlite3.Connection, db: Path) -> None:
+        """A format-1 run gets the ``told`` and ``note`` columns (and format 2) before this
+        version writes O(1) strategy states into it: format-1 code would resume those
+        without their history, so it is refused from then on."""
+        try:
+            if {"told", "note"} <= cls._trial_columns(conn):
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                have = cls._trial_columns(conn)
+                for col, kind in (("told", "INTEGER"), ("note", "TEXT")):
+                    if col not in have:
+                        conn.execute(f"ALTER TABLE trials ADD COLUMN {col} {kind}")
+                conn.execute("UPDATE meta SET value=? WHERE key='format_version'",
+                             (_dumps(FORMAT_VERSION),))
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise RunDirError(f"cannot upgrade the run format of {db}: {_os_reason(e)}") from None
 
     @staticmethod
     def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -554,14 +600,19 @@ class RunStore:
         strategy_state: Mapping[str, Any],
         n_told: int,
         meta: Mapping[str, Any] | None = None,
+        note: Mapping[str, Any] | None = None,
     ) -> int:
-        """"Trial started": insert the running row and save the state taken right after ``ask``."""
+        """"Trial started": insert the running row and save the state taken right after ``ask``.
+
+        ``note``: what the strategy noted on this ask (``Suggestion.note``), written once
+        here so that its saved state need not carry it.
+        """
         with self._tx() as c:
             cur = c.execute(
-                "INSERT INTO trials (arch, arch_json, fidelity, status, started_at) "
-                "VALUES (?, ?, ?, 'running', ?)",
+                "INSERT INTO trials (arch, arch_json, fidelity, status, started_at, note) "
+                "VALUES (?, ?, ?, 'running', ?, ?)",
                 (arch, _dumps(arch_json), None if fidelity is None else _dumps(fidelity),
-                 time.time()),
+                 time.time(), None if note is None else _dumps(note)),
             )
             self._put_state(c, strategy_state, n_told)
             if meta:
@@ -590,16 +641,18 @@ class RunStore:
         """"Trial finished": store the result and the state right after ``tell``, atomically.
 
         ``attempts`` > 1 says the executor had to start the trial again in this session (its
-        worker died); the extra starts are added to the row's ``attempt`` count.
+        worker died); the extra starts are added to the row's ``attempt`` count. ``n_told``
+        (the strategy's tell count, this tell included) is also the trial's place in the
+        order of tells (``told``), which a strategy's rebuild replays.
         """
         status = "ok" if result.ok else "failed"
         extra = max(0, int(attempts) - 1)
         with self._tx() as c:
             n = c.execute(
                 "UPDATE trials SET status=?, metrics=?, report=?, cost=?, error=?, finished_at=?, "
-                "attempt=attempt+? WHERE id=? AND status='running'",
+                "attempt=attempt+?, told=? WHERE id=? AND status='running'",
                 (status, _dumps(result.metrics), _dumps(result.report), float(result.cost or 0.0),
-                 result.error, time.time(), extra, trial_id),
+                 result.error, time.time(), extra, int(n_told), trial_id),
             ).rowcount
             if n != 1:
                 raise RunDirError(
@@ -633,6 +686,8 @@ class RunStore:
                 finished_at=row[9],
                 attempt=int(row[10]),
                 arch_json=self._loads(row[11], f"{what} arch_json", dict) if row[11] else None,
+                told=None if row[12] is None else int(row[12]),
+                note=None if row[13] is None else self._loads(row[13], f"{what} note", dict),
             )
         except (TypeError, ValueError):
             raise self._damaged(f"{what} has a malformed id, cost or attempt count") from None
@@ -645,15 +700,15 @@ class RunStore:
     def trials(self, status: str | None = None) -> list[TrialRecord]:
         """All trials in id (= start) order, optionally only those with ``status``."""
         if status is None:
-            rows = self._read(f"SELECT {self._COLS} FROM trials ORDER BY id")
+            rows = self._read(f"SELECT {self._cols} FROM trials ORDER BY id")
         else:
             rows = self._read(
-                f"SELECT {self._COLS} FROM trials WHERE status=? ORDER BY id", (status,)
+                f"SELECT {self._cols} FROM trials WHERE status=? ORDER BY id", (status,)
             )
         return [self._record(r) for r in rows]
 
     def trial(self, trial_id: int) -> TrialRecord:
-        rows = self._read(f"SELECT {self._COLS} FROM trials WHERE id=?", (trial_id,))
+        rows = self._read(f"SELECT {self._cols} FROM trials WHERE id=?", (trial_id,))
         if not rows:
             raise KeyError(trial_id)
         return self._record(rows[0])

@@ -381,7 +381,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         state, _ = store.strategy_state()
         if state is not None:
             try:
-                strat.load_state_dict(state)
+                strat.load_state_dict(state, store.trials())  # O(1) state + the trials
             except RunDirError as e:
                 raise RunDirError(f"{store.run_dir}: {e}") from None
             if strat.n_told != store.n_completed():

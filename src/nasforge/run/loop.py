@@ -137,7 +137,7 @@ class _Loop:
                 infeasible = self._precheck(sugg)
                 tid = store.start_trial(
                     sugg.arch.text, sugg.arch.to_json(), sugg.fidelity, strat.state_dict(),
-                    strat.n_told, meta={"elapsed_s": self.elapsed()},
+                    strat.n_told, meta={"elapsed_s": self.elapsed()}, note=sugg.note,
                 )
                 if infeasible is not None:  # refused before training: costs no trial time
                     self._finish(tid, sugg, infeasible)

@@ -28,8 +28,9 @@ full-batch with Adam and hand-written gradients, on one thread, and retrained ev
 ``retrain_every`` tells (the paper retrains every 10; set 1 when an evaluation costs
 minutes anyway). Determinism and resume: each training draws its seed from the
 strategy's generator and uses a private ``torch.Generator``, and the state stores that
-seed and how many told points it used, so a resumed strategy rebuilds the same
-predictor from its saved data and continues with exactly the same queries.
+seed and how many told points it used, so a resumed strategy refits the same predictor
+from the told points (rebuilt from the run's trials) and continues with exactly the same
+queries.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion, check_flag
+from nasforge.strategies.base import Past, Strategy, Suggestion, check_flag
 from nasforge.strategies.encodings import ENCODINGS, make_encoder
 
 ACQUISITIONS = ("its", "ei", "ucb")
@@ -422,9 +423,17 @@ class Bananas(Strategy):
         return cands[int(np.argmax(acq))]
 
     # -- persistence -----------------------------------------------------------------------
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """The told points in told order (the predictor is refit from them on demand)."""
+        self.told = [(p.suggestion.arch, self.score(p.result)) for p in told]  # type: ignore[arg-type]
+        self.seen = {a for a, _ in self.told}
+        self.seen_keys = {self.space.equivalence_key(a) for a in self.seen}
+
+    def _history_state(self) -> dict[str, Any]:
+        return {"told": [[a.text, s if math.isfinite(s) else None] for a, s in self.told]}
+
     def _state(self) -> dict[str, Any]:
         return {
-            "told": [[a.text, s if math.isfinite(s) else None] for a, s in self.told],
             "pending": [a.text for a in self.pending],
             "n_asked": self.n_asked,
             "n_trained": self.n_trained,
@@ -432,11 +441,11 @@ class Bananas(Strategy):
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.told = [
-            (self._arch(t), -math.inf if s is None else float(s)) for t, s in state.get("told", [])
-        ]
-        self.seen = {a for a, _ in self.told}
-        self.seen_keys = {self.space.equivalence_key(a) for a in self.seen}
+        if "told" in state:  # a state from before run format 2
+            self.told = [(self._arch(t), -math.inf if s is None else float(s))
+                         for t, s in state["told"]]
+            self.seen = {a for a, _ in self.told}
+            self.seen_keys = {self.space.equivalence_key(a) for a in self.seen}
         self.pending = {self._arch(t): None for t in state.get("pending", [])}
         self.n_asked = int(state.get("n_asked", 0))
         self.n_trained = int(state.get("n_trained", 0))

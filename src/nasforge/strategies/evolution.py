@@ -9,13 +9,14 @@ Works asynchronously: several children may be outstanding at once.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion
 
 
 @register("evolution")
@@ -100,14 +101,26 @@ class RegularizedEvolution(Strategy):
         while len(self.population) > self.population_size:
             self.population.popleft()
 
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """Seen: every ask; the population: the last ``population_size`` tells (aging)."""
+        self.seen = {p.suggestion.arch for p in asked}
+        self.population = deque(
+            (p.suggestion.arch, self.score(p.result))  # type: ignore[arg-type]
+            for p in told[max(0, len(told) - self.population_size):]
+        )
+
     def _state(self) -> dict[str, Any]:
+        return {"n_asked": self.n_asked}
+
+    def _history_state(self) -> dict[str, Any]:
         return {
             "population": [[a.text, s] for a, s in self.population],
             "seen": sorted(a.text for a in self.seen),
-            "n_asked": self.n_asked,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.population = deque((self._arch(t), float(s)) for t, s in state.get("population", []))
-        self.seen = {self._arch(t) for t in state.get("seen", [])}
+        if "population" in state:  # a state from before run format 2
+            self.population = deque((self._arch(t), float(s)) for t, s in state["population"])
+        if "seen" in state:
+            self.seen = {self._arch(t) for t in state["seen"]}
         self.n_asked = int(state.get("n_asked", 0))

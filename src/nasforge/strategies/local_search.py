@@ -13,7 +13,7 @@ Scores of architectures already seen are reused, never re-queried.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion, check_flag
+from nasforge.strategies.base import Past, Strategy, Suggestion, check_flag
 
 #: what to do at a local optimum: fresh random samples; a few random mutations of the best
 #: arch so far (iterated local search); or climb on from the best arch whose
@@ -115,6 +115,8 @@ class LocalSearch(Strategy):
         self.skip_equivalent = check_flag("local-search: skip_equivalent", skip_equivalent)
         self._keys: dict[str, str] = {}  # text -> space.equivalence_key (a memo)
         self.expanded: set[str] = set()  # archs whose neighbourhood has been fully scanned
+        #: expansions not yet noted with an ask (the next ask's note carries them)
+        self.unnoted: list[str] = []
         self.scores: dict[str, float] = {}  # told archs -> score (larger is better)
         self.pending: list[str] = []  # asked, not yet told
         self.phase = "init"
@@ -181,7 +183,10 @@ class LocalSearch(Strategy):
             if text is None:  # neighbourhood handed out, results outstanding: explore
                 text = self._random()
         self.pending.append(text)
-        return Suggestion(self._arch(text))
+        note = None
+        if self.unnoted:  # stored with this trial: the saved state need not list them all
+            note, self.unnoted = {"expanded": self.unnoted}, []
+        return Suggestion(self._arch(text), note=note)
 
     def _tell(self, suggestion: Suggestion, result: Result) -> None:
         text = suggestion.arch.text
@@ -263,6 +268,7 @@ class LocalSearch(Strategy):
                 self._set_current(best)
                 continue
             self.expanded.add(self.current)  # a local optimum
+            self.unnoted.append(self.current)
             self.n_restarts += 1
             if self.restart == "frontier":
                 open_ = [(sc, t) for t, sc in self.scores.items()
@@ -293,9 +299,23 @@ class LocalSearch(Strategy):
         return None
 
     # -- persistence -----------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """Scores from the tells (in told order, as the dict had them); the expanded archs
+        from the notes of the asks."""
+        self.scores = {}
+        for p in told:
+            self.scores[p.suggestion.arch.text] = self.score(p.result)  # type: ignore[arg-type]
+        self.expanded = {t for p in asked for t in (p.suggestion.note or {}).get("expanded", [])}
+
+    def _history_state(self) -> dict[str, Any]:
         return {
             "scores": [[t, _enc(s)] for t, s in self.scores.items()],
+            "expanded": sorted(self.expanded),
+        }
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "unnoted": list(self.unnoted),
             "pending": list(self.pending),
             "phase": self.phase,
             "batch": list(self.batch),
@@ -305,11 +325,14 @@ class LocalSearch(Strategy):
             "queue": list(self.queue),
             "scan": list(self.scan),
             "n_restarts": self.n_restarts,
-            "expanded": sorted(self.expanded),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.scores = {t: _dec(s) for t, s in state.get("scores", [])}
+        if "scores" in state:  # a state from before run format 2
+            self.scores = {t: _dec(s) for t, s in state["scores"]}
+            self.expanded = set(state.get("expanded", []))
+        self.unnoted = [str(t) for t in state.get("unnoted", [])]
+        self.expanded |= set(self.unnoted)
         self.pending = list(state.get("pending", []))
         self.phase = state.get("phase", "init")
         self.batch = list(state.get("batch", []))
@@ -319,4 +342,3 @@ class LocalSearch(Strategy):
         self.queue = list(state.get("queue", []))
         self.scan = list(state.get("scan", []))
         self.n_restarts = int(state.get("n_restarts", 0))
-        self.expanded = set(state.get("expanded", []))

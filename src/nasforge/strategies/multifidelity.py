@@ -17,9 +17,11 @@ run is the textbook algorithm and promotions never depend on timing). When an as
 while every open bracket is waiting for results, the next bracket of the cycle is
 opened instead (as HpBandSter runs BOHB iterations concurrently), so workers never idle.
 ASHA-style early promotion was not used because it makes promotion decisions depend on
-the order results arrive. Brackets, rung members, scores, in-flight asks and the
-sampler's state are all in ``state_dict``, so a resumed run asks exactly what an
-uninterrupted one would. An ask that is never told stalls only its own bracket.
+the order results arrive. The open brackets, the in-flight asks and the sampler's state
+are in ``state_dict``; each ask notes its bracket, rung and member with its trial, from
+which the finished brackets, the results and the seen set are rebuilt on resume, so a
+resumed run asks exactly what an uninterrupted one would. An ask that is never told
+stalls only its own bracket.
 
 Failed results score ``-inf`` and are never promoted. :meth:`MultiFidelityStrategy.best`
 reports the best architecture at the highest budget that has a successful result.
@@ -28,7 +30,7 @@ reports the best architecture at the highest budget that has a successful result
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion, interleaved
 
 #: spaces up to this size are enumerated to find an unseen architecture when sampling fails
 ENUMERATE_LIMIT = 4096
@@ -315,9 +317,15 @@ class StrategySampler(Sampler):
         self.name = name
         self.inner = strategies.get(name, space=space, seed=seed, metric=metric, mode=mode,
                                     **options)
+        #: the inner strategy's note on its last ask (stored with the trial) and, on a
+        #: resume, its asks and tells for its rebuild
+        self.last_note: dict[str, Any] | None = None
+        self.past: tuple[list[Past], list[Past]] | None = None
 
     def sample(self, strategy: MultiFidelityStrategy) -> Arch:
-        return self.inner.ask().arch
+        sug = self.inner.ask()
+        self.last_note = sug.note
+        return sug.arch
 
     def observe(self, strategy: MultiFidelityStrategy, suggestion: Suggestion, result: Result,
                 rung: int) -> None:
@@ -329,7 +337,8 @@ class StrategySampler(Sampler):
 
     def load_state(self, state: dict[str, Any]) -> None:
         if state:
-            self.inner.load_state_dict(state)
+            self.inner._restore(state, self.past)
+        self.past = None
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -448,11 +457,14 @@ class MultiFidelityStrategy(Strategy):
         return {**self.fixed_fidelity, self.resource: self.resource_value(r)}
 
     # -- brackets ---------------------------------------------------------------------------------
-    def _open_bracket(self) -> dict[str, Any]:
-        s = self.n_opened % len(self.schedule)
+    def _new_bracket(self, bid: int) -> dict[str, Any]:
+        s = bid % len(self.schedule)
         rungs = [{"n": n, "resource": r, "members": [], "scores": [], "asked": 0}
                  for n, r in self.schedule[s]]
-        b = {"id": self.n_opened, "s": s, "current": 0, "done": False, "rungs": rungs}
+        return {"id": bid, "s": s, "current": 0, "done": False, "rungs": rungs}
+
+    def _open_bracket(self) -> dict[str, Any]:
+        b = self._new_bracket(self.n_opened)
         self.n_opened += 1
         self.brackets.append(b)
         return b
@@ -474,7 +486,13 @@ class MultiFidelityStrategy(Strategy):
             return None
         rung["asked"] += 1
         self.in_flight.append([b["id"], i, k, text])
-        return Suggestion(arch, self.fidelity_for(rung["resource"]))
+        # stored with the trial: where it belongs, and the tell count (see rebuild)
+        note: dict[str, Any] = {"b": b["id"], "i": i, "k": k, "t": self.n_told}
+        inner = getattr(self.sampler, "last_note", None) if i == 0 else None
+        if inner is not None:
+            note["inner"] = inner
+            self.sampler.last_note = None  # type: ignore[attr-defined]
+        return Suggestion(arch, self.fidelity_for(rung["resource"]), note)
 
     def _promote(self, b: dict[str, Any]) -> None:
         """Close complete rungs: keep the top ``n_(i+1)`` finite scores, or finish."""
@@ -500,7 +518,7 @@ class MultiFidelityStrategy(Strategy):
             b["current"] = i + 1
 
     def _by_id(self, bid: int) -> dict[str, Any] | None:
-        for b in self.brackets:
+        for b in reversed(self.brackets):  # the open ones are the latest
             if b["id"] == bid:
                 return b
         return None
@@ -516,18 +534,22 @@ class MultiFidelityStrategy(Strategy):
         assert sug is not None  # a fresh bracket always has rung-0 work
         return sug
 
-    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+    def _match(self, suggestion: Suggestion,
+               by_id: Callable[[int], dict[str, Any] | None]) -> int | None:
+        """The position in ``in_flight`` of the ask that ``suggestion`` answers, or None."""
         text = suggestion.arch.text
         want = (suggestion.fidelity or {}).get(self.resource)
-        match = None
         for pos, (bid, i, _k, t) in enumerate(self.in_flight):
             if t != text:
                 continue
-            b = self._by_id(bid)
+            b = by_id(bid)
             r = self.resource_value(b["rungs"][i]["resource"]) if b else None
             if want is None or r == want:
-                match = pos
-                break
+                return pos
+        return None
+
+    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+        match = self._match(suggestion, self._by_id)
         if match is None:
             return  # not one of ours (e.g. a seeded or repeated trial): nothing to book
         bid, i, k, _ = self.in_flight.pop(match)
@@ -536,9 +558,52 @@ class MultiFidelityStrategy(Strategy):
         rung = b["rungs"][i]
         score = self.score(result)
         rung["scores"][k] = score
-        self.results.append((text, float(rung["resource"]), score))
+        self.results.append((suggestion.arch.text, float(rung["resource"]), score))
         self.sampler.observe(self, suggestion, result, i)
         self._promote(b)
+
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """Brackets, results and seen from the trials' notes (bracket, rung, member, tell
+        count): asks and tells are replayed in the order they happened, tells matched to
+        asks as :meth:`_tell` matches them. Brackets still open are in the saved state and
+        replace the rebuilt ones; the sampler gets its own asks and tells."""
+        brackets: dict[int, dict[str, Any]] = {}
+        self.in_flight, self.results, self.seen = [], [], set()
+        inner_asked: list[Past] = []
+        inner_told: list[Past] = []
+        for kind, p in interleaved(asked, told):
+            note, text = p.suggestion.note or {}, p.suggestion.arch.text
+            if kind == "ask":
+                if "b" not in note:
+                    continue
+                bid, i, k = int(note["b"]), int(note["i"]), int(note["k"])
+                b = brackets.setdefault(bid, {**self._new_bracket(bid), "done": True})
+                rung = b["rungs"][i]
+                while len(rung["members"]) <= k:
+                    rung["members"].append(None)
+                    rung["scores"].append(None)
+                rung["members"][k] = text
+                rung["asked"] += 1
+                b["current"] = max(b["current"], i)
+                self.in_flight.append([bid, i, k, text])
+                if i == 0:
+                    self.seen.add(text)
+                    inner_asked.append(Past(Suggestion(p.suggestion.arch, None,
+                                                       note.get("inner")), None))
+                continue
+            match = self._match(p.suggestion, brackets.get)
+            if match is None:
+                continue
+            bid, i, k, _ = self.in_flight.pop(match)
+            rung = brackets[bid]["rungs"][i]
+            score = self.score(p.result)  # type: ignore[arg-type]
+            rung["scores"][k] = score
+            self.results.append((text, float(rung["resource"]), score))
+            if i == 0:
+                inner_told.append(p)
+        self.brackets = [brackets[bid] for bid in sorted(brackets)]
+        if isinstance(self.sampler, StrategySampler):
+            self.sampler.past = (inner_asked, inner_told)
 
     # -- results -----------------------------------------------------------------------------------
     def best(self) -> dict[str, Any] | None:
@@ -563,19 +628,28 @@ class MultiFidelityStrategy(Strategy):
                 for b in self.brackets]
 
     # -- persistence -------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        brackets = []
-        for b in self.brackets:
+    @staticmethod
+    def _brackets_json(brackets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for b in brackets:
             rungs = [{**r, "scores": [_enc(s) for s in r["scores"]]} for r in b["rungs"]]
-            brackets.append({**b, "rungs": rungs})
-        return {
+            out.append({**b, "rungs": rungs})
+        return out
+
+    def _state(self) -> dict[str, Any]:
+        return {  # only the open brackets: the finished ones are rebuilt from the trials
             "schedule": [[list(x) for x in br] for br in self.schedule],
-            "brackets": brackets,
+            "brackets": self._brackets_json([b for b in self.brackets if not b["done"]]),
             "n_opened": self.n_opened,
             "in_flight": [list(x) for x in self.in_flight],
+            "sampler": self.sampler.state(),
+        }
+
+    def _history_state(self) -> dict[str, Any]:
+        return {
+            "brackets": self._brackets_json(self.brackets),
             "results": [[t, r, _enc(s)] for t, r, s in self.results],
             "seen": sorted(self.seen),
-            "sampler": self.sampler.state(),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -585,14 +659,18 @@ class MultiFidelityStrategy(Strategy):
                 "saved multi-fidelity state has another bracket schedule; resume with the same "
                 "min_resource, max_resource and eta"
             )
-        self.brackets = []
+        saved = []
         for b in state.get("brackets", []):
             rungs = [{**r, "scores": [_dec(s) for s in r["scores"]]} for r in b["rungs"]]
-            self.brackets.append({**b, "rungs": rungs})
+            saved.append({**b, "rungs": rungs})
+        ids = {b["id"] for b in saved}  # saved brackets replace the rebuilt ones
+        self.brackets = sorted([b for b in self.brackets if b["id"] not in ids] + saved,
+                               key=lambda b: b["id"])
         self.n_opened = int(state.get("n_opened", 0))
         self.in_flight = [list(x) for x in state.get("in_flight", [])]
-        self.results = [(str(t), float(r), float(_dec(s))) for t, r, s in state.get("results", [])]
-        self.seen = set(state.get("seen", []))
+        if "results" in state:  # a state from before run format 2
+            self.results = [(str(t), float(r), float(_dec(s))) for t, r, s in state["results"]]
+            self.seen = set(state.get("seen", []))
         self.sampler.load_state(state.get("sampler") or {})
 
 

@@ -39,7 +39,7 @@ from nasforge.objectives import (
 from nasforge.pareto import crowding_distance, non_dominated_sort, pareto_front
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion
 
 DEFAULT_OBJECTIVES = ("val_accuracy:max", "params:min")
 #: spaces up to this size are enumerated to find an unseen architecture when sampling fails
@@ -230,12 +230,27 @@ class NSGA2(Strategy):
         return _front_records(self.archive, self.objectives, self.constraints)
 
     # -- persistence -------------------------------------------------------------------------------
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """Seen: every ask; the archive: the tells in told order (a re-evaluation last)."""
+        self.seen = {p.suggestion.arch for p in asked}
+        self.archive = {}
+        for p in told:
+            r = p.result
+            assert r is not None
+            text = p.suggestion.arch.text
+            self.archive.pop(text, None)
+            self.archive[text] = _finite_metrics(r.metrics, self._keep) if r.ok else None
+
+    def _history_state(self) -> dict[str, Any]:
+        return {
+            "archive": [[t, m] for t, m in self.archive.items()],
+            "seen": sorted(a.text for a in self.seen),
+        }
+
     def _state(self) -> dict[str, Any]:
         return {
             "objectives": [str(o) for o in self.objectives],
             "constraints": [str(c) for c in self.constraints],
-            "archive": [[t, m] for t, m in self.archive.items()],
-            "seen": sorted(a.text for a in self.seen),
             "n_asked": self.n_asked,
             # crowding is inf at a front's ends: JSON has no inf, so store None
             "parents": [[t, r, c if math.isfinite(c) else None] for t, r, c in self.parents],
@@ -249,9 +264,10 @@ class NSGA2(Strategy):
                 f"saved NSGA-II state optimizes {saved}, not {[str(o) for o in self.objectives]}; "
                 "resume with the same objectives"
             )
-        self.archive = {str(t): (dict(m) if m is not None else None)
-                        for t, m in state.get("archive", [])}
-        self.seen = {self._arch(t) for t in state.get("seen", [])}
+        if "archive" in state:  # a state from before run format 2
+            self.archive = {str(t): (dict(m) if m is not None else None)
+                            for t, m in state["archive"]}
+            self.seen = {self._arch(t) for t in state.get("seen", [])}
         self.n_asked = int(state.get("n_asked", 0))
         self.parents = [(str(t), int(r), math.inf if c is None else float(c))
                         for t, r, c in state.get("parents", [])]
@@ -260,10 +276,9 @@ class NSGA2(Strategy):
 
 def pareto(source: NSGA2 | Mapping[str, Any],
            constraints: ConstraintSpec = None) -> list[dict[str, Any]]:
-    """The feasible Pareto front of an :class:`NSGA2` strategy or of its ``state_dict()``.
-
-    Works on the saved JSON state alone (no space needed), so a report can read the front
-    of a finished or running search from its checkpoint. ``constraints`` overrides the
+    """The feasible Pareto front of an :class:`NSGA2` strategy or of a state saved before run
+    format 2 (which held the whole archive; a newer state does not: build the strategy
+    and ``load_state_dict(state, store.trials())``). ``constraints`` overrides the
     saved ones (e.g. to see the front under a tighter budget); only objective and constraint
     metrics are kept in the state, so a constraint on any other metric makes all infeasible.
     """
@@ -272,7 +287,10 @@ def pareto(source: NSGA2 | Mapping[str, Any],
     else:
         own = source.get("own", source)
         if "archive" not in own:
-            raise NasforgeError("not an NSGA-II state: it has no 'archive'")
+            raise NasforgeError(
+                "not an NSGA-II state with an archive (a state saved since run format 2 "
+                "keeps it in the run's trials: pass the strategy restored from them)"
+            )
         objs = parse_objectives(own.get("objectives") or list(DEFAULT_OBJECTIVES))
         cons = parse_constraints(own.get("constraints") or [])
         archive = {str(t): m for t, m in own["archive"]}

@@ -12,10 +12,13 @@ told the known value and Optuna is asked again (``max_retries`` times, then a ra
 unseen architecture is enqueued), so a table or a training run is never queried twice.
 
 Resumability: Optuna samplers hold a ``numpy.random.RandomState`` and are not JSON.
-The state therefore stores every trial of the study (params, state, values, system
-attrs: NSGA-II keeps its generations there) plus the study's system attrs (NSGA-II's
-parent cache) and the number of asks; loading replays them with ``study.add_trial``.
-To make the continuation *exactly* the uninterrupted run, the sampler's random
+The study is not saved: each ask notes with its trial (``Suggestion.note``) the Optuna
+trials it made (params, the values told to duplicates, system attrs: NSGA-II keeps its
+generations there), the study system attrs it set (NSGA-II's parent cache) and the tell
+count; :meth:`OptunaStrategy.rebuild` replays asks and tells in the order they happened
+and recreates the same study with ``study.add_trial``. The saved state holds the number
+of asks and the asks still out. (A state saved before run format 2 holds the whole study
+and still loads.) To make the continuation *exactly* the uninterrupted run, the sampler's random
 generators are re-seeded before every ask from ``(seed, ask number)`` instead of running
 one seeded stream (a sampler without the ``LazyRandomState`` generators Optuna uses
 today is rebuilt per ask instead, which is correct but loses its search-space cache).
@@ -37,7 +40,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion, interleaved
 from nasforge.strategies.local_search import sample_unseen
 
 
@@ -96,6 +99,9 @@ def _sampler_rngs(sampler: Any) -> list[np.random.RandomState]:
 
     visit(sampler, 0)
     return list(found.values())
+
+
+_NONE = object()  # "no such key" (None is a value)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +228,10 @@ class OptunaStrategy(Strategy):
 
     def ask(self) -> Suggestion:
         arch: Arch | None = None
+        storage, sid = self.study._storage, self.study._study_id
+        attrs_before = dict(storage.get_study_system_attrs(sid))
+        made: list[dict[str, Any]] = []  # the Optuna trials of this ask, for the note
+        names = list(self.dists)
         for attempt in range(self.max_retries + 1):
             if attempt == self.max_retries:  # Optuna keeps repeating itself: enqueue a new arch
                 seen = set(self.known) | set(self.pending)
@@ -231,17 +241,29 @@ class OptunaStrategy(Strategy):
             self.n_asks += 1
             trial = self.study.ask(self.dists)
             arch = params_to_arch(self.space, trial.params)
+            rec: dict[str, Any] = {"p": [int(trial.params[k]) for k in names]}
+            attrs = _jsonable(dict(storage.get_trial_system_attrs(trial._trial_id)))
+            if attrs:
+                rec["a"] = attrs
+            made.append(rec)
             if attempt < self.max_retries:
                 if arch.text in self.known:  # tell Optuna what it already knows, ask again
+                    rec["v"] = self.known[arch.text]
                     self._tell_trial(trial.number, self.known[arch.text])
                     continue
                 if arch.text in self.pending:  # being evaluated: no value to tell yet
+                    rec["v"] = None
                     self._tell_trial(trial.number, None)
                     continue
             self.pending.setdefault(arch.text, []).append(trial.number)
             break
         assert arch is not None
-        return Suggestion(arch)
+        note: dict[str, Any] = {"t": self.n_told, "trials": made}
+        attrs_after = storage.get_study_system_attrs(sid)
+        changed = {k: v for k, v in attrs_after.items() if attrs_before.get(k, _NONE) != v}
+        if changed:
+            note["study"] = _jsonable(changed)
+        return Suggestion(arch, note=note)
 
     def _tell(self, suggestion: Suggestion, result: Result) -> None:
         text = suggestion.arch.text
@@ -266,7 +288,61 @@ class OptunaStrategy(Strategy):
             self.known[text] = values
 
     # -- persistence -------------------------------------------------------------------------
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """The study, trial for trial, from the asks' notes and the tells, replayed in the
+        order they happened; ``known`` from the tells."""
+        optuna = _optuna()
+        st = optuna.trial.TrialState
+        names = list(self.dists)
+        specs: list[list[Any]] = []  # [params, state, values, system attrs], by trial number
+        open_: dict[str, list[int]] = {}  # arch -> numbers of its running trials
+        study_attrs: dict[str, Any] = {}
+        self.known = {}
+        for kind, p in interleaved(asked, told):
+            text = p.suggestion.arch.text
+            if kind == "ask":
+                made = (p.suggestion.note or {}).get("trials") or []
+                for j, t in enumerate(made):
+                    params = dict(zip(names, (int(x) for x in t["p"]), strict=True))
+                    if j == len(made) - 1:  # the trial handed out: told later
+                        specs.append([params, st.RUNNING, None, t.get("a") or {}])
+                    else:  # a duplicate, told at once
+                        v = t.get("v")
+                        specs.append([params, st.FAIL if v is None else st.COMPLETE,
+                                      None if v is None else [float(x) for x in v],
+                                      t.get("a") or {}])
+                if made:
+                    open_.setdefault(text, []).append(len(specs) - 1)
+                study_attrs.update((p.suggestion.note or {}).get("study") or {})
+                continue
+            values = self._values(p.result)  # type: ignore[arg-type]
+            state = st.FAIL if values is None else st.COMPLETE
+            numbers = open_.get(text)
+            if numbers:
+                specs[numbers.pop(0)][1:3] = [state, values]
+                if not numbers:
+                    del open_[text]
+            else:  # told without an ask of ours: added at tell time, as _tell does
+                specs.append([arch_to_params(self.space, p.suggestion.arch), state, values, {}])
+            if text not in self.known or values is not None:
+                self.known[text] = values
+        self.study = self._new_study()
+        for params, state, values, attrs in specs:
+            self.study.add_trial(optuna.trial.create_trial(
+                state=state, values=values if state == st.COMPLETE else None, params=params,
+                distributions={k: self.dists[k] for k in params}, system_attrs=dict(attrs)))
+        storage, sid = self.study._storage, self.study._study_id
+        for k, v in study_attrs.items():
+            storage.set_study_system_attr(sid, k, v)
+        self.pending = open_
+
     def _state(self) -> dict[str, Any]:
+        return {
+            "n_asks": self.n_asks,
+            "pending": [[t, list(ns)] for t, ns in self.pending.items()],
+        }
+
+    def _history_state(self) -> dict[str, Any]:
         trials = []
         for t in self.study.get_trials(deepcopy=False):
             trials.append(
@@ -281,12 +357,16 @@ class OptunaStrategy(Strategy):
         return {
             "trials": trials,
             "study_system_attrs": _jsonable(dict(study_attrs)),
-            "n_asks": self.n_asks,
             "known": [[t, v] for t, v in self.known.items()],
-            "pending": [[t, list(ns)] for t, ns in self.pending.items()],
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        if "trials" in state:  # a state from before run format 2: the whole study
+            self._load_study(state)
+        self.n_asks = int(state.get("n_asks", 0))
+        self.pending = {t: [int(n) for n in ns] for t, ns in state.get("pending", [])}
+
+    def _load_study(self, state: dict[str, Any]) -> None:
         optuna = _optuna()
         st = optuna.trial.TrialState
         self.study = self._new_study()
@@ -307,11 +387,9 @@ class OptunaStrategy(Strategy):
         storage, sid = self.study._storage, self.study._study_id
         for k, v in (state.get("study_system_attrs") or {}).items():
             storage.set_study_system_attr(sid, k, v)
-        self.n_asks = int(state.get("n_asks", 0))
         self.known = {
             t: (None if v is None else [float(x) for x in v]) for t, v in state.get("known", [])
         }
-        self.pending = {t: [int(n) for n in ns] for t, ns in state.get("pending", [])}
 
 
 @register("optuna-tpe")

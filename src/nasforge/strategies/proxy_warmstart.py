@@ -34,7 +34,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion
 
 #: scorer(archs) -> one score per arch, larger is better (non-finite: worst)
 Scorer = Callable[[Sequence[Arch]], Sequence[float]]
@@ -107,6 +107,7 @@ class ProxyWarmstart(Strategy):
         self.pooled = False
         self.proxy_seconds = 0.0
         self.pool_scores: list[tuple[str, float]] = []
+        self._base_past: tuple[list[Past], list[Past]] | None = None  # for the base's restore
 
     def config(self) -> dict[str, Any]:
         return {
@@ -204,9 +205,15 @@ class ProxyWarmstart(Strategy):
             "pool_scores": [list(p) for p in self.pool_scores],
         }
 
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """The base saw every ask (the warm-start ones booked as its own) and every tell: it
+        rebuilds from all trials, when its state is loaded."""
+        self._base_past = (list(asked), list(told))
+
     def _load_state(self, state: dict[str, Any]) -> None:
         if "base" in state:
-            self.base.load_state_dict(state["base"])
+            self.base._restore(state["base"], self._base_past)
+            self._base_past = None
         self.queue = [self._arch(t) for t in state.get("queue", [])]
         self.pooled = bool(state.get("pooled", False))
         self.proxy_seconds = float(state.get("proxy_seconds", 0.0))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion
 
 
 @register("random")
@@ -42,8 +43,12 @@ class RandomSearch(Strategy):
     def _tell(self, suggestion: Suggestion, result: Result) -> None:
         self.seen.add(suggestion.arch)
 
-    def _state(self) -> dict[str, Any]:
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        self.seen = {p.suggestion.arch for p in asked}  # every ask, told or not
+
+    def _history_state(self) -> dict[str, Any]:
         return {"seen": sorted(a.text for a in self.seen)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.seen = {self._arch(t) for t in state.get("seen", [])}
+        if "seen" in state:  # a state from before run format 2
+            self.seen = {self._arch(t) for t in state["seen"]}

@@ -13,6 +13,7 @@ Only active choices (see ``SearchSpace.is_active``) receive a gradient.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.strategies import register
-from nasforge.strategies.base import Strategy, Suggestion
+from nasforge.strategies.base import Past, Strategy, Suggestion
 from nasforge.strategies.local_search import sample_unseen
 
 
@@ -139,6 +140,13 @@ class Reinforce(Strategy):
             vh = self.v[i] / (1 - self.beta2**t)
             self.logits[i] = self.logits[i] + self.lr * mh / (np.sqrt(vh) + 1e-8)
 
+    def rebuild(self, asked: Sequence[Past], told: Sequence[Past]) -> None:
+        """Seen: every ask (the policy, baseline and Adam moments are in the state)."""
+        self.seen = {p.suggestion.arch.text for p in asked}
+
+    def _history_state(self) -> dict[str, Any]:
+        return {"seen": sorted(self.seen)}
+
     def _state(self) -> dict[str, Any]:
         return {
             "logits": [z.tolist() for z in self.logits],
@@ -148,7 +156,6 @@ class Reinforce(Strategy):
             "baseline": self.baseline,
             "reward_var": self.reward_var,
             "worst": self.worst if math.isfinite(self.worst) else None,
-            "seen": sorted(self.seen),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -165,4 +172,5 @@ class Reinforce(Strategy):
         self.reward_var = float(state.get("reward_var", 0.0))
         w = state.get("worst")
         self.worst = math.inf if w is None else float(w)
-        self.seen = set(state.get("seen", []))
+        if "seen" in state:  # a state from before run format 2
+            self.seen = set(state["seen"])
