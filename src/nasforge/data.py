@@ -119,7 +119,8 @@ def default_augment(dataset: object) -> str:
     anything else (a flipped digit or letter is another symbol; give ``augment`` for
     your own images if mirrors keep their class)."""
     name = getattr(dataset, "name", dataset)
-    if not isinstance(name, str):
+    if not isinstance(name, str) or getattr(dataset, "task", "classification") != \
+            "classification":  # a mirror may change a regression target
         return "none"
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key == "auto":
