@@ -43,6 +43,11 @@ class Dataset:
     classes: list[str] = field(default_factory=list)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    #: what is predicted (a name in :mod:`nasforge.tasks`); regression targets are float32
+    #: (N,) or (N, k) in the user's units, standardized only inside the task
+    task: str = "classification"
+    target_names: list[str] = field(default_factory=list)
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -51,6 +56,38 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def stratify(self) -> bool:
+        """Whether subsets keep class shares (classification) or are drawn at random."""
+        from nasforge import tasks
+
+        return bool(tasks.registry.factory(self.task).stratify)  # type: ignore[attr-defined]
+
+    def make_task(self) -> Any:
+        """The :class:`~nasforge.tasks.Task`, fitted to the training targets: every trial,
+        the final model and the export use the same fit, as it is computed from the same
+        split."""
+        from nasforge import tasks
+
+        opts = dict(self.task_options)
+        if self.task == "classification":
+            opts.setdefault("classes", list(self.classes))
+        elif "target_names" in accepted(tasks.registry.factory(self.task)):
+            opts.setdefault("target_names", list(self.target_names))
+        return tasks.get(self.task, **opts).fit(self.y_train)
+
+    @property
+    def n_outputs(self) -> int:
+        """The head's width: classes, or regression targets."""
+        if self.task == "classification":
+            return self.num_classes
+        return self.make_task().n_outputs()
+
+    def subset(self, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+        """Sorted indices of a seeded ``fraction`` of targets ``y``: stratified for
+        classification, uniform at random otherwise."""
+        return subset_indices(y, fraction, seed, self.stratify)
 
 
 FASHION_MNIST_CLASSES = [
@@ -82,7 +119,8 @@ def default_augment(dataset: object) -> str:
     anything else (a flipped digit or letter is another symbol; give ``augment`` for
     your own images if mirrors keep their class)."""
     name = getattr(dataset, "name", dataset)
-    if not isinstance(name, str):
+    if not isinstance(name, str) or getattr(dataset, "task", "classification") != \
+            "classification":  # a mirror may change a regression target
         return "none"
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key == "auto":
@@ -143,11 +181,42 @@ def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return sub
 
 
-def _limit(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def random_split(n: int, fraction: float, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(keep, held_out)`` of ``n`` examples, ``round(n * fraction)`` held out at
+    random (at least one when ``fraction > 0`` and ``n > 1``); both sorted. The
+    regression counterpart of :func:`stratified_split`."""
+    k = min(max(int(round(n * fraction)), 1 if fraction > 0 and n > 1 else 0), max(n - 1, 0))
+    perm = rng.permutation(n)
+    return np.sort(perm[k:]).astype(np.int64), np.sort(perm[:k]).astype(np.int64)
+
+
+def subset_indices(y: np.ndarray, fraction: float, seed: int, stratify: bool = True
+                   ) -> np.ndarray:
+    """A seeded ``fraction`` of ``y``'s indices, stratified or at random (sorted)."""
+    if stratify:
+        return stratified_subset(y, fraction, seed)
+    if fraction >= 1.0:
+        return np.arange(len(y), dtype=np.int64)
+    _, sub = random_split(len(y), fraction, np.random.default_rng(seed))
+    if sub.size == 0 and len(y):
+        sub = np.array([int(np.random.default_rng(seed).integers(len(y)))], dtype=np.int64)
+    return sub
+
+
+def accepted(factory: Any) -> set[str]:
+    """The keyword names a factory takes (for optional task options)."""
+    import inspect
+
+    return set(inspect.signature(factory).parameters)
+
+
+def _limit(x: np.ndarray, y: np.ndarray, n: int, seed: int, stratify: bool = True
+           ) -> tuple[np.ndarray, np.ndarray]:
     """At most ``n`` examples, a stratified subset so class balance is kept."""
     if n >= len(y):
         return x, y
-    idx = stratified_subset(y, n / len(y), seed)
+    idx = subset_indices(y, n / len(y), seed, stratify)
     return x[idx], y[idx]
 
 
@@ -254,8 +323,15 @@ def _finish(
     test_fraction: float = TEST_FRACTION,
     image_size: int | None = None,
     max_train: int | None = None,
+    task: str | None = None,
+    target_names: Sequence[str] | None = None,
+    task_options: dict[str, Any] | None = None,
 ) -> Dataset:
-    """Validate, split, resize and normalize; the one path every loader goes through."""
+    """Validate, split, resize and normalize; the one path every loader goes through.
+
+    ``task`` None infers it from the labels (:func:`nasforge.tasks.infer`) unless
+    ``classes`` are given; ``"regression"`` keeps the targets as float32 numbers (a
+    loader's class names that are numbers become those numbers)."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if not 0.0 <= test_fraction < 1.0:
@@ -267,18 +343,27 @@ def _finish(
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or len(x) == 0:
         raise DataError(f"{name}: the data set is empty (no images)")
-    if y.ndim != 1:
-        raise DataError(f"{name}: labels must be a 1-D array, got shape {y.shape}")
+    if y.ndim != 1 and not (y.ndim == 2 and task != "classification"):
+        raise DataError(f"{name}: labels must be a 1-D array, got shape {y.shape} (several "
+                        "numeric targets per example need task='regression')")
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} images but {len(y)} labels; they must match")
     if (x_test is None) != (y_test is None):
         raise DataError(f"{name}: give both x_test and y_test, or neither")
     x = _to_unit(_to_nchw(x, "x"), "x")
-    y_idx, yt_idx, class_names = _labels(y, None if y_test is None else np.asarray(y_test), classes)
-    if len(class_names) < 2 or len(np.unique(y_idx)) < 2:
-        raise DataError(
-            f"{name}: all {len(y_idx)} examples have a single class; classification needs >= 2"
-        )
+    task_name = _task_name(task, y, classes)
+    if task_name == "classification":
+        y_idx, yt_idx, class_names = _labels(
+            y, None if y_test is None else np.asarray(y_test), classes)
+        if len(class_names) < 2 or len(np.unique(y_idx)) < 2:
+            raise DataError(
+                f"{name}: all {len(y_idx)} examples have a single class; classification "
+                "needs >= 2"
+            )
+    else:
+        y_idx, yt_idx = _numeric_targets(name, y, y_test, classes)
+        class_names = []
+    strat = task_name == "classification"
     if x_test is not None:
         xt = np.asarray(x_test)
         if len(xt) != len(yt_idx):  # type: ignore[arg-type]
@@ -296,20 +381,25 @@ def _finish(
             )
         yt = yt_idx
     elif test_fraction > 0:
-        keep, held = stratified_split(y_idx, test_fraction, np.random.default_rng([seed, 1]))
+        keep, held = _split(y_idx, test_fraction, np.random.default_rng([seed, 1]), strat)
         x, xt, y_idx, yt = x[keep], x[held], y_idx[keep], y_idx[held]
     else:
-        xt, yt = np.zeros((0, *x.shape[1:]), np.float32), np.zeros(0, np.int64)
+        xt = np.zeros((0, *x.shape[1:]), np.float32)
+        yt = np.zeros((0, *y_idx.shape[1:]), y_idx.dtype)
     if max_train is not None:
-        x, y_idx = _limit(x, y_idx, max_train, seed)
-    keep, held = stratified_split(y_idx, val_fraction, np.random.default_rng([seed, 2]))
+        x, y_idx = _limit(x, y_idx, max_train, seed, strat)
+    keep, held = _split(y_idx, val_fraction, np.random.default_rng([seed, 2]), strat)
     x_train, y_train, x_val, y_val = x[keep], y_idx[keep], x[held], y_idx[held]
     no_test = x_test is None and test_fraction > 0 and len(yt) == 0
     if len(y_val) == 0 or no_test:  # every trial would fail scoring: say so up front
         n_all = len(y_idx) + (len(yt) if x_test is None else 0)
+        what = 'validation and test' if no_test else 'validation'
+        if not strat:
+            raise DataError(f"{name}: {n_all} examples are too few to hold out {what} "
+                            "examples; give at least 3, better hundreds")
         raise DataError(
             f"{name}: {n_all} examples in {len(class_names)} classes are too few to hold "
-            f"out {'validation and test' if no_test else 'validation'} examples; give at "
+            f"out {what} examples; give at "
             "least 3 per class (one to train on, one to validate, one to test), better dozens"
         )
     if image_size is not None:
@@ -325,18 +415,75 @@ def _finish(
     def norm(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((a - m) / s, dtype=np.float32)
 
+    ydt = np.int64 if strat else np.float32
+    k = 1 if y_idx.ndim == 1 else y_idx.shape[1]
+    names = [str(n) for n in target_names] if target_names else []
+    if names and len(names) != k:
+        raise DataError(f"{name}: {len(names)} target names for {k} target column(s)")
+    if not strat and not names:
+        names = ["y"] if k == 1 else [f"y{i}" for i in range(k)]
     return Dataset(
         name=name,
         x_train=norm(x_train),
-        y_train=np.ascontiguousarray(y_train, np.int64),
+        y_train=np.ascontiguousarray(y_train, ydt),
         x_val=norm(x_val),
-        y_val=np.ascontiguousarray(y_val, np.int64),
+        y_val=np.ascontiguousarray(y_val, ydt),
         x_test=norm(xt),
-        y_test=np.ascontiguousarray(yt, np.int64),
+        y_test=np.ascontiguousarray(yt, ydt),
         classes=class_names,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
+        task=task_name,
+        target_names=names if not strat else [],
+        task_options=dict(task_options or {}),
     )
+
+
+def _split(y: np.ndarray, fraction: float, rng: np.random.Generator, stratify: bool
+           ) -> tuple[np.ndarray, np.ndarray]:
+    return stratified_split(y, fraction, rng) if stratify else random_split(len(y), fraction, rng)
+
+
+def _task_name(task: str | None, y: Any, classes: Sequence[str] | None) -> str:
+    """The task a loader uses: the one asked for (checked), or inferred from the labels."""
+    from nasforge import tasks
+
+    if task is None:
+        return "classification" if classes is not None else tasks.infer(y)
+    tasks.registry.factory(task)  # an unknown name: a clear error with the valid ones
+    return task
+
+
+def _numeric_targets(name: str, y: Any, y_test: Any, classes: Sequence[str] | None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 targets (N,) or (N, k) for regression; a loader's numeric class names (the
+    digits' "0".."9", a folder of "1.5/", "2.0/") become the numbers they name."""
+    def conv(a: Any, what: str) -> np.ndarray:
+        arr = np.asarray(a)
+        if classes is not None:
+            try:
+                values = np.array([float(c) for c in classes], np.float64)
+            except ValueError:
+                raise DataError(
+                    f"{name}: regression needs numeric targets, but the class names "
+                    f"({', '.join(map(str, classes[:5]))}...) are not numbers"
+                ) from None
+            arr = values[arr.astype(np.int64)]
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"{name}: regression needs numeric targets, {what} holds "
+                            f"{arr.dtype} values")
+        arr = arr.astype(np.float32)
+        if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] < 1):
+            raise DataError(f"{name}: {what} must be (N,) or (N, targets), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise DataError(f"{name}: {what} has NaN or infinite targets; drop or fill them")
+        return arr
+
+    yy = conv(y, "y")
+    yt = None if y_test is None else conv(y_test, "y_test")
+    if yt is not None and yt.shape[1:] != yy.shape[1:]:
+        raise DataError(f"{name}: y_test has {yt.shape[1:]} target columns but y {yy.shape[1:]}")
+    return yy, yt
 
 
 def from_arrays(
@@ -352,8 +499,11 @@ def from_arrays(
     test_fraction: float = TEST_FRACTION,
     image_size: int | None = None,
     max_train: int | None = None,
+    task: str | None = None,
+    target_names: Sequence[str] | None = None,
+    task_options: dict[str, Any] | None = None,
 ) -> Dataset:
-    """A :class:`Dataset` from numpy images and labels.
+    """A :class:`Dataset` from numpy images and labels (or numeric targets).
 
     ``x`` is (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}; uint8 is
     scaled by 1/255, floats are taken as already in [0, 1]. Labels may be any values
@@ -361,11 +511,17 @@ def from_arrays(
     into it. Without ``x_test`` a stratified ``test_fraction`` is held out as the test
     split (``test_fraction=0`` leaves it empty). ``max_train`` caps the train+validation
     pool (stratified) before the validation split is taken.
+
+    ``task``: ``"classification"`` or ``"regression"`` (float targets, (N,) or (N, k),
+    named by ``target_names``; splits are random); None infers it from ``y``
+    (:func:`nasforge.tasks.infer`: floats are regression, integers and strings classes).
+    ``task_options`` go to the task (e.g. ``{"loss": "huber"}``).
     """
     return _finish(
         name, x, y, x_test, y_test, classes,
         val_fraction=val_fraction, seed=seed, test_fraction=test_fraction,
-        image_size=image_size, max_train=max_train,
+        image_size=image_size, max_train=max_train, task=task, target_names=target_names,
+        task_options=task_options,
     )  # fmt: skip
 
 
@@ -630,6 +786,8 @@ def load_dataset(
     seed: int = 0,
     image_size: int | None = None,
     max_train: int | None = None,
+    task: str | None = None,
+    task_options: dict[str, Any] | None = None,
 ) -> Dataset:
     """Load a built-in data set by name or an image folder by path.
 
@@ -639,8 +797,11 @@ def load_dataset(
     Any existing directory is read as an image folder with one sub-folder per class.
     ``image_size`` resizes to a square; ``max_train`` caps the train+validation pool
     (stratified) for quick runs; the validation split is ``val_fraction`` of that pool.
+    ``task="regression"`` reads numeric class names as the targets (digits: the digit as a
+    number; a folder with sub-folders ``0.5/``, ``1.0/`` ...); the default is classification.
     """
-    kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train)
+    kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train,
+              task=task or "classification", task_options=task_options)
     key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
     if key == "auto":
         key = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"

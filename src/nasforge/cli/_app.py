@@ -241,8 +241,8 @@ def _execution(
 
 # ------------------------------------------------------------------------------ output
 #: the metrics a one-line summary shows (search's report and `nasforge show`), in order
-_SHOWN = ("test_accuracy", "val_accuracy", "val_loss", "params", "flops", "latency_ms",
-          "train_time_s")  # fmt: skip
+_SHOWN = ("test_accuracy", "val_accuracy", "test_rmse", "test_r2", "val_rmse", "val_r2",
+          "val_loss", "params", "flops", "latency_ms", "train_time_s")  # fmt: skip
 
 
 def _metrics_line(metrics: dict[str, Any]) -> str:

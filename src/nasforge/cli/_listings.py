@@ -1,4 +1,4 @@
-"""``nasforge spaces``, ``strategies`` and ``estimators``: what a search can be built from."""
+"""``nasforge tasks``, ``spaces``, ``strategies``, ``estimators``: what a search is built from."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ def _listing(registry: Any) -> None:
     width = max((len(n) for n in desc), default=0)
     for name, text in desc.items():
         typer.echo(f"{name:<{width}}  {text}".rstrip())
+
+
+@app.command("tasks")
+def tasks_cmd() -> None:
+    """List the tasks (what a network predicts)."""
+    from nasforge import tasks
+
+    _listing(tasks.registry)
 
 
 @app.command("spaces")

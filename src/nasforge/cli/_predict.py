@@ -49,7 +49,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Classify images with a saved model."""
+    """Classify images (or predict numbers, for a regression model) with a saved model."""
     from nasforge.export import load
 
     model = load(model_dir)
@@ -58,6 +58,9 @@ def predict(
     if len(pred) != len(named):
         raise NasforgeError(f"{len(named)} images named but {len(pred)} predicted; give "
                             ".npy arrays of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    if not hasattr(pred, "top_k"):  # a regressor: numbers, one per target
+        _print_values(named, pred, as_json)
+        return
     rows = pred.top_k(top_k)
     if as_json:
         doc = [
@@ -74,6 +77,18 @@ def predict(
         return
     for (name, _), tops in zip(named, rows, strict=True):
         typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+
+
+def _print_values(named: list[Any], pred: Any, as_json: bool) -> None:
+    """Regression predictions: ``name: y=1.23`` per image, or JSON objects."""
+    names = list(pred.names)
+    rows = [{"image": name, **{n: float(v) for n, v in zip(names, row, strict=True)}}
+            for (name, _), row in zip(named, pred.values, strict=True)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['image']}: " + ", ".join(f"{n}={r[n]:.6g}" for n in names))
 
 
 # ------------------------------------------------------------------------------ export

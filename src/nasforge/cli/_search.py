@@ -51,16 +51,10 @@ def _dataset_kind(dataset: str, data_dir: str | None) -> str:
 
 def _accepts(estimator: str, option: str) -> bool:
     """Whether estimator ``estimator`` takes ``option`` (so a default may be passed to it)."""
-    import inspect
-
     from nasforge import estimators
 
-    factory = estimators.registry.factory(estimator)  # UnknownNameError lists valid names
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return option in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    names, var_kw = estimators.registry.accepted_options(estimator)  # unknown: lists valid
+    return option in names or var_kw
 
 
 # ------------------------------------------------------------------------------ search
@@ -75,6 +69,12 @@ def search(
             "fashion-mnist, or a folder with one sub-folder of images per class.",
         ),
     ] = "auto",
+    task: Annotated[
+        str | None,
+        typer.Option(help="What is predicted (see `nasforge tasks`): classification (the "
+                     "default) or regression (numeric class names, e.g. digits' 0-9 or "
+                     "folders named 0.5/ 1.0/, are the targets)."),
+    ] = None,
     space: Annotated[str, typer.Option(help="Search space (see `nasforge spaces`).")] = "cnn",
     strategy: Annotated[
         str | None,
@@ -208,6 +208,10 @@ def search(
     strategy_options = parse_options(strategy_opt, "--strategy-opt")
     estimator_options = parse_options(estimator_opt, "--estimator-opt")
     spaces.registry.factory(space)  # unknown names fail here, listing the valid ones
+    from nasforge import tasks
+
+    if task is not None:
+        tasks.registry.factory(task)
     if strategy is not None:
         strategies.registry.factory(strategy)
     from nasforge.objectives import parse_constraints, parse_objectives
@@ -275,6 +279,7 @@ def search(
         objectives=objectives,
         budget_spent=process_age() if tb is not None else 0.0,
         constraints=constraints,
+        task=task,
         **execution,
     )
     _report(result)
@@ -326,11 +331,13 @@ def _report(result: Any) -> None:
         _out("  final:   " + _metrics_line(result.test_metrics))
     if result.model_dir is not None:
         md = Path(result.model_dir)
+        attr = "values" if any(k.startswith("test_rmse") for k in result.test_metrics) \
+            else "labels"
         _out(f"Model saved to {md}", "bold")
         _out("Use it:")
         _out(f"  nasforge predict {md} IMAGE.png")
         _out(
             f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
-            "print(m.predict(['IMAGE.png']).labels)\""
+            f"print(m.predict(['IMAGE.png']).{attr})\""
         )
     _out(f"  nasforge show {run_dir}")

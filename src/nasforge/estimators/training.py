@@ -21,7 +21,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nasforge.data import stratified_subset
 from nasforge.errors import NasforgeError
 from nasforge.estimators import register
 from nasforge.estimators.base import Estimator, Result
@@ -89,16 +88,31 @@ def evaluate_model(
     resolution: int | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
-    """``(accuracy in [0, 1], mean cross-entropy)`` of ``model`` on ``x, y`` (eval, no_grad).
+    """``(accuracy in [0, 1], mean cross-entropy)`` of a classifier on ``x, y``."""
+    from nasforge.tasks import Classification
+
+    m = score_model(model, x, y, Classification(), batch_size=batch_size,
+                    resolution=resolution, device=device)
+    return m["accuracy"], m["loss"]
+
+
+def model_outputs(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    batch_size: int = 512,
+    resolution: int | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """The raw outputs of ``model`` on all of ``x`` (eval, no_grad), on the CPU as float32.
 
     The model is moved to ``device``; inputs are resized to ``resolution`` like in
-    training. The model's train/eval mode is restored afterwards.
+    training. The model's train/eval mode and memory layout are restored afterwards.
     """
-    n = len(y)
+    n = len(x)
     if n == 0:
-        raise ValueError("evaluate_model needs at least one example")
+        raise ValueError("evaluating a model needs at least one example")
     dev = torch.device(device)
-    xt, yt = _as_tensor(x, torch.float32), _as_tensor(y, torch.long)
+    xt = _as_tensor(x, torch.float32)
     # channels_last: ~25 % faster CPU inference too (see train_model); a model that came
     # in the default layout leaves in it (safetensors and ONNX want contiguous weights)
     fmt = torch.channels_last if xt.dim() == 4 else torch.contiguous_format
@@ -106,20 +120,32 @@ def evaluate_model(
     model.to(dev, memory_format=fmt)
     was_training = model.training
     model.eval()
-    correct = 0
-    loss_sum = 0.0
+    outs = []
     try:
         with torch.no_grad():
             for i in range(0, n, batch_size):
                 xb = _resize(xt[i : i + batch_size].to(dev, non_blocking=True), resolution)
-                yb = yt[i : i + batch_size].to(dev, non_blocking=True)
-                out = model(xb.contiguous(memory_format=fmt))
-                loss_sum += float(F.cross_entropy(out.float(), yb, reduction="sum"))
-                correct += int((out.argmax(1) == yb).sum())
+                outs.append(model(xb.contiguous(memory_format=fmt)).float().cpu())
     finally:
         model.train(was_training)
         model.to(memory_format=restore)
-    return correct / n, loss_sum / n
+    return torch.cat(outs)
+
+
+def score_model(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    task: Any,
+    batch_size: int = 512,
+    resolution: int | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """The task's metrics (unprefixed: ``accuracy``, ``rmse`` ...) of ``model`` on ``x, y``."""
+    if len(y) == 0:
+        raise ValueError("evaluating a model needs at least one example")
+    out = model_outputs(model, x, batch_size, resolution, device)
+    return task.metrics(out, task.encode(y))
 
 
 def _layout(model: nn.Module) -> torch.memory_format:
@@ -183,7 +209,8 @@ def train_model(
 
     The validation split is scored after every epoch when ``on_epoch`` is given (or
     ``eval_every_epoch``), else only after the last. ``on_epoch(epoch, record)`` gets
-    ``{"epoch", "train_loss", "val_accuracy", "val_loss"}``; returning ``False`` stops.
+    ``{"epoch", "train_loss", "val_<metric>"...}`` (the data's task's metrics: accuracy
+    and loss for classification); returning ``False`` stops.
 
     ``seconds`` makes the budget wall-clock time instead of epochs: training stops when
     that much time has passed (``epochs`` is then only a cap) and the learning-rate
@@ -226,19 +253,27 @@ def train_model(
 
     torch.manual_seed(seed)  # dropout and other stochastic layers
     gen = torch.Generator().manual_seed(seed)  # batch order, independent of the global RNG
+    task = data.make_task()
     x_all, y_all = data.x_train, data.y_train
     if include_val and len(data.y_val):
         x_all = np.concatenate([x_all, data.x_val])
         y_all = np.concatenate([y_all, data.y_val])
-    idx = stratified_subset(y_all, data_fraction, seed)
+    idx = data.subset(y_all, data_fraction, seed)
     x = _as_tensor(x_all[idx], torch.float32)
-    y = _as_tensor(y_all[idx], torch.long)
+    y = task.encode(y_all[idx])
     x_val, y_val = data.x_val, data.y_val
     if include_val:  # it trains on them: scoring them would cost time and say nothing
         x_val, y_val = x_val[:0], y_val[:0]
     if max_val is not None and 0 < max_val < len(y_val):
-        keep = stratified_subset(y_val, max_val / len(y_val), 0)
+        keep = data.subset(y_val, max_val / len(y_val), 0)
         x_val, y_val = x_val[keep], y_val[keep]
+
+    def validate() -> dict[str, float]:
+        if not len(y_val):
+            return {f"val_{k}": math.nan for k in task.metric_names}
+        m = score_model(model, x_val, y_val, task, resolution=resolution, device=dev)
+        return {f"val_{k}": v for k, v in m.items()}
+
     x = _resize_all(x, resolution)
     if dev.type != "cpu":  # the whole (small) split on the device: no per-step copies
         x, y = x.to(dev), y.to(dev)
@@ -274,7 +309,7 @@ def train_model(
     fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
     model.to(dev, memory_format=fmt)
     opt = _optimizer(model, optimizer, lr, momentum, wd)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    loss_fn = task.loss(label_smoothing)
     curve: list[dict[str, float]] = []
     step = 0
     stopped = False
@@ -320,31 +355,22 @@ def train_model(
         last = epoch == epochs or out_of_time
         if eval_every_epoch or last:
             check_deadline()
-            if len(y_val):
-                acc, vloss = evaluate_model(
-                    model, x_val, y_val, resolution=resolution, device=dev
-                )
-            else:
-                acc, vloss = math.nan, math.nan
-            rec.update(val_accuracy=acc, val_loss=vloss)
+            rec.update(validate())
         curve.append(rec)
         if out_of_time:
             break
         if on_epoch is not None and on_epoch(epoch, dict(rec)) is False and not last:
             stopped = True
             break
-    if "val_accuracy" not in curve[-1]:  # stopped at an epoch boundary: score it now
-        acc, vloss = (evaluate_model(model, x_val, y_val, resolution=resolution, device=dev)
-                      if len(y_val) else (math.nan, math.nan))
-        curve[-1].update(val_accuracy=acc, val_loss=vloss)
+    if "val_loss" not in curve[-1]:  # stopped at an epoch boundary: score it now
+        curve[-1].update(validate())
     model.to(memory_format=torch.contiguous_format)
     final = curve[-1]
     return {
         "epochs": float(final["epoch"]) if seconds is not None else len(curve),
         "steps": step,
         "train_loss": final["train_loss"],
-        "val_accuracy": final["val_accuracy"],
-        "val_loss": final["val_loss"],
+        **{k: v for k, v in final.items() if k.startswith("val_")},
         "curve": curve,
         "stopped_early": stopped,
         "num_train": n,
@@ -480,8 +506,10 @@ class TrainingEstimator(Estimator):
 
     time_fidelity = "seconds"
     restores_state = True  # the early-stopping references, see restore()
+    # the metrics of every task (val_accuracy for classification, val_rmse ... regression)
     reported_metrics = frozenset({
-        "val_accuracy", "val_loss", "params", "flops", "peak_memory_mb", "train_time_s",
+        "val_accuracy", "val_loss", "val_rmse", "val_mae", "val_r2",
+        "params", "flops", "peak_memory_mb", "train_time_s",
         "epochs", "data_fraction", "latency_ms", "latency_threads", "latency_ms_b32",
         "onnx_latency_ms", "onnx_latency_ms_b32", "early_stopped",
     })
@@ -692,7 +720,7 @@ class TrainingEstimator(Estimator):
         r = s["resolution"]
         shape = (c, r, r) if r is not None else (c, h, w)
         torch.manual_seed(seed)
-        model = space.build(arch, shape, data.num_classes)
+        model = space.build(arch, shape, data.n_outputs)
         monitor = (self.stopper.trial(group=self._group(s), max_epochs=s["epochs"])
                    if self.early_stopping else None)
         try:
@@ -734,8 +762,7 @@ class TrainingEstimator(Estimator):
         train_time = time.perf_counter() - t0
         model.to("cpu")  # cost metrics are CPU numbers (see CONTRIBUTING)
         m: dict[str, float] = {
-            "val_accuracy": hist["val_accuracy"],
-            "val_loss": hist["val_loss"],
+            **{k: v for k, v in hist.items() if k.startswith("val_")},
             "params": metrics.count_params(model),
             "flops": metrics.count_flops(model, shape),
             "peak_memory_mb": metrics.peak_memory_mb(model, shape),

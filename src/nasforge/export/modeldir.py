@@ -146,11 +146,19 @@ def save_best(
         probe = torch.zeros(2, *input_shape, device=dev)
         num_classes = int(model(probe).shape[-1])
     model.train(was_training)
-    classes = [str(c) for c in data.classes] or [str(i) for i in range(num_classes)]
-    if len(classes) != num_classes:
-        raise NasforgeError(
-            f"the model has {num_classes} outputs but the data set has {len(classes)} classes"
-        )
+    task = data.make_task()
+    if data.task == "classification":
+        classes = [str(c) for c in data.classes] or [str(i) for i in range(num_classes)]
+        if len(classes) != num_classes:
+            raise NasforgeError(
+                f"the model has {num_classes} outputs but the data set has {len(classes)} "
+                "classes"
+            )
+    else:
+        classes = []
+        if task.n_outputs() != num_classes:
+            raise NasforgeError(f"the model has {num_classes} outputs but the {data.task} "
+                                f"task needs {task.n_outputs()}")
 
     weights = out / WEIGHTS_FILE
     from safetensors.torch import save_file
@@ -171,6 +179,7 @@ def save_best(
         "input_shape": input_shape,
         "num_classes": num_classes,
         "classes": classes,
+        "task": task.state(),
         "mean": [float(v) for v in data.mean],
         "std": [float(v) for v in data.std],
         "dataset": data.name,
@@ -184,7 +193,9 @@ def save_best(
     onnx_info: dict[str, Any] = {"file": None, "error": None}
     if onnx:
         try:
-            done = export_onnx(with_tta(model, tta), input_shape, out / ONNX_FILE)
+            # the task's post-processing (e.g. de-standardization) is part of the graph
+            done = export_onnx(task.serve(with_tta(model, tta)), input_shape,
+                               out / ONNX_FILE)
             onnx_info = {**done.to_json(), "error": None}
         except Exception as e:  # noqa: BLE001 - keep the rest of the model directory
             onnx_info = {"file": None, "error": f"{type(e).__name__}: {e}"}
@@ -263,9 +274,12 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
 
     try:
         input_shape = check_input_shape(doc["input_shape"], 2)
-        if not isinstance(doc["classes"], list) or not doc["classes"]:
+        task = _task_of(doc)
+        if not isinstance(doc["classes"], list) or (not doc["classes"] and
+                                                    task.name == "classification"):
             raise ValueError("'classes' must be a non-empty list")
         classes = [str(c) for c in doc["classes"]]
+        n_out = len(classes) if task.name == "classification" else task.n_outputs()
         mean = tuple(float(v) for v in doc["mean"])
         std = tuple(float(v) for v in doc["std"])
         if not isinstance(doc.get("space_config") or {}, dict):
@@ -289,7 +303,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
     except TypeError as e:  # a space_config key the space does not take
         raise RunDirError(f"{d / ARCH_FILE}: bad space_config {cfg}: {e}") from None
     try:
-        module = space.build(arch, input_shape, len(classes))
+        module = space.build(arch, input_shape, n_out)
     except NasforgeError as e:
         raise RunDirError(f"{d}: cannot build {arch.text}: {e}") from None
 
@@ -332,5 +346,19 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
             module = with_tta(module, str(tta))
         except NasforgeError as e:
             raise RunDirError(f"{d / ARCH_FILE}: {e}") from None
+    module = task.serve(module)
     module.to(device).eval()
-    return LoadedModel(module, arch, space, classes, input_shape, mean, std, d, doc)  # type: ignore[arg-type]
+    return LoadedModel(module, arch, space, classes, input_shape, mean, std, d, doc, task)  # type: ignore[arg-type]
+
+
+def _task_of(doc: Mapping[str, Any]) -> Any:
+    """The fitted task an ``arch.json`` declares (classification when it predates tasks)."""
+    from nasforge import tasks
+
+    state = doc.get("task") or {"task": "classification"}
+    if not isinstance(state, dict) or not isinstance(state.get("task"), str):
+        raise ValueError("'task' must be an object with a 'task' name")
+    if state["task"] not in tasks.registry:
+        raise ValueError(f"unknown task {state['task']!r} (this nasforge knows "
+                         f"{', '.join(tasks.names())})")
+    return tasks.registry.factory(state["task"]).from_state(state)  # type: ignore[attr-defined]

@@ -78,6 +78,8 @@ class LoadedModel:
     std: tuple[float, ...]
     path: Path
     info: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the fitted :class:`~nasforge.tasks.Task` (None: classification, as before tasks)
+    task: Any = field(default=None, repr=False)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -103,10 +105,14 @@ class LoadedModel:
             (x - mean[None, :, None, None]) / std[None, :, None, None], dtype=np.float32
         )
 
-    def predict(self, images: ImageInput, batch_size: int = 256) -> Prediction:
-        """Classify ``images``: a numpy array ((H,W), (N,H,W), (N,H,W,C), (N,C,H,W) or one
-        (H,W,C) image; uint8 0..255 or float 0..1), a path or list of paths to image files,
-        or PIL images (or a list mixing paths and PIL images)."""
+    def predict(self, images: ImageInput, batch_size: int = 256) -> Any:
+        """Predict for ``images``: a numpy array ((H,W), (N,H,W), (N,H,W,C), (N,C,H,W) or
+        one (H,W,C) image; uint8 0..255 or float 0..1), a path or list of paths to image
+        files, or PIL images (or a list mixing paths and PIL images).
+
+        Returns what the model's task returns: a :class:`Prediction` (classes and
+        probabilities) for a classifier, :class:`~nasforge.tasks.regression.Values`
+        (numbers in the training targets' units) for a regressor."""
         if batch_size < 1:
             raise NasforgeError(f"batch_size must be at least 1, got {batch_size}")
         x = self.preprocess(images)
@@ -115,14 +121,18 @@ class LoadedModel:
         except StopIteration:
             device = torch.device("cpu")
         self.module.eval()
-        probs = []
+        outs = []
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                logits = self.module(torch.from_numpy(x[i : i + batch_size]).to(device))
-                probs.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())
-        p = np.concatenate(probs)
-        ids = p.argmax(axis=1).astype(np.int64)
-        return Prediction(ids, p, [self.classes[i] for i in ids], list(self.classes))
+                outs.append(self.module(torch.from_numpy(x[i : i + batch_size]).to(device))
+                            .float().cpu().numpy())
+        out = np.concatenate(outs)
+        if self.task is None or self.task.name == "classification":
+            logits = torch.from_numpy(out).double()
+            p = torch.softmax(logits, dim=-1).numpy()
+            ids = p.argmax(axis=1).astype(np.int64)
+            return Prediction(ids, p, [self.classes[i] for i in ids], list(self.classes))
+        return self.task.decode(out)
 
     def to(self, device: str | torch.device) -> LoadedModel:
         self.module.to(device)

@@ -185,8 +185,14 @@ def search(
     objectives: str | Sequence[str] | None = None,
     constraints: str | Sequence[str] | Mapping[str, Any] | None = None,
     budget_spent: float = 0.0,
+    task: str | None = None,
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
+
+    ``task`` (``"classification"``, ``"regression"``; see :mod:`nasforge.tasks`) says
+    what is predicted; None takes the dataset's (a loaded data set is classification, an
+    in-memory :class:`Dataset` knows its own). Its primary metric is the default objective
+    (``val_accuracy:max``; ``val_rmse:min`` for regression).
 
     ``time_budget`` (seconds or ``"10m"``) is the wall-clock time of the *whole job*:
     search, final training, test and export (see :mod:`nasforge.run.budget`; the plan is
@@ -215,6 +221,7 @@ def search(
     exported. Multi-objective/constrained runs also write ``pareto.md``/``pareto.png``.
     """
     t_call = time.monotonic()
+    dataset_options, objectives = _task_defaults(dataset, task, dataset_options, objectives)
     budget = _budget(trials, time_budget)
     plan = None
     search_only = False
@@ -292,6 +299,36 @@ def search(
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=final_epochs, progress=progress, executor=execution,
                     t_call=t_call)
+
+
+def _task_defaults(dataset: Any, task: str | None, dataset_options: Any, objectives: Any
+                   ) -> tuple[dict[str, Any] | None, Any]:
+    """``dataset_options`` with the task to load, and the task's default objective when
+    none is given. The loop never asks which task it runs: the objective carries it."""
+    from nasforge import tasks
+    from nasforge.data import Dataset
+
+    if task is not None:
+        tasks.registry.factory(task)  # an unknown name lists the valid ones
+    if isinstance(dataset, Dataset):
+        if task is not None and task != dataset.task:
+            raise NasforgeError(f"task={task!r} but the in-memory dataset {dataset.name!r} is "
+                                f"a {dataset.task} data set; make it with from_arrays(..., "
+                                f"task={task!r})")
+        name = dataset.task
+    else:
+        opts = dict(dataset_options or {})
+        if task is not None:
+            if opts.get("task", task) != task:
+                raise NasforgeError(f"task={task!r} conflicts with dataset option "
+                                    f"task={opts['task']!r}")
+            opts["task"] = task
+        dataset_options = opts or dataset_options
+        name = opts.get("task") or "classification"
+    if objectives is None and name != "classification":
+        cls = tasks.registry.factory(name)
+        objectives = f"val_{cls.primary}:{cls.mode}"  # type: ignore[attr-defined]
+    return dataset_options, objectives
 
 
 def resume(
@@ -401,6 +438,9 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         display = _Display(progress, total, 0, unit)
         if plan is not None:
             display.t0 = t_call - plan.spent_s
+        if data is not None and not store.trials():
+            display.log(f"task: {data.task} (objective {setup.strategy.metric}:"
+                        f"{setup.strategy.mode})")
         if plan is not None and not store.trials():
             for line in plan.describe():
                 display.log(line)
@@ -441,9 +481,10 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             from rich.markup import escape
 
             display.print(f"[bold red]{escape(why)}[/]")
-        if "test_accuracy" in test_metrics:
-            display.print(f"best model: {model_dir or '(not exported)'}  test accuracy "
-                          f"{float(test_metrics['test_accuracy']):.4f}")
+        shown = next((k for k in ("test_accuracy", "test_rmse") if k in test_metrics), None)
+        if shown is not None:
+            display.print(f"best model: {model_dir or '(not exported)'}  "
+                          f"{shown.replace('_', ' ')} {float(test_metrics[shown]):.4f}")
         return SearchResult(
             run_dir=store.run_dir,
             best_arch=None if best is None else setup.space.parse(best.arch),

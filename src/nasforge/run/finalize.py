@@ -102,6 +102,22 @@ def _test_scores(served: Any, data: Dataset, device: str) -> tuple[float, float,
     return correct / n, loss_sum / n, plain_correct / n
 
 
+def _test_metrics(served: Any, data: Dataset, device: str) -> dict[str, float]:
+    """The task's metrics on the test split, prefixed ``test_`` (one pass over it).
+
+    Classification keeps its own path (:func:`_test_scores`: the accuracy with and without
+    test-time augmentation from one pass); other tasks score the served network's raw
+    outputs with the task's metrics."""
+    if data.task == "classification":
+        acc, loss, plain = _test_scores(served, data, device)
+        return {"test_accuracy": acc, "test_accuracy_no_tta": plain, "test_loss": loss}
+    from nasforge.estimators.training import score_model
+
+    task = data.make_task()
+    m = score_model(served, data.x_test, data.y_test, task, device=device)
+    return {f"test_{k}": v for k, v in m.items()}
+
+
 def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[TrialRecord],
                  final_epochs: int | None, display: _Display,
                  final_seconds: float | None = None
@@ -144,7 +160,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
             break
         arch = space.parse(rec.arch)
         torch.manual_seed(seed)
-        model = space.build(arch, data.input_shape, data.num_classes)
+        model = space.build(arch, data.input_shape, data.n_outputs)
         if constraints:
             pre = {**rec.metrics, **_cost_metrics(model, data.input_shape, onnx=onnx_bound)}
             bad = _broken(pre, constraints)
@@ -172,14 +188,14 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         train_time = time.perf_counter() - t0
         t_post = time.perf_counter()
         # trained on mirrored images: serve the average over the image and its mirror
-        tta = "flip" if str(kw.get("augment", "none")).startswith("flip") else None
+        tta = ("flip" if str(kw.get("augment", "none")).startswith("flip")
+               and data.task == "classification" else None)
         served = with_tta(model, tta)
-        test_acc, test_loss, plain_acc = _test_scores(served, data, device)
+        tested = _test_metrics(served, data, device)
         served.to("cpu").eval()
+        primary = f"test_{data.make_task().primary}"
         final: dict[str, Any] = {
-            "test_accuracy": test_acc,
-            "test_accuracy_no_tta": plain_acc,
-            "test_loss": test_loss,
+            **tested,
             **_cost_metrics(served, data.input_shape, onnx=False),
             "epochs": hist["epochs"],
             "train_time_s": train_time,
@@ -212,7 +228,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         _write_json(staging / SUMMARY_FILE, summary)
         model_dir = store.run_dir / "best"
         _install(staging, model_dir)
-        display.log(f"test accuracy {test_acc:.4f}; tested and exported in "
+        display.log(f"{primary.replace('_', ' ')} {tested[primary]:.4f}; tested and exported in "
                     f"{time.perf_counter() - t_post:.0f} s")
         store.set_meta(final={
             "arch": arch.text, "trial_id": rec.id, "metrics": final, "feasible": True,
@@ -291,7 +307,8 @@ def _write_reports(store: RunStore, setup: _Setup, trials: list[TrialRecord],
     if chosen is not None:
         final["trial"] = f"{chosen.id} (`{chosen.arch}`)"
         final.update({k: _fmt(v) for k, v in test_metrics.items()
-                      if k in ("test_accuracy", "val_accuracy", "params", "flops",
+                      if k in ("test_accuracy", "val_accuracy", "test_rmse", "val_rmse",
+                               "params", "flops",
                                "latency_ms", "latency_ms_b32", "onnx_latency_ms",
                                "onnx_latency_ms_b32", "latency_threads", "peak_memory_mb")})
     else:

@@ -101,7 +101,7 @@ class _Loop:
         t0 = time.perf_counter()
         shape = self.data.input_shape
         try:
-            net = self.setup.space.build(sugg.arch, shape, self.data.num_classes)
+            net = self.setup.space.build(sugg.arch, shape, self.data.n_outputs)
         except NasforgeError:
             return None  # the estimator reports a network that cannot be built
         have = {"params": float(M.count_params(net)), "flops": float(M.count_flops(net, shape))}

@@ -1,0 +1,84 @@
+"""The task interface: targets, head width, loss, metrics, serving and predictions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasforge.registry import Registry
+
+registry: Registry[Task] = Registry("task")
+register = registry.register
+
+
+class Task(ABC):
+    """What a network predicts and how it is judged.
+
+    A task is *fitted* to the training targets (:meth:`fit`: e.g. the standardization
+    statistics of a regression target) so that trials, the final model and ``predict``
+    all see the same scale; :meth:`state` / :meth:`from_state` carry that fit into a model
+    directory. Metric names are returned without the split prefix (``"accuracy"``); the
+    caller adds ``val_`` or ``test_``.
+    """
+
+    name: ClassVar[str] = "task"
+    #: the metric a search optimizes by default, without prefix, and its direction
+    primary: ClassVar[str] = "accuracy"
+    mode: ClassVar[str] = "max"
+    #: every metric :meth:`metrics` reports (without prefix), for estimators' declarations
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    #: split and subsample so each class keeps its share (classification) or at random
+    stratify: ClassVar[bool] = True
+    #: the names of the ONNX graph's outputs
+    output_names: ClassVar[tuple[str, ...]] = ("output",)
+
+    @property
+    def objective(self) -> str:
+        """The default objective, e.g. ``val_accuracy``."""
+        return f"val_{self.primary}"
+
+    # -- targets ---------------------------------------------------------------------------
+    def fit(self, y_train: np.ndarray) -> Task:  # noqa: B027 - optional hook
+        """Learn what the task needs from the training targets; returns ``self``."""
+        return self
+
+    @abstractmethod
+    def n_outputs(self) -> int:
+        """The width of the head's output."""
+
+    @abstractmethod
+    def encode(self, y: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Targets as the loss wants them (class indices, standardized floats)."""
+
+    # -- training and scoring -------------------------------------------------------------
+    @abstractmethod
+    def loss(self, label_smoothing: float = 0.0) -> nn.Module:
+        """The training loss on (network output, :meth:`encode`-d targets)."""
+
+    @abstractmethod
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Scores of the raw outputs ``out`` for encoded targets ``y`` over a whole split."""
+
+    # -- serving ---------------------------------------------------------------------------
+    def serve(self, net: nn.Module) -> nn.Module:
+        """The network with the task's post-processing appended (what ONNX exports)."""
+        return net
+
+    @abstractmethod
+    def decode(self, out: np.ndarray, names: list[str] | None = None) -> Any:
+        """What ``predict`` returns for served outputs ``out`` (one row per input)."""
+
+    # -- persistence -----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON state written to ``arch.json`` (the fit included)."""
+        return {"task": self.name}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Task:
+        """Rebuild a fitted task from :meth:`state` (untrusted: validate)."""
+        return cls()
