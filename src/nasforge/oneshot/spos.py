@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,6 +264,7 @@ def spos_search(
     strategy_options: Mapping[str, Any] | None = None,
     on_ask: Callable[[Strategy, Suggestion], Any] | None = None,
     on_tell: Callable[[Strategy, Suggestion, Result, Any], None] | None = None,
+    previous: Sequence[tuple[Arch, Result]] = (),
 ) -> SposSearch:
     """Search sub-networks with a project strategy (ask/tell), scored with inherited weights.
 
@@ -271,6 +272,8 @@ def spos_search(
     ``on_ask(strategy, suggestion)`` runs right after ``ask`` and its return value is
     handed to ``on_tell(strategy, suggestion, result, token)`` right after ``tell``:
     that is how :func:`~nasforge.oneshot.run_oneshot` writes trials to the run store.
+    ``previous``: the trials a resumed search already has, in order (``strategy`` is then
+    an instance restored to match); they count towards ``num_candidates`` and the best.
     """
     from nasforge import strategies
 
@@ -285,7 +288,12 @@ def spos_search(
     trials: list[tuple[Arch, Result]] = []
     best: Arch | None = None
     best_score = -math.inf
-    for _ in range(num_candidates):
+    for arch, res in previous:
+        trials.append((arch, res))
+        s = strat.score(res)
+        if best is None or s > best_score:
+            best, best_score = arch, s
+    for _ in range(num_candidates - len(trials)):
         sug = strat.ask()
         token = on_ask(strat, sug) if on_ask is not None else None
         res = estimator.evaluate(sug.arch, space, None)
