@@ -151,8 +151,9 @@ def _run_store(
     if not RunStore.exists(run_dir):
         store = RunStore.create(run_dir, config)
     elif not resume:
-        raise RunDirError(f"a run already exists in {run_dir}. Continue it with {again}, or "
-                          "choose another --out directory.")
+        cont = f"Continue it with {again}, or choose" if strategy.startswith("spos-") else \
+            "It cannot be resumed (only SPOS runs can); choose"
+        raise RunDirError(f"a run already exists in {run_dir}. {cont} another --out directory.")
     else:
         store = RunStore.open(run_dir, write=True)
         try:

@@ -325,7 +325,9 @@ def resume(
     store = RunStore.open(run_dir, write=True)
     try:
         config = store.config
-        if config.get("kind") == "oneshot":
+        st = config.get("strategy")
+        spos = isinstance(st, dict) and str(st.get("name", "")).startswith("spos-")
+        if config.get("kind") == "oneshot" and spos:
             raise RunDirError(
                 f"{run_dir} is a one-shot run: it cannot be resumed with `nasforge resume`; "
                 f"continue it with `nasforge oneshot --out {run_dir} --resume` and the options "
