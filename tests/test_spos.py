@@ -189,7 +189,7 @@ def test_run_oneshot_spos_stores_trials_and_exports_a_loadable_model(tmp_path):
     pred = loaded.predict(raw)
     assert len(pred) == 4
     assert 0.0 <= res.final["test_accuracy"] <= 1.0
-    # a one-shot run cannot be resumed (no supernet checkpoint): say so, change nothing
+    # `nasforge resume` does not continue a one-shot run: it points to `oneshot --resume`
     from nasforge.errors import RunDirError
 
     with pytest.raises(RunDirError, match="cannot be resumed"):

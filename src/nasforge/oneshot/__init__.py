@@ -7,8 +7,14 @@ architecture (DARTS/GDAS) is a trial in the run store (``RUN_DIR/nasforge.db``, 
 to ``RUN_DIR/best`` (so ``nasforge.load(RUN_DIR / "best").predict(...)`` works).
 ``register_cli`` adds ``nasforge oneshot``.
 
-One-shot runs cannot be resumed: the supernet's weights are not checkpointed (a crash
-means running again; the trials already stored stay readable).
+Resuming: SPOS writes ``RUN_DIR/supernet.ckpt`` (:mod:`~nasforge.oneshot.checkpoint`) at
+every supernet epoch end (and every ``checkpoint_every`` steps), and the search stores
+every trial with the strategy's and the calibration sampler's state. After a crash,
+Ctrl-C or ``kill -9``, ``run_oneshot(..., out=RUN_DIR, resume=True)`` (``nasforge oneshot
+... --out RUN_DIR --resume``) with the options the run was started with continues the
+training from the last checkpoint, skips the trials already stored, and picks the same
+architecture as an uninterrupted run would have (same seed, same machine). DARTS/GDAS
+runs cannot be resumed yet (their search is not checkpointed): start them again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer  # the CLI options below are evaluated by typer from this module's globals
 
-from nasforge.errors import NasforgeError
+from nasforge.errors import NasforgeError, RunDirError
+from nasforge.oneshot.checkpoint import CHECKPOINT_NAME
 from nasforge.oneshot.darts import (
     CollapseDetector,
     DartsSupernet,
@@ -95,6 +102,25 @@ def _load_data(
                   "data_dir": data_dir, "options": opts}  # fmt: skip
 
 
+_IDENTITY = ("kind", "dataset", "space", "strategy", "estimator", "seed", "oneshot")
+
+
+def _config_diff(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
+    """What differs between a stored one-shot run's configuration and the one given now."""
+    import json
+
+    out = []
+    for k in _IDENTITY:
+        a, b = stored.get(k), json.loads(json.dumps(fresh.get(k)))  # as the store has it
+        if k == "dataset" and isinstance(a, dict) and isinstance(b, dict):
+            a = {kk: v for kk, v in a.items() if kk != "resolved"}
+            b = {kk: v for kk, v in b.items() if kk != "resolved"}
+        if a != b:
+            out.append(f"{k}: stored {json.dumps(a, sort_keys=True)} != given "
+                       f"{json.dumps(b, sort_keys=True)}")
+    return out
+
+
 @contextmanager
 def _run_store(
     run_dir: Path,
@@ -105,8 +131,10 @@ def _run_store(
     estimator: str,
     seed: int,
     settings: dict[str, Any],
+    resume: bool = False,
 ) -> Iterator[RunStore]:
-    """Create a one-shot run's store (status ``running``), mark how it ends, close it."""
+    """Create a one-shot run's store, or reopen it to resume (the configuration must
+    match); status ``running`` while it works, how it ended afterwards; close it."""
     from nasforge.store import RunStore
 
     config = {
@@ -118,9 +146,35 @@ def _run_store(
         "seed": seed,
         "oneshot": settings,
     }
-    store = RunStore.create(run_dir, config)
+    again = (f"`nasforge oneshot --out {run_dir} --resume` with the options it was started "
+             "with (resume=True in Python)")
+    if not RunStore.exists(run_dir):
+        store = RunStore.create(run_dir, config)
+    elif not resume:
+        cont = f"Continue it with {again}, or choose" if strategy.startswith("spos-") else \
+            "It cannot be resumed (only SPOS runs can); choose"
+        raise RunDirError(f"a run already exists in {run_dir}. {cont} another --out directory.")
+    else:
+        store = RunStore.open(run_dir, write=True)
+        try:
+            stored = store.config
+            if stored.get("kind") != "oneshot":
+                raise RunDirError(f"{run_dir} is a {stored.get('kind', 'search')!r} run, not a "
+                                  f"one-shot one: continue it with `nasforge resume {run_dir}`")
+            diff = _config_diff(stored, config)
+            if diff:
+                raise RunDirError(
+                    f"cannot resume {run_dir} with a different configuration:\n  "
+                    + "\n  ".join(diff)
+                    + f"\nContinue it as it was with {again}, or choose another --out "
+                    "directory."
+                )
+        except BaseException:
+            store.close()
+            raise
     try:
-        store.set_meta(status="running")
+        if store.get_meta("status") != "finished":
+            store.set_meta(status="running")
         yield store
     except BaseException as e:
         try:
@@ -167,6 +221,8 @@ def run_oneshot(
     onnx: bool = True,
     device: str = "cpu",
     log: Callable[[str], Any] | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
 ) -> OneShotResult:
     """Run SPOS, DARTS or GDAS on the nb201 space, store the trials, export the winner.
 
@@ -178,6 +234,10 @@ def run_oneshot(
     (``final_init="scratch"``) or, for SPOS, fine-tuned from its inherited weights
     (``"inherited"``), tested once on the test split, and exported to ``out/best``
     (with ``model.onnx`` unless ``onnx=False``).
+
+    ``resume=True`` continues the run in ``out`` (killed, interrupted or failed) with the
+    same options; a finished run is returned as stored. SPOS checkpoints its supernet at
+    every epoch end and, with ``checkpoint_every``, every that many steps too.
     """
     from nasforge.run.api import default_run_dir
     from nasforge.spaces.nb201 import NB201Space
@@ -193,6 +253,8 @@ def run_oneshot(
     for name, v in (("epochs", epochs), ("final_epochs", final_epochs), ("candidates", candidates)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise NasforgeError(f"{name} must be an integer >= 1, got {v!r}")
+    if resume and out is None:
+        raise NasforgeError("resume=True needs out= (the run directory to continue)")
     if space is None:
         space = NB201Space(C=C, N=N)
     elif not isinstance(space, NB201Space):
@@ -217,15 +279,24 @@ def run_oneshot(
     run_dir = Path(out) if out is not None else default_run_dir(f"nb201-{method}")
     with _run_store(run_dir, dataset=ds_cfg, space=space,
                     strategy=method if method != "spos" else f"spos-{strategy}",
-                    estimator=est_name, seed=seed, settings=settings) as store:  # fmt: skip
+                    estimator=est_name, seed=seed, settings=settings,
+                    resume=resume) as store:  # fmt: skip
         res = OneShotResult(method, "", run_dir, None)
+        if store.get_meta("status") == "finished":
+            return _finished(store, res, say)
         inherited: tuple[Any, Any] | None = None
         if method == "spos":
-            arch, inherited = _run_spos(store, space, data, res, settings, seed, say)
+            arch, inherited = _run_spos(store, space, data, res, settings, seed, say,
+                                        checkpoint_every=checkpoint_every)  # fmt: skip
             res.supernet, res.estimator = inherited
         else:
+            if store.trials():
+                raise RunDirError(
+                    f"{method.upper()} runs cannot be resumed yet (the search is not "
+                    f"checkpointed); start it again with another --out than {run_dir}")
             arch = _run_gradient(store, space, data, res, settings, seed, say)
         res.arch = arch.text
+        store.set_meta(oneshot_arch=arch.text)
         res.search_time_s = time.perf_counter() - t_start
         store.set_meta(status="searched", elapsed_s=res.search_time_s)
         if final_train:
@@ -237,6 +308,20 @@ def run_oneshot(
         return res
 
 
+def _finished(store: Any, res: OneShotResult, say: Callable[[str], Any]) -> OneShotResult:
+    """A resumed run that had already finished: what it stored, nothing redone."""
+    meta = store.meta()
+    final = meta.get("final") or {}
+    res.arch = str(meta.get("oneshot_arch") or final.get("arch") or "")
+    res.final = dict(final.get("metrics") or {})
+    res.model_dir = Path(final["model_dir"]) if final.get("model_dir") else None
+    res.supernet_history = meta.get("supernet")
+    res.search_time_s = res.total_time_s = float(meta.get("elapsed_s") or 0.0)
+    say(f"the run in {store.run_dir} has already finished (best {res.arch}); nothing to "
+        "resume")
+    return res
+
+
 def _run_spos(
     store: Any,
     space: NB201Space,
@@ -245,17 +330,29 @@ def _run_spos(
     s: dict[str, Any],
     seed: int,
     say: Callable[[str], Any],
+    checkpoint_every: int | None = None,
 ) -> tuple[Any, tuple[Supernet, InheritedWeightsEstimator]]:
-    """Train the supernet, search it with inherited weights; the winner and what scored it."""
+    """Train the supernet, search it with inherited weights; the winner and what scored it.
+
+    Continues a run's stored work: the supernet from its checkpoint, the search from the
+    stored trials and strategy state (a trial that was running is scored again, same id).
+    """
     import torch
 
     torch.manual_seed(seed)
     supernet = Supernet(space, data.input_shape, data.num_classes)
-    say(f"SPOS: training the supernet for {s['epochs']} epochs on {len(data.y_train)} examples")
+    ckpt = Path(store.run_dir) / CHECKPOINT_NAME
+    # a checkpoint is this run's own only once this run began training (not a stale file)
+    cont = bool(store.get_meta("spos_training")) and ckpt.exists()
+    store.set_meta(spos_training=True)
+    verb = "continuing" if cont else "training"
+    say(f"SPOS: {verb} the supernet for {s['epochs']} epochs on {len(data.y_train)} examples")
     hist = train_supernet(
         supernet, data, s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
         data_fraction=s["data_fraction"], seed=seed, device=s["device"],
         on_epoch=lambda e, r: say(f"  epoch {e}: train loss {r['train_loss']:.3f}"),
+        checkpoint=ckpt, checkpoint_every=checkpoint_every,
+        resume=cont,
     )  # fmt: skip
     res.supernet_history = hist
     store.set_meta(supernet={k: v for k, v in hist.items()})
@@ -267,18 +364,72 @@ def _run_spos(
 
     def on_ask(strat: Any, sug: Any) -> int:
         return store.start_trial(sug.arch.text, sug.arch.to_json(), None, strat.state_dict(),
-                                 strat.n_told)  # fmt: skip
+                                 strat.n_told, note=sug.note)  # fmt: skip
 
     def on_tell(strat: Any, sug: Any, result: Any, trial_id: int) -> None:
-        store.finish_trial(trial_id, result, strat.state_dict(), strat.n_told)
+        # the calibration sampler's state goes with the trial: a resumed search draws the
+        # same calibration batches for the next candidate
+        store.finish_trial(trial_id, result, strat.state_dict(), strat.n_told,
+                           meta={"spos_calib_rng": est.rng.bit_generator.state})
         acc = result.metrics.get("val_accuracy", float("nan"))
         say(f"  trial {trial_id}: inherited val acc {acc:.3f}  {sug.arch.text}")
 
-    search = spos_search(supernet, est, strategy=s["strategy"], num_candidates=s["candidates"],
-                         seed=seed, on_ask=on_ask, on_tell=on_tell)  # fmt: skip
+    strat, previous = _resumed_search(store, space, est, s, seed, on_tell, say)
+    search = spos_search(supernet, est, strategy=strat, num_candidates=s["candidates"],
+                         seed=seed, on_ask=on_ask, on_tell=on_tell,
+                         previous=previous)  # fmt: skip
     res.search = search
     say(f"SPOS: best {search.best.text} (inherited val acc {search.best_score:.3f})")
     return search.best, (supernet, est)
+
+
+def _resumed_search(
+    store: Any,
+    space: NB201Space,
+    est: InheritedWeightsEstimator,
+    s: dict[str, Any],
+    seed: int,
+    on_tell: Callable[[Any, Any, Any, int], None],
+    say: Callable[[str], Any],
+) -> tuple[Any, list[tuple[Any, Any]]]:
+    """The SPOS strategy as the stored run left it, and the trials it already has (in ask
+    order; one left running by a crash is scored again first, under its id)."""
+    from nasforge import strategies
+    from nasforge.estimators.base import Result
+    from nasforge.strategies.base import Suggestion
+
+    strat = strategies.get(s["strategy"], space=space, seed=seed)
+    state, _ = store.strategy_state()
+    if state is None:
+        return strat, []
+    trials = store.trials()
+    try:
+        strat.load_state_dict(state, trials)
+    except RunDirError as e:
+        raise RunDirError(f"{store.run_dir}: {e}") from None
+    if strat.n_told != store.n_completed():
+        raise RunDirError(f"the run in {store.run_dir} is inconsistent: the strategy was told "
+                          f"{strat.n_told} results but {store.n_completed()} trials are complete")
+    calib = store.get_meta("spos_calib_rng")
+    if calib is not None:
+        try:
+            est.rng.bit_generator.state = calib
+        except (TypeError, ValueError, KeyError) as e:
+            raise RunDirError(f"the run in {store.run_dir} is damaged: the stored calibration "
+                              f"sampler state is invalid ({e})") from None
+    previous = [(space.parse(t.arch), Result(dict(t.metrics), float(t.cost or 0.0), t.status,
+                                             t.error, dict(t.report)))
+                for t in trials if t.done]  # fmt: skip
+    if previous:
+        say(f"SPOS: {len(previous)} trials already stored, continuing the search")
+    for t in store.trials("running"):
+        sug = Suggestion(space.parse(t.arch), t.fidelity, t.note)
+        store.restart_trial(t.id)
+        result = est.evaluate(sug.arch, space, None)
+        strat.tell(sug, result.visible())
+        on_tell(strat, sug, result, t.id)
+        previous.append((sug.arch, result))
+    return strat, previous
 
 
 def _run_gradient(
@@ -422,6 +573,12 @@ def register_cli(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         onnx: Annotated[bool, typer.Option(help="Also export model.onnx.")] = True,
         device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+        resume: Annotated[
+            bool, typer.Option(help="Continue the (killed) run in --out; same options.")
+        ] = False,
+        checkpoint_every: Annotated[
+            int | None, typer.Option(help="SPOS: also checkpoint the supernet every N steps.")
+        ] = None,
     ) -> None:
         """Weight-sharing search on nb201: SPOS, DARTS or GDAS; exports RUN_DIR/best."""
         import sys
@@ -433,6 +590,7 @@ def register_cli(app: typer.Typer) -> None:
             alpha_lr=alpha_lr, final_epochs=final_epochs, image_size=image_size,
             max_train=max_train, batch_size=batch_size, data_dir=data_dir, seed=seed,
             onnx=onnx, device=device, log=lambda m: print(m, file=sys.stderr, flush=True),
+            resume=resume, checkpoint_every=checkpoint_every,
         )  # fmt: skip
         print(f"best architecture: {res.arch}")
         if res.final:

@@ -12,10 +12,13 @@ accuracy (the benchmark measures how well).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,8 +27,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nasforge.data import stratified_subset
-from nasforge.errors import NasforgeError
+from nasforge.errors import NasforgeError, RunDirError
 from nasforge.estimators.base import Result
+from nasforge.oneshot.checkpoint import (
+    damaged,
+    load_checkpoint,
+    load_optimizer,
+    optimizer_tensors,
+    save_checkpoint,
+)
 from nasforge.oneshot.inherited import InheritedWeights, device_tensor
 from nasforge.oneshot.supernet import Supernet, path_indices
 from nasforge.spaces.base import Arch
@@ -50,6 +60,9 @@ def train_supernet(
     device: str | torch.device = "cpu",
     deadline: float | None = None,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train the shared weights, one uniformly sampled path per step (SPOS).
 
@@ -57,11 +70,20 @@ def train_supernet(
     ``deadline`` (a ``time.monotonic()`` time) stops training early between steps;
     the history says so. Returns ``{"epochs", "steps", "curve", "train_time_s",
     "stopped_early"}``.
+
+    ``checkpoint``: a file written (atomically) at every epoch end and every
+    ``checkpoint_every`` steps, holding everything the next step depends on (weights,
+    optimizer buffers, step, batch order, torch and numpy generator states). With
+    ``resume=True`` an existing one is loaded and training continues from it exactly as
+    the uninterrupted run would have (a finished training just returns its history).
     """
     if epochs < 1:
         raise NasforgeError(f"epochs must be >= 1, got {epochs}")
     if not 0.0 < data_fraction <= 1.0:
         raise NasforgeError(f"data_fraction must be in (0, 1], got {data_fraction}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool)
+                                         or checkpoint_every < 1):
+        raise NasforgeError(f"checkpoint_every must be >= 1 steps, got {checkpoint_every!r}")
     dev = torch.device(device)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -78,13 +100,51 @@ def train_supernet(
         supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
         nesterov=momentum > 0,
     )  # fmt: skip
+    # what a checkpoint must agree with to be continued (another training is refused)
+    recipe = {"method": "spos", "epochs": epochs, "n": n, "n_used": n_used, "batch_size": bs,
+              "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+              "grad_clip": grad_clip, "data_fraction": data_fraction, "seed": seed}
     curve: list[dict[str, float]] = []
     step = 0
     stopped = False
-    for epoch in range(1, epochs + 1):
-        perm = torch.from_numpy(rng.permutation(n)[:n_used]).to(dev)
-        loss_sum, seen = 0.0, 0
-        for i in range(0, n_used, bs):
+    first_epoch, pos = 1, 0  # where to start: epoch, and batch offset inside it
+    perm: torch.Tensor | None = None
+    loss_sum, seen, prior_s = 0.0, 0, 0.0
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    if resume and ckpt is not None and ckpt.exists():
+        st = _load_training(ckpt, supernet, opt, recipe, dev)
+        rng.bit_generator.state = st["numpy_rng"]
+        curve, step, prior_s = st["curve"], st["step"], st["train_time_s"]
+        first_epoch, pos = st["epoch"], st["pos"]
+        perm, loss_sum, seen = st.get("perm"), st["loss_sum"], st["seen"]
+        if pos == 0:  # the checkpoint of an epoch's end: the next one starts afresh
+            first_epoch += 1
+    t0 -= prior_s
+
+    def save(epoch: int, at: int) -> None:
+        """A checkpoint between two steps: ``at`` batches of ``epoch`` done (0: all)."""
+        if ckpt is None:
+            return
+        tensors = {f"model.{k}": v for k, v in supernet.state_dict().items()}
+        o_tensors, o_plain = optimizer_tensors(opt)
+        tensors.update(o_tensors)
+        tensors["torch_rng"] = torch.get_rng_state()
+        if at and perm is not None:
+            tensors["perm"] = perm
+        save_checkpoint(ckpt, tensors, {
+            "recipe": recipe, "epoch": epoch, "pos": at, "step": step,
+            "loss_sum": loss_sum if at else 0.0, "seen": seen if at else 0,
+            "curve": curve, "train_time_s": time.perf_counter() - t0,
+            "numpy_rng": rng.bit_generator.state, "optimizer": o_plain,
+            "done": not at and epoch >= epochs,
+        })
+
+    for epoch in range(first_epoch, epochs + 1):
+        if pos == 0:
+            perm = torch.from_numpy(rng.permutation(n)[:n_used]).to(dev)
+            loss_sum, seen = 0.0, 0
+        assert perm is not None
+        for i in range(pos, n_used, bs):
             if deadline is not None and time.monotonic() > deadline:
                 stopped = True
                 break
@@ -102,6 +162,9 @@ def train_supernet(
             loss_sum += float(loss.detach()) * len(b)
             seen += len(b)
             step += 1
+            if checkpoint_every and step % checkpoint_every == 0 and i + bs < n_used:
+                save(epoch, i + bs)
+        pos = 0
         if seen:
             rec = {
                 "epoch": epoch,
@@ -109,6 +172,8 @@ def train_supernet(
                 "time_s": time.perf_counter() - t0,
             }
             curve.append(rec)
+            if not stopped:  # written before on_epoch: a kill there loses nothing
+                save(epoch, 0)
             if on_epoch is not None:
                 on_epoch(epoch, dict(rec))
         if stopped:
@@ -120,6 +185,42 @@ def train_supernet(
         "train_time_s": time.perf_counter() - t0,
         "stopped_early": stopped,
     }
+
+
+def _load_training(path: Path, supernet: Supernet, opt: torch.optim.Optimizer,
+                   recipe: dict[str, Any], dev: torch.device) -> dict[str, Any]:
+    """Load a training checkpoint into ``supernet`` and ``opt``; its plain values (every
+    one checked: the file is untrusted) with the batch order as ``perm``."""
+    tensors, st = load_checkpoint(path)
+    got = st.get("recipe")
+    if got != json.loads(json.dumps(recipe)):
+        diff = ([f"{k}: checkpoint {got.get(k)!r} != now {v!r}" for k, v in recipe.items()
+                 if got.get(k) != v] if isinstance(got, dict) else ["no recipe"])
+        raise RunDirError(f"the supernet checkpoint {path} is of another training "
+                          f"({'; '.join(diff)[:300]}); delete it or choose another --out")
+    try:
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        supernet.load_state_dict(model, strict=True)
+        load_optimizer(opt, tensors, st["optimizer"])
+        torch.set_rng_state(tensors["torch_rng"])
+        out = {
+            "epoch": int(st["epoch"]), "pos": int(st["pos"]), "step": int(st["step"]),
+            "loss_sum": float(st["loss_sum"]), "seen": int(st["seen"]),
+            "train_time_s": float(st["train_time_s"]), "numpy_rng": dict(st["numpy_rng"]),
+            "curve": [dict(r) for r in st["curve"]],
+        }
+        if not 1 <= out["epoch"] <= recipe["epochs"] or not 0 <= out["pos"] < recipe["n_used"]:
+            raise ValueError(f"epoch {out['epoch']} / batch offset {out['pos']} out of range")
+        if out["pos"]:
+            out["perm"] = tensors["perm"].to(dev)
+            if out["perm"].shape != (recipe["n_used"],):
+                raise ValueError("batch order of the wrong length")
+        np.random.default_rng().bit_generator.state = out["numpy_rng"]  # a valid state?
+    except RunDirError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever is wrong, the file is
+        raise damaged(path, f"{type(e).__name__}: {str(e)[:120]}") from None
+    return out
 
 
 class InheritedWeightsEstimator(InheritedWeights):
@@ -163,6 +264,7 @@ def spos_search(
     strategy_options: Mapping[str, Any] | None = None,
     on_ask: Callable[[Strategy, Suggestion], Any] | None = None,
     on_tell: Callable[[Strategy, Suggestion, Result, Any], None] | None = None,
+    previous: Sequence[tuple[Arch, Result]] = (),
 ) -> SposSearch:
     """Search sub-networks with a project strategy (ask/tell), scored with inherited weights.
 
@@ -170,6 +272,8 @@ def spos_search(
     ``on_ask(strategy, suggestion)`` runs right after ``ask`` and its return value is
     handed to ``on_tell(strategy, suggestion, result, token)`` right after ``tell``:
     that is how :func:`~nasforge.oneshot.run_oneshot` writes trials to the run store.
+    ``previous``: the trials a resumed search already has, in order (``strategy`` is then
+    an instance restored to match); they count towards ``num_candidates`` and the best.
     """
     from nasforge import strategies
 
@@ -184,7 +288,12 @@ def spos_search(
     trials: list[tuple[Arch, Result]] = []
     best: Arch | None = None
     best_score = -math.inf
-    for _ in range(num_candidates):
+    for arch, res in previous:
+        trials.append((arch, res))
+        s = strat.score(res)
+        if best is None or s > best_score:
+            best, best_score = arch, s
+    for _ in range(num_candidates - len(trials)):
         sug = strat.ask()
         token = on_ask(strat, sug) if on_ask is not None else None
         res = estimator.evaluate(sug.arch, space, None)

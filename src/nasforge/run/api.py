@@ -362,9 +362,17 @@ def resume(
     store = RunStore.open(run_dir, write=True)
     try:
         config = store.config
+        st = config.get("strategy")
+        spos = isinstance(st, dict) and str(st.get("name", "")).startswith("spos-")
+        if config.get("kind") == "oneshot" and spos:
+            raise RunDirError(
+                f"{run_dir} is a one-shot run: it cannot be resumed with `nasforge resume`; "
+                f"continue it with `nasforge oneshot --out {run_dir} --resume` and the options "
+                "it was started with"
+            )
         if config.get("kind", "search") != "search":
             raise RunDirError(
-                f"{run_dir} is a {config.get('kind')!r} run (one-shot supernet weights are not "
+                f"{run_dir} is a {config.get('kind')!r} run (its supernet weights are not "
                 "checkpointed), so it cannot be resumed; start it again with a new --out"
             )
         execution = _resumed_execution(config.get("execution"), given, executor, workers,
