@@ -76,7 +76,7 @@ def test_float_targets_make_a_regression_dataset_with_random_splits(digits_xy):
 def test_several_targets_and_their_names(digits_xy):
     x, y = digits_xy
     yy = np.stack([y, 2 * y + 1], axis=1)
-    ds = from_arrays(x, yy, target_names=["ink", "ink2"], seed=0)
+    ds = from_arrays(x, yy, target_names=["ink", "ink2"], seed=0, task="regression")
     assert ds.y_train.shape[1] == 2 and ds.n_outputs == 2
     with pytest.raises(DataError, match="2 target names for 1 target"):
         from_arrays(x, y, target_names=["a", "b"])
