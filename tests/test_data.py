@@ -50,7 +50,7 @@ def _write_fashion(d: Path, n_train: int = 60, n_test: int = 20, gz: bool = True
 def no_env(monkeypatch, tmp_path):
     """No NASFORGE_DATA_DIR and no system Fashion-MNIST: only what a test writes counts."""
     monkeypatch.delenv("NASFORGE_DATA_DIR", raising=False)
-    monkeypatch.setattr("nasforge.data.FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("nasforge.data.idx.FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "nowhere"))
 
 
 # ------------------------------------------------------------------------------ IDX

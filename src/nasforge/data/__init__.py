@@ -1,0 +1,158 @@
+"""Datasets: digits, Fashion-MNIST (IDX files), numpy arrays, image folders.
+
+Every loader ends in the same place (:func:`_finish`): images scaled to [0, 1] as
+float32 (N, C, H, W), a stratified, seeded validation split held out from the training
+data (what the search sees), a test split kept apart for the final report, and
+per-channel normalization with statistics of the training split only, so no
+information leaks from validation or test data into training.
+
+The loaders live in sub-modules (:mod:`~nasforge.data.dataset` splits,
+:mod:`~nasforge.data.arrays` arrays and :func:`_finish`, :mod:`~nasforge.data.idx`
+IDX / Fashion-MNIST, :mod:`~nasforge.data.folder` image folders); every name is
+re-exported here, so ``nasforge.data.X`` keeps working. A module-level setting is read
+where it is defined: patch ``nasforge.data.idx.FASHION_MNIST_SYSTEM_DIR``, not the copy
+here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasforge.data.arrays import (
+    MIN_SIZE,
+    TEST_FRACTION,
+    from_arrays,
+)
+from nasforge.data.arrays import _check_size as _check_size
+from nasforge.data.arrays import _finish as _finish
+from nasforge.data.arrays import _labels as _labels
+from nasforge.data.arrays import _numeric_targets as _numeric_targets
+from nasforge.data.arrays import _resize as _resize
+from nasforge.data.arrays import _task_name as _task_name
+from nasforge.data.arrays import _to_nchw as _to_nchw
+from nasforge.data.arrays import _to_unit as _to_unit
+from nasforge.data.dataset import (
+    Dataset,
+    accepted,
+    random_split,
+    stratified_split,
+    stratified_subset,
+    subset_indices,
+)
+from nasforge.data.dataset import _limit as _limit
+from nasforge.data.dataset import _split as _split
+from nasforge.data.folder import _DEEP_MODES as _DEEP_MODES
+from nasforge.data.folder import _GRAY_MODES as _GRAY_MODES
+from nasforge.data.folder import (
+    MAX_IMAGE_PIXELS,
+    MAX_NPY_BYTES,
+    image_too_large,
+    read_npy,
+    to_8bit,
+)
+from nasforge.data.folder import _image_exts as _image_exts
+from nasforge.data.folder import _load_folder as _load_folder
+from nasforge.data.idx import _FASHION_FILES as _FASHION_FILES
+from nasforge.data.idx import _IDX_DTYPES as _IDX_DTYPES
+from nasforge.data.idx import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_SYSTEM_DIR,
+    fashion_mnist_available,
+    read_idx,
+)
+from nasforge.data.idx import _fashion_dirs as _fashion_dirs
+from nasforge.data.idx import _fashion_files as _fashion_files
+from nasforge.data.idx import _load_fashion as _load_fashion
+from nasforge.errors import DataError
+
+__all__ = [
+    "FASHION_MNIST_CLASSES", "FASHION_MNIST_SYSTEM_DIR", "MAX_IMAGE_PIXELS", "MAX_NPY_BYTES",
+    "MIN_SIZE", "TEST_FRACTION", "Dataset", "accepted", "dataset_names", "default_augment",
+    "fashion_mnist_available", "from_arrays", "image_too_large", "load_dataset",
+    "random_split", "read_idx", "read_npy", "stratified_split", "stratified_subset",
+    "subset_indices", "to_8bit",
+]  # fmt: skip
+
+_NAMES = ["auto", "digits", "fashion-mnist"]
+_ALIASES = {
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+}
+
+
+def default_augment(dataset: object) -> str:
+    """The augmentation a time-budgeted job trains with when none is given: horizontal
+    flips for Fashion-MNIST (clothes are mirror-symmetric; measured to help), none for
+    anything else (a flipped digit or letter is another symbol; give ``augment`` for
+    your own images if mirrors keep their class)."""
+    name = getattr(dataset, "name", dataset)
+    if not isinstance(name, str) or getattr(dataset, "task", "classification") != \
+            "classification":  # a mirror may change a regression target
+        return "none"
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key == "auto":
+        key = "fashion-mnist" if fashion_mnist_available() else "digits"
+    return "flip" if key == "fashion-mnist" else "none"
+
+
+def dataset_names() -> list[str]:
+    """Built-in dataset names accepted by :func:`load_dataset` (besides a folder path)."""
+    return list(_NAMES)
+
+
+def _load_digits(**kw: object) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)
+    return _finish("digits", x, d.target, None, None, [str(i) for i in range(10)], **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ entry
+def load_dataset(
+    name_or_path: str,
+    *,
+    data_dir: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int | None = None,
+    max_train: int | None = None,
+    task: str | None = None,
+    task_options: dict[str, Any] | None = None,
+) -> Dataset:
+    """Load a built-in data set by name or an image folder by path.
+
+    Names: ``digits`` (scikit-learn's 8x8 digits, 20 % held out as test),
+    ``fashion-mnist`` (IDX files from ``data_dir``, $NASFORGE_DATA_DIR or
+    /usr/share/datasets/fashion-mnist), ``auto`` (Fashion-MNIST if found, else digits).
+    Any existing directory is read as an image folder with one sub-folder per class.
+    ``image_size`` resizes to a square; ``max_train`` caps the train+validation pool
+    (stratified) for quick runs; the validation split is ``val_fraction`` of that pool.
+    ``task="regression"`` reads numeric class names as the targets (digits: the digit as a
+    number; a folder with sub-folders ``0.5/``, ``1.0/`` ...); the default is classification.
+    """
+    kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train,
+              task=task or "classification", task_options=task_options)
+    key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
+    if key == "auto":
+        key = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    if key == "digits":
+        return _load_digits(**kw)
+    if key == "fashion-mnist":
+        return _load_fashion(data_dir, **kw)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _load_folder(path, **kw)  # type: ignore[arg-type]
+    if path.exists():
+        raise DataError(
+            f"{name_or_path!r} is a file, not a data set: give one of {', '.join(_NAMES)} "
+            "or a directory with one sub-folder of images per class"
+        )
+    raise DataError(
+        f"unknown data set {name_or_path!r}: valid names are {', '.join(_NAMES)}, "
+        "or give the path of a directory with one sub-folder of images per class"
+    )
