@@ -323,7 +323,8 @@ class NB201Network(Backbone):
 
     def forward_head(self, features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits from the last stage's output (the feature list or that one tensor)."""
-        return self.classifier(self.pooled(features))
+        pooled = self.pooled(features)  # first: a head-less network says so
+        return self.classifier(pooled)
 
     def forward(self, x: torch.Tensor, *cell_args: Any) -> Any:
         feats = self.forward_features(x, *cell_args)
