@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nasforge.registry import Registry
-from nasforge.spaces.base import Arch, Choice, SearchSpace
+from nasforge.spaces.base import Arch, Backbone, Choice, Level, SearchSpace
 
 registry: Registry[SearchSpace] = Registry("space")
 register = registry.register
@@ -23,4 +23,6 @@ def names() -> list[str]:
 # Importing the modules registers the built-in spaces.
 from nasforge.spaces import cnn, mobile, nb201  # noqa: E402,F401
 
-__all__ = ["Arch", "Choice", "SearchSpace", "get", "names", "register", "registry"]
+__all__ = [
+    "Arch", "Backbone", "Choice", "Level", "SearchSpace", "get", "names", "register", "registry",
+]

@@ -18,9 +18,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from nasforge.errors import ArchParseError
@@ -74,6 +75,50 @@ class Arch:
     def to_json(self) -> dict[str, Any]:
         """JSON form: ``{"space", "arch" (canonical string), "choices" (name -> value)}``."""
         return {"space": self.space, "arch": self.text, "choices": dict(self.items)}
+
+
+@dataclass(frozen=True)
+class Level:
+    """One feature level a backbone exposes: its channels and its stride (input side /
+    feature side, rounded up), what a task's head or a detection neck sizes itself by."""
+
+    channels: int
+    stride: int
+
+
+class Backbone(nn.Module):
+    """A network that maps an input to feature maps at several levels (timm style).
+
+    ``levels`` declares them before any forward, so a head can be built from the
+    declaration alone; :meth:`forward_features` returns one tensor per level, finest first
+    and coarsest last (``(N, level.channels, ceil(H / level.stride), ...)``). A built
+    classifier is a backbone that also has a head (``forward_head``); what
+    :meth:`SearchSpace.build_backbone` returns has none, and its ``forward`` is
+    :meth:`forward_features`.
+    """
+
+    levels: list[Level]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One feature tensor per entry of ``levels``, coarsest last."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.forward_features(x)
+
+
+def last_level(features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The coarsest feature map: what a classification head pools (a head is given
+    either the whole list from ``forward_features`` or that one tensor)."""
+    return features if isinstance(features, torch.Tensor) else features[-1]
+
+
+def no_head(net: nn.Module) -> Any:
+    """The error ``forward_head`` of a head-less backbone raises."""
+    from nasforge.errors import NasforgeError
+
+    return NasforgeError(f"{type(net).__name__} was built as a backbone, without a head: "
+                         "attach the task's head to forward_features instead")
 
 
 #: what any network nasforge builds may cost, checked before its weights are allocated
@@ -190,6 +235,28 @@ def _guarded(build: Any) -> Any:
     return checked
 
 
+def _guarded_backbone(build_backbone: Any) -> Any:
+    """``build_backbone`` bounded like ``build`` (a backbone is a network too: a hostile
+    arch must not allocate one either)."""
+
+    @functools.wraps(build_backbone)
+    def checked(self: Any, arch: Any, input_shape: Sequence[int], *args: Any,
+                **kw: Any) -> Any:
+        if getattr(_guard, "active", False):
+            return build_backbone(self, arch, input_shape, *args, **kw)
+        shape = check_input_shape(input_shape)
+        _guard.active = True
+        try:
+            check_network_size(lambda sp, a, i, _n: build_backbone(sp, a, i, *args, **kw),
+                               self, arch, shape, 1)
+        finally:
+            _guard.active = False
+        return build_backbone(self, arch, input_shape, *args, **kw)
+
+    checked.__nasforge_guarded__ = True  # type: ignore[attr-defined]
+    return checked
+
+
 class SearchSpace(ABC):
     """Base class of all search spaces (see module docstring).
 
@@ -204,13 +271,17 @@ class SearchSpace(ABC):
     """
 
     name: str = "space"
+    #: what the networks of this space take as input; a task attaches its head to a
+    #: backbone of a space whose input kind matches its data
+    input_kind: ClassVar[str] = "image"
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        build = cls.__dict__.get("build")
-        if build is not None and not getattr(build, "__isabstractmethod__", False) \
-                and not getattr(build, "__nasforge_guarded__", False):
-            cls.build = _guarded(build)  # type: ignore[method-assign]
+        for attr, guard in (("build", _guarded), ("build_backbone", _guarded_backbone)):
+            fn = cls.__dict__.get(attr)
+            if fn is not None and not getattr(fn, "__isabstractmethod__", False) \
+                    and not getattr(fn, "__nasforge_guarded__", False):
+                setattr(cls, attr, guard(fn))
 
     # -- what a space must say -------------------------------------------------------
     @abstractmethod
@@ -220,6 +291,34 @@ class SearchSpace(ABC):
     @abstractmethod
     def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
         """A freshly initialized ``torch.nn.Module`` for ``arch`` on ``input_shape`` (C, H, W)."""
+
+    def build_backbone(self, arch: Arch, input_shape: Sequence[int]) -> Backbone:
+        """``arch``'s network without its classification head: a :class:`Backbone` whose
+        ``levels`` declare the feature maps it returns, for a task to attach its own head.
+
+        Its parameters are named as in :meth:`build`'s network (a subset of them), so a
+        trained classifier's weights load into it. Spaces that cannot split their network
+        keep this default, which says so.
+        """
+        from nasforge.errors import NasforgeError
+        from nasforge.spaces import registry
+
+        able = [n for n in registry.names()
+                if getattr(registry.factory(n), "has_backbone", lambda: False)()]
+        raise NasforgeError(
+            f"space {self.name!r} does not build backbones (only whole classifiers with "
+            f"build()); spaces that do: {', '.join(able) or 'none'}")
+
+    def backbone_levels(self, arch: Arch, input_shape: Sequence[int]) -> list[Level]:
+        """The levels :meth:`build_backbone` declares, found on the ``meta`` device (no
+        weights allocated), so a neck or head can be sized before anything is built."""
+        with torch.device("meta"):
+            return list(self.build_backbone(arch, input_shape).levels)
+
+    @classmethod
+    def has_backbone(cls) -> bool:
+        """Whether :meth:`build_backbone` is implemented (a task can check before asking)."""
+        return cls.build_backbone is not SearchSpace.build_backbone
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this space with ``spaces.get(name, **config)``."""

@@ -41,7 +41,16 @@ import torch.nn as nn
 
 from nasforge.errors import ArchParseError, NasforgeError
 from nasforge.spaces import register
-from nasforge.spaces.base import Arch, Choice, SearchSpace, Value
+from nasforge.spaces.base import (
+    Arch,
+    Backbone,
+    Choice,
+    Level,
+    SearchSpace,
+    Value,
+    last_level,
+    no_head,
+)
 
 BLOCK_TYPES: tuple[str, ...] = ("conv", "sepconv", "mbconv", "pool", "maxpool", "avgpool")
 #: blocks without weights: they keep their input channels
@@ -204,30 +213,52 @@ class Residual(nn.Module):
         return self.body(x) + self.proj(x)
 
 
-class CNNNet(nn.Module):
+class CNNNet(Backbone):
     """Stem -> blocks -> head: GAP -> dropout -> linear, or flatten -> FC-ReLU -> dropout ->
-    linear (``hidden`` > 0). ``forward_features``/``forward_head`` split it as timm does."""
+    linear (``hidden`` > 0). ``forward_features``/``forward_head`` split it as timm does.
 
-    def __init__(self, stem: nn.Module, blocks: nn.Module, dropout: float, channels: int,
-                 num_classes: int, hidden: int = 0, flat: int = 0) -> None:
+    ``taps`` are the levels with the number of blocks applied before each is read (0: the
+    stem's output); ``num_classes=None`` builds the backbone alone, with no head modules,
+    so the two share every parameter name.
+    """
+
+    def __init__(self, stem: nn.Module, blocks: nn.Sequential, dropout: float, channels: int,
+                 num_classes: int | None, hidden: int = 0, flat: int = 0, *,
+                 taps: Sequence[tuple[int, Level]] = ()) -> None:
         super().__init__()
         self.stem = stem
         self.blocks = blocks
+        taps = list(taps) or [(len(blocks), Level(channels, 1))]
+        self._tap_at = {n for n, _ in taps}
+        self.levels = [lv for _, lv in taps]
+        self.has_head = num_classes is not None
+        if num_classes is None:
+            return
         self.pool: nn.Module = nn.AdaptiveAvgPool2d(1) if hidden == 0 else nn.Identity()
         self.fc: nn.Module = (nn.Sequential(nn.Linear(flat, hidden), nn.ReLU()) if hidden
                               else nn.Identity())
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(hidden or channels, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x))
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        out = [x] if 0 in self._tap_at else []
+        for n, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if n in self._tap_at:
+                out.append(x)
+        return out
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc(torch.flatten(self.pool(x), 1))
+    def forward_head(self, features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits from the coarsest level (the list of :meth:`forward_features` or its last)."""
+        if not self.has_head:
+            raise no_head(self)
+        x = self.fc(torch.flatten(self.pool(last_level(features)), 1))
         return self.classifier(self.dropout(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor) -> Any:
+        feats = self.forward_features(x)
+        return self.forward_head(feats) if self.has_head else feats
 
 
 def _block_module(b: Block, cin: int, stride: int, expansion: int) -> tuple[nn.Module, int]:
@@ -611,10 +642,28 @@ class CNNSpace(SearchSpace):
             ch = cout
         return out
 
-    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    def _taps(self, arch: Arch, input_shape: Sequence[int]) -> list[tuple[int, Level]]:
+        """One level per resolution: the stem's or a block's output read just before the
+        next block that halves the resolution, and the last block's output; each with how
+        many blocks precede it. A level's stride is the product of the block strides
+        before it (downsampling stops below 2 pixels, so strides stop growing there)."""
+        stages = self.trace(arch, input_shape)
+        ch, stride = int(arch["stem_width"]), 1
+        out: list[tuple[int, Level]] = []
+        for n, st in enumerate(stages):
+            if st.stride > 1:
+                out.append((n, Level(ch, stride)))
+            ch, stride = st.out_channels, stride * st.stride
+        out.append((len(stages), Level(ch, stride)))
+        return out
+
+    def _build(self, arch: Arch, input_shape: Sequence[int], num_classes: int | None,
+               head: bool = True) -> CNNNet:
+        """The network of ``arch``; without its head (``num_classes`` unused) for a backbone."""
         arch = self._check(arch)
         c, _, _ = self._check_input(input_shape)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if head and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                     or num_classes < 1):
             raise NasforgeError(f"cnn: num_classes must be a positive integer, got {num_classes!r}")
         stem_w = int(arch["stem_width"])
         stem = nn.Sequential(*_conv_bn(c, stem_w, 3, 1), nn.ReLU())
@@ -624,7 +673,16 @@ class CNNSpace(SearchSpace):
             m, ch = _block_module(st.block, st.in_channels, st.stride, self.expansion)
             mods.append(m)
             h, w = st.height, st.width
-        head = str(arch["head"])
-        hidden = 0 if head == "gap" else int(head[2:])
-        return CNNNet(stem, nn.Sequential(*mods), float(arch["dropout"]), ch, num_classes,
-                      hidden=hidden, flat=ch * h * w)
+        head_kind = str(arch["head"])
+        hidden = 0 if head_kind == "gap" else int(head_kind[2:])
+        return CNNNet(stem, nn.Sequential(*mods), float(arch["dropout"]), ch,
+                      num_classes if head else None, hidden=hidden, flat=ch * h * w,
+                      taps=self._taps(arch, input_shape))
+
+    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        return self._build(arch, input_shape, num_classes)
+
+    def build_backbone(self, arch: Arch, input_shape: Sequence[int]) -> Backbone:
+        """Stem and blocks without the head: one level per resolution (the last feature
+        map before each halving, and the last block's output)."""
+        return self._build(arch, input_shape, None, head=False)

@@ -32,7 +32,16 @@ import torch.nn as nn
 
 from nasforge.errors import ArchParseError, NasforgeError
 from nasforge.spaces import register
-from nasforge.spaces.base import Arch, Choice, SearchSpace, Value
+from nasforge.spaces.base import (
+    Arch,
+    Backbone,
+    Choice,
+    Level,
+    SearchSpace,
+    Value,
+    last_level,
+    no_head,
+)
 from nasforge.spaces.cnn import ACTIVATIONS
 
 #: smallest input side accepted by :meth:`MobileSpace.build`
@@ -128,21 +137,46 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-class MobileNet(nn.Module):
-    """Stem -> stages of inverted residuals -> 1x1 head conv -> global pool -> linear."""
+class MobileNet(Backbone):
+    """Stem -> stages of inverted residuals -> 1x1 head conv -> global pool -> linear.
 
-    def __init__(self, stem: nn.Module, stages: nn.Sequential, head: nn.Module,
-                 head_width: int, num_classes: int) -> None:
+    Each stage's output is a level (``levels``); ``forward_head`` is the 1x1 head conv, the
+    pool and the classifier on the last one. ``num_classes=None`` builds the backbone alone
+    (stem and stages, the same parameter names, no head modules).
+    """
+
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, head: nn.Module | None,
+                 head_width: int, num_classes: int | None, *,
+                 levels: Sequence[Level] = ()) -> None:
         super().__init__()
         self.stem = stem
         self.stages = stages
+        self.levels = list(levels)
+        self.has_head = num_classes is not None and head is not None
+        if not self.has_head:
+            return
         self.head = head
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(head_width, num_classes)
+        self.classifier = nn.Linear(head_width, num_classes)  # type: ignore[arg-type]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.stages(self.stem(x)))
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+    def forward_head(self, features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits from the last stage's output (the feature list or that one tensor)."""
+        if not self.has_head:
+            raise no_head(self)
+        x = self.head(last_level(features))
         return self.classifier(torch.flatten(self.pool(x), 1))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        feats = self.forward_features(x)
+        return self.forward_head(feats) if self.has_head else feats
 
 
 # -- the space -------------------------------------------------------------------------------
@@ -385,10 +419,22 @@ class MobileSpace(SearchSpace):
             )
         return c, h, w
 
-    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    def stage_levels(self) -> list[Level]:
+        """One level per stage: its width and the product of the stem's and the stages'
+        strides so far (the same for every arch: depth, kernels and expansions keep it)."""
+        out, stride = [], self.stem_stride
+        for width, s in zip(self.stage_widths, self.strides, strict=True):
+            stride *= s
+            out.append(Level(width, stride))
+        return out
+
+    def _build(self, arch: Arch, input_shape: Sequence[int], num_classes: int | None,
+               head: bool = True) -> MobileNet:
+        """The network of ``arch``; without its head (``num_classes`` unused) for a backbone."""
         arch = self._check(arch)
         c, _, _ = self.check_input(input_shape)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if head and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                     or num_classes < 1):
             raise NasforgeError(
                 f"mobile: num_classes must be a positive integer, got {num_classes!r}"
             )
@@ -397,5 +443,14 @@ class MobileSpace(SearchSpace):
         for b in self.blocks(arch):
             per_stage[b.stage].append(InvertedResidual(b, self.act))
         stages = nn.Sequential(*(nn.Sequential(*mods) for mods in per_stage))
-        head = conv_bn_act(self.stage_widths[-1], self.head_channels, 1, 1, 1, self.act)
-        return MobileNet(stem, stages, head, self.head_channels, num_classes)
+        head_conv = (conv_bn_act(self.stage_widths[-1], self.head_channels, 1, 1, 1, self.act)
+                     if head else None)
+        return MobileNet(stem, stages, head_conv, self.head_channels,
+                         num_classes if head else None, levels=self.stage_levels())
+
+    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        return self._build(arch, input_shape, num_classes)
+
+    def build_backbone(self, arch: Arch, input_shape: Sequence[int]) -> Backbone:
+        """Stem and the inverted-residual stages without the head: one level per stage."""
+        return self._build(arch, input_shape, None, head=False)

@@ -21,7 +21,15 @@ import torch.nn as nn
 
 from nasforge.errors import ArchParseError, NasforgeError
 from nasforge.spaces import register
-from nasforge.spaces.base import Arch, Choice, SearchSpace
+from nasforge.spaces.base import (
+    Arch,
+    Backbone,
+    Choice,
+    Level,
+    SearchSpace,
+    last_level,
+    no_head,
+)
 
 #: candidate ops of every edge, in NAS-Bench-201's order
 OP_NAMES: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -246,15 +254,21 @@ class Cell(nn.Module):
 CellFactory = Callable[[int, int], nn.Module]
 
 
-class NB201Network(nn.Module):
+class NB201Network(Backbone):
     """The NAS-Bench-201 macro skeleton around any cell (fixed, or a supernet's mixed cell).
 
     Extra positional arguments of :meth:`forward` are passed to every (non-reduction)
     cell, so a DARTS cell can receive its architecture weights.
+
+    Its three cell stages are its ``levels`` (C, 2C, 4C channels at strides 1, 2, 4; each
+    read before the next reduction block); the head is BN+ReLU, global pooling and the
+    classifier. ``num_classes=None`` builds the backbone alone: stem and cells, the same
+    parameter names, no head modules.
     """
 
     def __init__(
-        self, cell_factory: CellFactory, C: int, N: int, in_channels: int, num_classes: int
+        self, cell_factory: CellFactory, C: int, N: int, in_channels: int,
+        num_classes: int | None,
     ) -> None:
         super().__init__()
         self.C, self.N = C, N
@@ -273,20 +287,48 @@ class NB201Network(nn.Module):
             self.cells.append(cell)
             self.is_reduction.append(red)
             c_prev = c_curr
+        #: indices of the cells whose outputs are the levels (the last of each stage)
+        self.level_cells = [i for i in range(len(self.cells))
+                            if i + 1 == len(self.cells) or reductions[i + 1]]
+        self.levels = [Level(channels[i], 2 ** sum(reductions[: i + 1]))
+                       for i in self.level_cells]
+        self.feature_dim = c_prev
+        self.has_head = num_classes is not None
+        if num_classes is None:
+            return
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
-        self.feature_dim = c_prev
+
+    def forward_features(self, x: torch.Tensor, *cell_args: Any) -> list[torch.Tensor]:
+        """The output of each cell stage (before the head's BN+ReLU), coarsest last."""
+        x = self.stem(x)
+        out = []
+        taps = set(self.level_cells)
+        for i, (cell, red) in enumerate(zip(self.cells, self.is_reduction, strict=True)):
+            x = cell(x) if red else cell(x, *cell_args)
+            if i in taps:
+                out.append(x)
+        return out
+
+    def pooled(self, features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """BN+ReLU and global pooling of the last stage: the classifier's input."""
+        if not self.has_head:
+            raise no_head(self)
+        return self.global_pooling(self.lastact(last_level(features))).flatten(1)
 
     def features(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
         """Pooled features before the classifier (what NB201's forward returns first)."""
-        x = self.stem(x)
-        for cell, red in zip(self.cells, self.is_reduction, strict=True):
-            x = cell(x) if red else cell(x, *cell_args)
-        return self.global_pooling(self.lastact(x)).flatten(1)
+        return self.pooled(self.forward_features(x, *cell_args))
 
-    def forward(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
-        return self.classifier(self.features(x, *cell_args))
+    def forward_head(self, features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits from the last stage's output (the feature list or that one tensor)."""
+        pooled = self.pooled(features)  # first: a head-less network says so
+        return self.classifier(pooled)
+
+    def forward(self, x: torch.Tensor, *cell_args: Any) -> Any:
+        feats = self.forward_features(x, *cell_args)
+        return self.forward_head(feats) if self.has_head else feats
 
 
 # -- string form ------------------------------------------------------------------------
@@ -415,7 +457,9 @@ class NB201Space(SearchSpace):
         """The string of :func:`functional_ops`: cells that compute the same network."""
         return format_ops(functional_ops(arch_to_ops(arch)))
 
-    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    def _build(self, arch: Arch, input_shape: Sequence[int], num_classes: int | None,
+               head: bool = True) -> NB201Network:
+        """The published network of ``arch``; without its head for a backbone."""
         ops = arch_to_ops(arch)
         shape = tuple(input_shape)
         if len(shape) != 3 or any(
@@ -430,6 +474,15 @@ class NB201Space(SearchSpace):
                 f"nb201: input {h}x{w} is too small; the network halves the resolution twice, "
                 f"so it needs at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (resize or pad the images)"
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if head and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                     or num_classes < 1):
             raise NasforgeError(f"nb201: num_classes must be an integer >= 1, got {num_classes!r}")
-        return NB201Network(lambda ci, co: Cell(ops, ci, co, 1), self.C, self.N, c_in, num_classes)
+        return NB201Network(lambda ci, co: Cell(ops, ci, co, 1), self.C, self.N, c_in,
+                            num_classes if head else None)
+
+    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        return self._build(arch, input_shape, num_classes)
+
+    def build_backbone(self, arch: Arch, input_shape: Sequence[int]) -> Backbone:
+        """Stem and cells without the head: the three cell stages are the levels."""
+        return self._build(arch, input_shape, None, head=False)
