@@ -138,7 +138,7 @@ def _finish(
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or len(x) == 0:
         raise DataError(f"{name}: the data set is empty (no images)")
-    if y.ndim != 1 and not (y.ndim == 2 and task != "classification"):
+    if y.ndim != 1 and not (y.ndim == 2 and task == "regression"):
         raise DataError(f"{name}: labels must be a 1-D array, got shape {y.shape} (several "
                         "numeric targets per example need task='regression')")
     if len(x) != len(y):

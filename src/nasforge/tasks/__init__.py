@@ -34,7 +34,8 @@ def infer(y: Any) -> str:
 
     Integers, strings and booleans are class labels; floats are regression targets unless
     every value is a whole number and there are few of them (labels stored as floats).
-    Several columns are always regression (several numeric targets)."""
+    Several columns read as regression (several numeric targets; ``from_arrays`` asks
+    for ``task="regression"`` explicitly there, as they could also be one-hot labels)."""
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] > 1:
         return "regression"
