@@ -225,3 +225,16 @@ def test_cli_regression_search_and_predict(capsys, tmp_path):
     assert code == 0, err
     rows = json.loads(out)
     assert len(rows) == 2 and all(isinstance(r["y"], float) for r in rows)
+
+
+def test_early_stopping_watches_the_tasks_metric(digits_xy):
+    from nasforge import estimators, spaces
+
+    x, y = digits_xy
+    ds = from_arrays(x, y, seed=0)
+    est = estimators.get("train", epochs=2, early_stopping=True, measure_latency=False)
+    sp = spaces.get("cnn")
+    res = est.evaluate(sp.known_good()[0], sp, ds)
+    assert res.ok, res.error
+    assert (est.stopper.metric, est.stopper.mode) == ("val_rmse", "min")
+    assert any(k.startswith("curve_val_rmse") or "val_rmse" in k for k in res.report)

@@ -405,6 +405,12 @@ class TrainingEstimator(Estimator):
         shape = (c, r, r) if r is not None else (c, h, w)
         torch.manual_seed(seed)
         model = space.build(arch, shape, data.n_outputs)
+        if self.early_stopping and "metric" not in self.early_stopping_options and \
+                data.task != "classification" and not self.stopper.curves:
+            # the curve to watch is the task's primary metric (val_rmse falls), unless
+            # the user chose one; set before the first curve is recorded
+            task = data.make_task()
+            self.stopper.metric, self.stopper.mode = task.objective, task.mode
         monitor = (self.stopper.trial(group=self._group(s), max_epochs=s["epochs"])
                    if self.early_stopping else None)
         try:
