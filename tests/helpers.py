@@ -114,3 +114,21 @@ def assert_kept(before: dict[int, Any], after: dict[int, Any]) -> None:
         a = after[tid]
         assert (a.arch, a.status, a.metrics, a.finished_at, a.attempt) == (
             t.arch, t.status, t.metrics, t.finished_at, 1)
+
+
+def tiny_model_dir(out: Path) -> Path:
+    """A real exported model directory: a tiny untrained cnn on digits (for tests where only
+    loading and predicting matter)."""
+    import numpy as np
+    import torch
+
+    from nasforge import spaces
+    from nasforge.data import load_dataset
+    from nasforge.export import save_best
+
+    data = load_dataset("digits", seed=0)
+    sp = spaces.get("cnn", max_blocks=1, widths=[8], stem_widths=[8])
+    arch = sp.sample(np.random.default_rng(0))
+    torch.manual_seed(0)
+    net = sp.build(arch, data.input_shape, data.num_classes)
+    return save_best(out, net, arch, sp, data, {"test_accuracy": 0.1}, onnx=False)

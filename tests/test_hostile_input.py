@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import tiny_model_dir
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_executors import SPACE as PROBE_SPACE
@@ -508,18 +509,7 @@ class _Bomb:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A real exported model: a tiny cnn on digits (untrained: only loading matters)."""
-    import torch
-
-    from nasforge.data import load_dataset
-    from nasforge.export import save_best
-
-    data = load_dataset("digits", seed=0)
-    sp = spaces.get("cnn", max_blocks=1, widths=[8], stem_widths=[8])
-    arch = sp.sample(np.random.default_rng(0))
-    torch.manual_seed(0)
-    model = sp.build(arch, data.input_shape, data.num_classes)
-    out = tmp_path_factory.mktemp("model") / "best"
-    return save_best(out, model, arch, sp, data, {"test_accuracy": 0.1}, onnx=False)
+    return tiny_model_dir(tmp_path_factory.mktemp("model") / "best")
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_executors import SPACE as PROBE_SPACE
@@ -46,18 +47,8 @@ def fast_run(tmp_path, capsys) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    import torch
-
-    from nasforge.data import load_dataset
-    from nasforge.export import save_best
-
-    data = load_dataset("digits", seed=0)
-    sp = spaces.get("cnn", max_blocks=1, widths=[8], stem_widths=[8])
-    arch = sp.sample(np.random.default_rng(0))
-    torch.manual_seed(0)
-    net = sp.build(arch, data.input_shape, data.num_classes)
-    out = tmp_path_factory.mktemp("m") / "best"
-    return save_best(out, net, arch, sp, data, {"test_accuracy": 0.1}, onnx=False)
+    """A real exported model: a tiny cnn on digits (untrained: only loading matters)."""
+    return tiny_model_dir(tmp_path_factory.mktemp("m") / "best")
 
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
