@@ -9,12 +9,14 @@ to ``RUN_DIR/best`` (so ``nasforge.load(RUN_DIR / "best").predict(...)`` works).
 
 Resuming: SPOS writes ``RUN_DIR/supernet.ckpt`` (:mod:`~nasforge.oneshot.checkpoint`) at
 every supernet epoch end (and every ``checkpoint_every`` steps), and the search stores
-every trial with the strategy's and the calibration sampler's state. After a crash,
-Ctrl-C or ``kill -9``, ``run_oneshot(..., out=RUN_DIR, resume=True)`` (``nasforge oneshot
-... --out RUN_DIR --resume``) with the options the run was started with continues the
-training from the last checkpoint, skips the trials already stored, and picks the same
-architecture as an uninterrupted run would have (same seed, same machine). DARTS/GDAS
-runs cannot be resumed yet (their search is not checkpointed): start them again.
+every trial with the strategy's and the calibration sampler's state. DARTS and GDAS
+write it at every search epoch end (weights, ``alpha``, both optimizers, the schedule's
+step, the torch/Gumbel/numpy generator states, the collapse detector, the per-epoch
+history). After a crash, Ctrl-C or ``kill -9``, ``run_oneshot(..., out=RUN_DIR,
+resume=True)`` (``nasforge oneshot ... --out RUN_DIR --resume``) with the options the run
+was started with continues from the last checkpoint, skips the trials already stored
+(an epoch checkpointed but not yet stored is stored then, in order), and picks the same
+architecture as an uninterrupted run would have (same seed, same machine).
 """
 
 from __future__ import annotations
@@ -151,9 +153,8 @@ def _run_store(
     if not RunStore.exists(run_dir):
         store = RunStore.create(run_dir, config)
     elif not resume:
-        cont = f"Continue it with {again}, or choose" if strategy.startswith("spos-") else \
-            "It cannot be resumed (only SPOS runs can); choose"
-        raise RunDirError(f"a run already exists in {run_dir}. {cont} another --out directory.")
+        raise RunDirError(f"a run already exists in {run_dir}. Continue it with {again}, or "
+                          "choose another --out directory.")
     else:
         store = RunStore.open(run_dir, write=True)
         try:
@@ -237,7 +238,8 @@ def run_oneshot(
 
     ``resume=True`` continues the run in ``out`` (killed, interrupted or failed) with the
     same options; a finished run is returned as stored. SPOS checkpoints its supernet at
-    every epoch end and, with ``checkpoint_every``, every that many steps too.
+    every epoch end and, with ``checkpoint_every``, every that many steps too; DARTS and
+    GDAS checkpoint their search at every epoch end.
     """
     from nasforge.run.api import default_run_dir
     from nasforge.spaces.nb201 import NB201Space
@@ -290,10 +292,6 @@ def run_oneshot(
                                         checkpoint_every=checkpoint_every)  # fmt: skip
             res.supernet, res.estimator = inherited
         else:
-            if store.trials():
-                raise RunDirError(
-                    f"{method.upper()} runs cannot be resumed yet (the search is not "
-                    f"checkpointed); start it again with another --out than {run_dir}")
             arch = _run_gradient(store, space, data, res, settings, seed, say)
         res.arch = arch.text
         store.set_meta(oneshot_arch=arch.text)
@@ -441,19 +439,37 @@ def _run_gradient(
     seed: int,
     say: Callable[[str], Any],
 ) -> Any:
-    """DARTS/GDAS search, one stored trial per epoch (its derived arch); the final arch."""
+    """DARTS/GDAS search, one stored trial per epoch (its derived arch); the final arch.
+
+    Continues a run's stored work: the search from its checkpoint, and the epochs'
+    trials from the store (an epoch already stored is not stored again; one left running
+    by a kill is finished under its id).
+    """
     from nasforge.estimators.base import Result
 
     method = s["method"]
     label = f"{method.upper()}" + (f" (order {s['order']})" if method == "darts" else "")
-    say(f"{label}: searching for {s['epochs']} epochs on {len(data.y_train)} examples")
+    ckpt = Path(store.run_dir) / CHECKPOINT_NAME
+    # a checkpoint is this run's own only once this run began its search (not a stale file)
+    cont = bool(store.get_meta("gradient_search")) and ckpt.exists()
+    store.set_meta(gradient_search=True)
+    stored = {int((t.fidelity or {}).get("epochs", 0)): t for t in store.trials()}
+    verb = "continuing the search" if cont else "searching"
+    say(f"{label}: {verb} for {s['epochs']} epochs on {len(data.y_train)} examples")
     state = {"strategy": method, "order": s["order"], "epoch": 0}
     last = [time.perf_counter()]
 
     def on_epoch(epoch: int, rec: dict[str, Any]) -> None:
         st = {**state, "epoch": epoch, "alpha": rec["alpha"]}
-        tid = store.start_trial(rec["arch"], space.parse(rec["arch"]).to_json(),
-                                {"epochs": epoch}, st, epoch - 1)  # fmt: skip
+        had = stored.get(epoch)
+        if had is not None and had.done:
+            return  # stored before the kill: the checkpoint's replay of it
+        if had is not None:  # killed between its start and its end
+            tid = had.id
+            store.restart_trial(tid)
+        else:
+            tid = store.start_trial(rec["arch"], space.parse(rec["arch"]).to_json(),
+                                    {"epochs": epoch}, st, epoch - 1)  # fmt: skip
         metrics = {
             "val_accuracy": rec["derived_val_accuracy"],
             "supernet_val_accuracy": rec["supernet_val_accuracy"],
@@ -474,7 +490,7 @@ def _run_gradient(
         batch_size=s["batch_size"], w_lr=s["lr"], alpha_lr=s["alpha_lr"],
         mitigation=s["mitigation"], skip_threshold=s["skip_threshold"],
         exclude_none=s["exclude_none"], data_fraction=s["data_fraction"], seed=seed,
-        device=s["device"], on_epoch=on_epoch,
+        device=s["device"], on_epoch=on_epoch, checkpoint=ckpt, resume=cont,
     )  # fmt: skip
     res.search = search
     store.set_meta(oneshot_search={

@@ -1,10 +1,12 @@
 """Crash-safe checkpoints of a one-shot supernet's training (``RUN_DIR/supernet.ckpt``).
 
-A checkpoint is one safetensors file: the tensors (weights, optimizer buffers, the torch
-RNG state, a batch order) plus a JSON document of plain values (epoch, step, the numpy
-generator's state, the loss curve) in its metadata. Nothing is ever unpickled, so a
-tampered checkpoint cannot run code; it is written to a side file, fsynced and renamed
-over the old one, so a ``kill -9`` leaves either the previous checkpoint or the new one.
+Used by SPOS's supernet training and by the DARTS/GDAS search. A checkpoint is one
+safetensors file: the tensors (weights, architecture logits, optimizer buffers, the
+torch RNG states, a batch order) plus a JSON document of plain values (epoch, step, the
+numpy generator's state, the loss curve or per-epoch history) in its metadata. Nothing
+is ever unpickled, so a tampered checkpoint cannot run code; it is written to a side
+file, fsynced and renamed over the old one, so a ``kill -9`` leaves either the previous
+checkpoint or the new one.
 """
 
 from __future__ import annotations
@@ -88,30 +90,32 @@ def damaged(path: str | os.PathLike[str], why: str) -> RunDirError:
     )
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
-                                                           dict[str, Any]]:
-    """An optimizer's state split into tensors (``opt.<param>.<key>``) and plain values."""
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "opt") -> tuple[
+        dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state split into tensors (``<prefix>.<param>.<key>``) and plain values;
+    a distinct ``prefix`` per optimizer lets several share one checkpoint (DARTS: two)."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"opt.{idx}.{k}"] = v
+                tensors[f"{prefix}.{idx}.{k}"] = v
             else:
                 plain.setdefault(str(idx), {})[k] = v
     return tensors, {"param_groups": sd["param_groups"], "plain": plain}
 
 
 def load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
-                   plain: Mapping[str, Any]) -> None:
-    """Restore what :func:`optimizer_tensors` split (on the optimizer's parameters' device)."""
+                   plain: Mapping[str, Any], prefix: str = "opt") -> None:
+    """Restore what :func:`optimizer_tensors` split (on the optimizer's parameters' device;
+    Adam's ``step`` count stays on the CPU, where torch keeps it)."""
     dev = next((p.device for g in opt.param_groups for p in g["params"]), torch.device("cpu"))
     state: dict[int, dict[str, Any]] = {}
     for name, t in tensors.items():
-        if name.startswith("opt."):
+        if name.startswith(f"{prefix}."):
             _, idx, k = name.split(".", 2)
-            state.setdefault(int(idx), {})[k] = t.to(dev)
+            state.setdefault(int(idx), {})[k] = t if k == "step" else t.to(dev)
     for idx, st in dict(plain.get("plain") or {}).items():
         state.setdefault(int(idx), {}).update(st)
     opt.load_state_dict({"state": state, "param_groups": list(plain["param_groups"])})

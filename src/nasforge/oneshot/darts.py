@@ -28,14 +28,24 @@ reaches ``skip_threshold`` and keep the architecture of the last epoch below it)
 ``"darts-minus"`` (DARTS-: an auxiliary skip ``beta * x`` on every edge with ``beta``
 decaying linearly from 1 to 0, which takes over the "gradient highway" role that
 otherwise makes the learned skip weights win).
+
+**Resuming**: with ``checkpoint=``, :func:`darts_search` writes (atomically, see
+:mod:`~nasforge.oneshot.checkpoint`) everything the next epoch depends on at every epoch
+end: weights and ``alpha``, both optimizers' states, the step (the cosine schedule's and
+DARTS-'s position), the torch, Gumbel and numpy generator states, the collapse
+detector's state and the history. ``resume=True`` continues from it exactly as the
+uninterrupted search would have (GDAS's temperature is a function of the epoch).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +54,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nasforge.data import stratified_subset
-from nasforge.errors import NasforgeError
+from nasforge.errors import NasforgeError, RunDirError
+from nasforge.oneshot.checkpoint import (
+    damaged,
+    load_checkpoint,
+    load_optimizer,
+    optimizer_tensors,
+    save_checkpoint,
+)
 from nasforge.oneshot.supernet import NUM_EDGES, NUM_OPS, GumbelPath, Supernet, path_indices
 from nasforge.spaces.base import Arch
 from nasforge.spaces.nb201 import OP_NAMES, NB201Space
@@ -165,6 +182,15 @@ class CollapseDetector:
         if fired and self.fired_at is None:
             self.fired_at = epoch if epoch is not None else len(self.history)
         return fired
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed search needs to fire (and roll back) as the uninterrupted one."""
+        return {"fired_at": self.fired_at, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        fired = state["fired_at"]
+        self.fired_at = None if fired is None else int(fired)
+        self.history = [float(v) for v in state["history"]]
 
 
 @dataclass
@@ -298,6 +324,8 @@ def darts_search(
     deadline: float | None = None,
     on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
     model: DartsSupernet | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> GradientSearch:
     """Run DARTS (``order`` 1 or 2) or GDAS on ``data`` and derive the architecture.
 
@@ -309,6 +337,13 @@ def darts_search(
     DARTS- auxiliary skip at its current weight, the argmax path for GDAS) and the
     derived arch's accuracy with the shared weights (``derived_val_accuracy``), on at
     most ``max_val_eval`` validation examples.
+
+    ``checkpoint``: a file written atomically at every epoch end (before ``on_epoch``, so
+    a kill inside it loses nothing). With ``resume=True`` an existing one is loaded and
+    the search continues with the next epoch exactly as the uninterrupted one would
+    have; ``on_epoch`` is first called again, in order, for every epoch the checkpoint
+    holds, so a caller that stores records must skip those it already has (a kill can
+    land between the checkpoint and the store). A finished search just returns.
     """
     if method not in METHODS:
         raise NasforgeError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -360,11 +395,52 @@ def darts_search(
         model.arch_parameters(), lr=alpha_lr, betas=(0.5, 0.999), weight_decay=alpha_weight_decay
     )
     detector = CollapseDetector(skip_threshold)
+    # what a checkpoint must agree with to be continued (another search is refused)
+    recipe = {"method": method, "order": order, "epochs": epochs, "n": n, "n_val": len(yv_all),
+              "n_used": n_used, "batch_size": bs, "w_lr": w_lr, "w_lr_min": w_lr_min,
+              "w_momentum": w_momentum, "w_weight_decay": w_weight_decay, "alpha_lr": alpha_lr,
+              "alpha_weight_decay": alpha_weight_decay, "grad_clip": grad_clip,
+              "tau_max": tau_max, "tau_min": tau_min, "mitigation": mitigation,
+              "skip_threshold": skip_threshold, "exclude_none": exclude_none,
+              "data_fraction": data_fraction, "max_val_eval": max_val_eval, "seed": seed}
     history: list[dict[str, Any]] = []
     last_ok: Arch | None = None
     stopped = False
     step = 0
-    for epoch in range(1, epochs + 1):
+    first_epoch = 1
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    if resume and ckpt is not None and ckpt.exists():
+        st = _load_search(ckpt, model, opt_w, opt_a, gen, recipe)
+        rng.bit_generator.state = st["numpy_rng"]
+        detector.load_state_dict(st["detector"])
+        history, step, stopped = st["history"], st["step"], st["stopped"]
+        last_ok = None if st["last_ok"] is None else space.parse(st["last_ok"])
+        first_epoch = len(history) + 1 if not stopped else epochs + 1
+        t0 -= st["search_time_s"]
+        if on_epoch is not None:  # the caller's records may lag behind the checkpoint
+            for rec in history:
+                on_epoch(int(rec["epoch"]), dict(rec))
+
+    def save(epoch: int, tau: float, finished: bool) -> None:
+        """The checkpoint of ``epoch``'s end: all the next epoch depends on."""
+        if ckpt is None:
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        w_tensors, w_plain = optimizer_tensors(opt_w, "opt_w")
+        a_tensors, a_plain = optimizer_tensors(opt_a, "opt_a")
+        tensors.update(w_tensors)
+        tensors.update(a_tensors)
+        tensors["torch_rng"] = torch.get_rng_state()
+        tensors["gumbel_rng"] = gen.get_state()
+        save_checkpoint(ckpt, tensors, {
+            "recipe": recipe, "epoch": epoch, "step": step, "tau": tau,
+            "numpy_rng": rng.bit_generator.state, "opt_w": w_plain, "opt_a": a_plain,
+            "detector": detector.state_dict(), "history": history,
+            "last_ok": None if last_ok is None else last_ok.text, "stopped": finished,
+            "search_time_s": time.perf_counter() - t0, "done": finished or epoch >= epochs,
+        })
+
+    for epoch in range(first_epoch, epochs + 1):
         te = time.perf_counter()
         tau = tau_max - (tau_max - tau_min) * (epoch - 1) / max(1, epochs - 1)
         perm = torch.from_numpy(rng.permutation(n)[:n_used]).to(dev)
@@ -445,13 +521,15 @@ def darts_search(
             "time_s": time.perf_counter() - te,
         }
         history.append(rec)
+        collapsed = mitigation == "early-stop" and fired
+        if not collapsed:
+            last_ok = arch
+        if not stopped:  # a partial epoch (deadline) is not a point to continue from
+            save(epoch, tau, collapsed)
         if on_epoch is not None:
             on_epoch(epoch, dict(rec))
-        if mitigation == "early-stop" and fired:
+        if collapsed or stopped:
             stopped = True
-            break
-        last_ok = arch
-        if stopped:
             break
     if not history:
         raise NasforgeError("the search ran no step (deadline already passed?)")
@@ -468,3 +546,46 @@ def darts_search(
         collapse_epoch=detector.fired_at,
         search_time_s=time.perf_counter() - t0,
     )
+
+
+def _load_search(path: Path, model: DartsSupernet, opt_w: torch.optim.Optimizer,
+                 opt_a: torch.optim.Optimizer, gen: torch.Generator,
+                 recipe: dict[str, Any]) -> dict[str, Any]:
+    """Load a search checkpoint into the model, both optimizers and the Gumbel generator
+    (and the global torch RNG); its plain values, every one checked (the file is
+    untrusted)."""
+    tensors, st = load_checkpoint(path)
+    got = st.get("recipe")
+    if got != json.loads(json.dumps(recipe)):
+        diff = ([f"{k}: checkpoint {got.get(k)!r} != now {v!r}" for k, v in recipe.items()
+                 if got.get(k) != v] if isinstance(got, dict) else ["no recipe"])
+        raise RunDirError(f"the supernet checkpoint {path} is of another search "
+                          f"({'; '.join(diff)[:300]}); delete it or choose another --out")
+    try:
+        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        model.load_state_dict(weights, strict=True)
+        load_optimizer(opt_w, tensors, st["opt_w"], "opt_w")
+        load_optimizer(opt_a, tensors, st["opt_a"], "opt_a")
+        torch_rng, gumbel_rng = tensors["torch_rng"], tensors["gumbel_rng"]
+        history = [dict(r) for r in st["history"]]
+        out = {
+            "epoch": int(st["epoch"]), "step": int(st["step"]), "stopped": bool(st["stopped"]),
+            "numpy_rng": dict(st["numpy_rng"]), "detector": dict(st["detector"]),
+            "history": history, "last_ok": st["last_ok"],
+            "search_time_s": float(st["search_time_s"]),
+        }
+        if not 1 <= out["epoch"] <= recipe["epochs"] or len(history) != out["epoch"]:
+            raise ValueError(f"epoch {out['epoch']} with {len(history)} records")
+        if [int(r["epoch"]) for r in history] != list(range(1, out["epoch"] + 1)):
+            raise ValueError("the history's epochs are not 1..epoch")
+        if out["last_ok"] is not None and not isinstance(out["last_ok"], str):
+            raise ValueError("last_ok is not an architecture string")
+        CollapseDetector().load_state_dict(out["detector"])  # a valid state?
+        np.random.default_rng().bit_generator.state = out["numpy_rng"]
+        torch.set_rng_state(torch_rng)
+        gen.set_state(gumbel_rng)
+    except RunDirError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever is wrong, the file is
+        raise damaged(path, f"{type(e).__name__}: {str(e)[:120]}") from None
+    return out
