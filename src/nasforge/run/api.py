@@ -363,8 +363,10 @@ def resume(
     try:
         config = store.config
         st = config.get("strategy")
-        spos = isinstance(st, dict) and str(st.get("name", "")).startswith("spos-")
-        if config.get("kind") == "oneshot" and spos:
+        name = str(st.get("name", "")) if isinstance(st, dict) else ""
+        # SPOS, DARTS and GDAS checkpoint their supernet and resume through their own
+        # command (it rebuilds the supernet); OFA does not yet
+        if config.get("kind") == "oneshot" and not name.startswith("ofa-"):
             raise RunDirError(
                 f"{run_dir} is a one-shot run: it cannot be resumed with `nasforge resume`; "
                 f"continue it with `nasforge oneshot --out {run_dir} --resume` and the options "
