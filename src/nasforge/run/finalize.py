@@ -3,6 +3,9 @@
 Candidates are the feasible trials at the run's highest fidelity; a retrained model that
 breaks a hard constraint when measured again is never exported (the next one is tried).
 Multi-objective or constrained runs also get their Pareto report.
+
+:func:`finish_model` (train if asked, test once, cost metrics, staged export) is the last
+step of every path: this module's retraining, SPOS/DARTS/GDAS and OFA all call it.
 """
 
 from __future__ import annotations
