@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -322,13 +324,33 @@ def test_run_ofa_stores_trials_and_exports_a_loadable_model(tmp_path):
     for k in ("test_accuracy", "inherited_test_accuracy", "inherited_val_accuracy"):
         assert 0.0 <= res.final[k] <= 1.0
     assert res.final["finetune_epochs"] == 1
+    # the shared final step's names, next to OFA's inherited vs fine-tuned ones
+    for k in ("test_loss", "test_accuracy_no_tta", "inherited_test_loss", "val_accuracy",
+              "val_loss", "latency_ms", "flops", "finetune_time_s", "train_time_s"):
+        assert k in res.final and k in meta["final"]["metrics"], k
+    summary = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
+    assert summary["metrics"]["finetune_time_s"] == res.final["finetune_time_s"]
+    assert summary["latency"]["batch_1_ms"]["torch"] == res.final["latency_ms"]
     # specialize the saved supernet again for another budget, without training
     res2 = run_ofa(data, max_params=p_small, out=tmp_path / "run2",
                    supernet=tmp_path / "run" / "supernet", candidates=3, population_size=2,
                    calib_batches=2, onnx=False)  # fmt: skip
     assert res2.supernet_history is None and res2.arch == sp.smallest().text
+    # no fine-tuning: the inherited weights are tested once, under both names
+    assert res2.final["inherited_test_accuracy"] == res2.final["test_accuracy"]
+    assert res2.final["val_accuracy"] == res2.final["inherited_val_accuracy"]
+    assert res2.final["finetune_epochs"] == 0 and "finetune_time_s" not in res2.final
     with pytest.raises(NasforgeError, match="constraint"):
         run_ofa(data, out=tmp_path / "run3", space=sp)
+
+
+def test_run_ofa_refuses_a_regression_dataset_up_front(tmp_path):
+    x = np.random.default_rng(0).random((40, 1, 8, 8)).astype(np.float32)
+    data = from_arrays(x, x.mean((1, 2, 3)), seed=0)
+    with pytest.raises(NasforgeError, match="classification-only") as e:
+        run_ofa(data, max_params=10**6, out=tmp_path / "run", space=_space())
+    assert "\n" not in str(e.value) and "regression" in str(e.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_ofa_command(tmp_path):

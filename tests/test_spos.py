@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -189,6 +191,14 @@ def test_run_oneshot_spos_stores_trials_and_exports_a_loadable_model(tmp_path):
     pred = loaded.predict(raw)
     assert len(pred) == 4
     assert 0.0 <= res.final["test_accuracy"] <= 1.0
+    # the shared final step: the same test and cost names as a search's, plus SPOS's own
+    for k in ("test_accuracy", "test_accuracy_no_tta", "test_loss", "val_accuracy", "val_loss",
+              "params", "flops", "peak_memory_mb", "latency_ms", "epochs", "train_time_s"):
+        assert k in res.final and k in meta["final"]["metrics"], k
+    summary = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
+    assert summary["metrics"]["test_accuracy"] == res.final["test_accuracy"]
+    assert summary["latency"]["batch_1_ms"]["torch"] == res.final["latency_ms"]
+    assert not (tmp_path / "run" / ".best-staging").exists()
     # `nasforge resume` does not continue a one-shot run: it points to `oneshot --resume`
     from nasforge.errors import RunDirError
 
@@ -196,6 +206,17 @@ def test_run_oneshot_spos_stores_trials_and_exports_a_loadable_model(tmp_path):
         nasforge.resume(tmp_path / "run")
     with RunStore.open(tmp_path / "run") as store:
         assert len(store.trials()) == 4
+
+
+@pytest.mark.parametrize("method", ["spos", "darts", "gdas"])
+def test_run_oneshot_refuses_a_regression_dataset_up_front(tmp_path, method):
+    x = np.random.default_rng(0).random((40, 1, 8, 8)).astype(np.float32)
+    data = from_arrays(x, x.mean((1, 2, 3)), seed=0)
+    assert data.task == "regression"
+    with pytest.raises(NasforgeError, match="classification-only") as e:
+        run_oneshot(method, data, out=tmp_path / "run", C=2, epochs=1)
+    assert "\n" not in str(e.value) and "regression" in str(e.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_oneshot_command(tmp_path):

@@ -92,16 +92,28 @@ def _load_data(
     val_fraction: float,
     seed: int,
 ) -> tuple[Dataset, dict[str, Any]]:
-    """The data set of a one-shot run (SPOS/DARTS/GDAS, OFA) and its run-config entry."""
+    """The data set of a one-shot run (SPOS/DARTS/GDAS, OFA) and its run-config entry.
+
+    Weight-sharing search is classification-only (its supernets take ``num_classes``):
+    any other task is refused here, before a run directory is made or anything trained.
+    """
     from nasforge.data import Dataset, load_dataset
 
     if isinstance(dataset, Dataset):
-        return dataset, {"name": dataset.name, "in_memory": True, "data_dir": None,
-                         "options": {}}  # fmt: skip
-    opts = {"image_size": image_size, "max_train": max_train, "val_fraction": val_fraction}
-    data = load_dataset(str(dataset), data_dir=data_dir, seed=seed, **opts)
-    return data, {"name": str(dataset), "resolved": data.name, "in_memory": False,
-                  "data_dir": data_dir, "options": opts}  # fmt: skip
+        data = dataset
+        entry = {"name": dataset.name, "in_memory": True, "data_dir": None, "options": {}}
+    else:
+        opts = {"image_size": image_size, "max_train": max_train, "val_fraction": val_fraction}
+        data = load_dataset(str(dataset), data_dir=data_dir, seed=seed, **opts)
+        entry = {"name": str(dataset), "resolved": data.name, "in_memory": False,
+                 "data_dir": data_dir, "options": opts}  # fmt: skip
+    if data.task != "classification":
+        raise NasforgeError(
+            f"weight-sharing search (SPOS, DARTS, GDAS, OFA) is classification-only (its "
+            f"supernets take num_classes), but {data.name!r} is a {data.task} data set; "
+            "search it with nasforge.search instead"
+        )
+    return data, entry
 
 
 _IDENTITY = ("kind", "dataset", "space", "strategy", "estimator", "seed", "oneshot")
@@ -512,12 +524,11 @@ def _final_model(
     say: Callable[[str], Any],
     inherited: tuple[Supernet, InheritedWeightsEstimator] | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Train the winner (from scratch, or from its inherited weights), test once, export."""
+    """Train the winner (from scratch, or from its inherited weights), test once, export
+    (:func:`~nasforge.run.finalize.finish_model`, the last step of every path)."""
     import torch
 
-    from nasforge import metrics as M
-    from nasforge.estimators.training import evaluate_model, train_model
-    from nasforge.export import save_best
+    from nasforge.run.finalize import finish_model
 
     if s["final_init"] == "inherited" and inherited is not None:
         supernet, est = inherited
@@ -527,34 +538,22 @@ def _final_model(
         torch.manual_seed(seed)
         model = space.build(arch, data.input_shape, data.num_classes)
     say(f"final training of {arch.text} ({s['final_init']}) for {s['final_epochs']} epochs")
-    t0 = time.perf_counter()
-    hist = train_model(model, data, epochs=s["final_epochs"], batch_size=s["batch_size"],
-                       seed=seed, device=s["device"])  # fmt: skip
-    train_time = time.perf_counter() - t0
-    test_acc, test_loss = evaluate_model(model, data.x_test, data.y_test, device=s["device"])
-    model.to("cpu").eval()
-    final: dict[str, Any] = {
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "val_accuracy": hist["val_accuracy"],
-        "val_loss": hist["val_loss"],
-        "params": M.count_params(model),
-        "flops": M.count_flops(model, data.input_shape),
-        "epochs": hist["epochs"],
-        "train_time_s": train_time,
-    }
     extra = {
         "method": s["method"],
         "final_init": s["final_init"],
         "search_time_s": res.search_time_s,
         "run_dir": str(store.run_dir),
     }
-    model_dir = Path(
-        save_best(store.run_dir / "best", model, arch, space, data, final, extra, onnx=s["onnx"])
-    )
+    final, model_dir = finish_model(
+        model, arch, space, data, store.run_dir / "best",
+        train={"epochs": s["final_epochs"], "batch_size": s["batch_size"], "seed": seed,
+               "device": s["device"]},
+        extra=extra, onnx=s["onnx"], device=s["device"], say=say,
+    )  # fmt: skip
+    assert model_dir is not None  # no accept hook: always exported
     store.set_meta(final={"arch": arch.text, "trial_id": None, "metrics": final,
                           "model_dir": str(model_dir)})  # fmt: skip
-    say(f"final: test accuracy {test_acc:.4f}; model in {model_dir}")
+    say(f"final: test accuracy {final['test_accuracy']:.4f}; model in {model_dir}")
     return final, model_dir
 
 

@@ -3,6 +3,9 @@
 Candidates are the feasible trials at the run's highest fidelity; a retrained model that
 breaks a hard constraint when measured again is never exported (the next one is tried).
 Multi-objective or constrained runs also get their Pareto report.
+
+:func:`finish_model` (train if asked, test once, cost metrics, staged export) is the last
+step of every path: this module's retraining, SPOS/DARTS/GDAS and OFA all call it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +34,12 @@ STAGING_DIR = ".best-staging"
 
 
 def _cost_metrics(model: Any, input_shape: Any, *, onnx: bool, repeats: int = 50,
-                  onnx_path: Path | None = None) -> dict[str, float]:
-    """Cost metrics measured on ``model`` itself, as the train estimator names them."""
+                  onnx_path: Path | None = None, threads: int | None = None
+                  ) -> dict[str, float]:
+    """Cost metrics measured on ``model`` itself, as the train estimator names them.
+
+    ``threads``: torch's (and ONNX Runtime's) intra-op threads for the latencies (None:
+    the current setting), so a budget measured at a thread count is re-measured at it."""
     from nasforge import metrics as M
     from nasforge.estimators.training import latency_metrics
 
@@ -42,8 +49,9 @@ def _cost_metrics(model: Any, input_shape: Any, *, onnx: bool, repeats: int = 50
         "flops": M.count_flops(model, input_shape),
         "peak_memory_mb": M.peak_memory_mb(model, input_shape),
     }
-    out.update(latency_metrics(model, input_shape, onnx=onnx, repeats=repeats,
-                               onnx_path=onnx_path))
+    with M._threads(threads):
+        out.update(latency_metrics(model, input_shape, onnx=onnx, repeats=repeats,
+                                   onnx_path=onnx_path))
     return out
 
 
@@ -118,6 +126,118 @@ def _test_metrics(served: Any, data: Dataset, device: str) -> dict[str, float]:
     return {f"test_{k}": v for k, v in m.items()}
 
 
+def served_tta(augment: Any, data: Dataset) -> str | None:
+    """The test-time augmentation a model is served with: a classifier trained on mirrored
+    images gets the average over the image and its mirror (``"flip"``), others none."""
+    return ("flip" if str(augment or "none").startswith("flip")
+            and data.task == "classification" else None)
+
+
+def finish_model(
+    model: Any,
+    arch: Any,
+    space: Any,
+    data: Dataset,
+    out_dir: str | os.PathLike[str],
+    *,
+    train: Mapping[str, Any] | None = None,
+    tta: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    alias: str | None = None,
+    summary: Mapping[str, Any] | None = None,
+    review: Callable[[dict[str, Any]], bool] | None = None,
+    onnx: bool = True,
+    device: str = "cpu",
+    threads: int | None = None,
+    repeats: int = 50,
+    say: Callable[[str], Any] | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """Train ``model`` (if asked), test it once, measure its costs, export it to ``out_dir``.
+
+    The last step of every path (a search's retrained winner, a SPOS/DARTS/GDAS winner, an
+    OFA sub-network), written once so that every path reports the same test metrics for
+    the data's task (:func:`_test_metrics`), the same cost metrics (:func:`_cost_metrics`,
+    with ONNX Runtime latencies when ``onnx``) and the same model directory, whose
+    ``summary.json`` carries the latency block.
+
+    ``train``: :func:`~nasforge.estimators.training.train_model`'s keyword arguments
+    (None: keep the weights, e.g. OFA's inherited ones); adds ``epochs``,
+    ``train_time_s`` and, when the validation split was left out of training, its last
+    ``val_<metric>`` figures. ``metrics``: figures the caller already has and judged by;
+    they win a clash (OFA's ``latency_ms`` is the one its budget was checked on).
+    ``alias``: a prefix the test metrics are also stored under (``"inherited_"``).
+    ``threads``/``repeats``: how the latencies are measured. ``summary``: more top-level
+    ``summary.json`` keys.
+
+    The model is saved to a staging folder beside ``out_dir`` and moved into place
+    whole, replacing an older one, only when ``review(final metrics)`` (if given) says
+    so -- it may also add figures derived from them before they are written; a refused
+    model is deleted and ``(final metrics, None)`` returned, so a constrained search can
+    try its next candidate.
+    """
+    import shutil
+
+    from nasforge.estimators.training import runtime_names, train_model
+    from nasforge.export import SUMMARY_FILE, _write_json, save_best, with_tta
+
+    say = say or (lambda _msg: None)
+    target = Path(out_dir)
+    given = dict(metrics or {})
+    trained: dict[str, Any] = {}
+    if train is not None:
+        t0 = time.perf_counter()
+        hist = train_model(model, data, **train)
+        trained = {"epochs": hist["epochs"], "train_time_s": time.perf_counter() - t0}
+        if not train.get("include_val"):  # figures on data the training did not see
+            trained.update({f"val_{k}": hist[f"val_{k}"]
+                            for k in data.make_task().metric_names if f"val_{k}" in hist})
+        say(f"final training done: {hist['epochs']:.3g} epochs in "
+            f"{trained['train_time_s']:.0f} s; testing and exporting")
+    t_post = time.perf_counter()
+    served = with_tta(model, tta)
+    tested = _test_metrics(served, data, device)
+    served.to("cpu").eval()
+    final: dict[str, Any] = dict(tested)
+    if alias:
+        final.update({f"{alias}{k}": v for k, v in tested.items()})
+    final.update(_cost_metrics(served, data.input_shape, onnx=False, repeats=repeats,
+                               threads=threads))
+    final.update(trained)
+    final.update(given)
+    staging = target.with_name(STAGING_DIR)
+    shutil.rmtree(staging, ignore_errors=True)
+    save_best(staging, model, arch, space, data, final, extra, onnx=onnx, tta=tta)
+    shipped = staging / "model.onnx"
+    if onnx:  # ONNX Runtime's latencies, on the file that is shipped when there is one
+        final.update(_cost_metrics(served, data.input_shape, onnx=True, repeats=repeats,
+                                   onnx_path=shipped if shipped.is_file() else None,
+                                   threads=threads))
+        final.update(given)
+    if review is not None and not review(final):
+        shutil.rmtree(staging, ignore_errors=True)
+        return final, None
+    doc = json.loads((staging / SUMMARY_FILE).read_text())
+    doc["metrics"].update(final)
+    doc["latency"] = {
+        "threads": final.get("latency_threads"),
+        "runtimes": runtime_names(),
+        "batch_1_ms": {"torch": final.get("latency_ms"),
+                       "onnx": final.get("onnx_latency_ms")},
+        "batch_32_ms": {"torch": final.get("latency_ms_b32"),
+                        "onnx": final.get("onnx_latency_ms_b32")},
+        "onnx_file": ("model.onnx" if shipped.is_file()
+                      else "temporary export" if onnx else None),
+    }
+    doc.update(summary or {})
+    _write_json(staging / SUMMARY_FILE, doc)
+    _install(staging, target)
+    primary = f"test_{data.make_task().primary}"
+    say(f"{primary.replace('_', ' ')} {tested[primary]:.4f}; tested and exported to "
+        f"{target} in {time.perf_counter() - t_post:.0f} s")
+    return final, target
+
+
 def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[TrialRecord],
                  final_epochs: int | None, display: _Display,
                  final_seconds: float | None = None
@@ -136,8 +256,6 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
 
     import torch
 
-    from nasforge.estimators.training import runtime_names, train_model
-    from nasforge.export import SUMMARY_FILE, _write_json, save_best, with_tta
     from nasforge.reporting import run_constraints
 
     space, est = setup.space, setup.estimator
@@ -152,7 +270,6 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
     device = kw.get("device", "cpu")
     constraints = run_constraints(setup.config)
     onnx_bound = any("onnx" in c.metric or c.metric.endswith("_b32") for c in constraints)
-    staging = store.run_dir / STAGING_DIR
     rejected: list[str] = []
     retrains = 0
     for rec in cands[:MAX_FINAL_CANDIDATES]:
@@ -179,57 +296,23 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         display.log(f"final training of trial {rec.id} ({arch.text}) {what} on all {n_all} "
                     "training and validation examples")
         store.set_meta(status="final_training")
-        t0 = time.perf_counter()
-        hist = train_model(model, data, epochs=epochs if secs is None else 10**6,
-                           data_fraction=1.0, resolution=None, seed=seed, seconds=secs,
-                           include_val=True, **kw)
-        display.log(f"final training done: {hist['epochs']:.3g} epochs in "
-                    f"{time.perf_counter() - t0:.0f} s; testing and exporting")
-        train_time = time.perf_counter() - t0
-        t_post = time.perf_counter()
-        # trained on mirrored images: serve the average over the image and its mirror
-        tta = ("flip" if str(kw.get("augment", "none")).startswith("flip")
-               and data.task == "classification" else None)
-        served = with_tta(model, tta)
-        tested = _test_metrics(served, data, device)
-        served.to("cpu").eval()
-        primary = f"test_{data.make_task().primary}"
-        final: dict[str, Any] = {
-            **tested,
-            **_cost_metrics(served, data.input_shape, onnx=False),
-            "epochs": hist["epochs"],
-            "train_time_s": train_time,
-        }
-        shutil.rmtree(staging, ignore_errors=True)
-        save_best(staging, model, arch, space, data, final,
-                  extra={"trial_id": rec.id, "search_metrics": rec.metrics,
-                         "run_dir": str(store.run_dir)}, tta=tta)
-        shipped = staging / "model.onnx"
-        final.update(_cost_metrics(served, data.input_shape, onnx=True,
-                                   onnx_path=shipped if shipped.is_file() else None))
-        bad = _broken({**rec.metrics, **final}, constraints)
-        if bad:
-            shutil.rmtree(staging, ignore_errors=True)
+        search_metrics = dict(rec.metrics)
+        final, model_dir = finish_model(
+            model, arch, space, data, store.run_dir / "best",
+            train={**kw, "epochs": epochs if secs is None else 10**6, "data_fraction": 1.0,
+                   "resolution": None, "seed": seed, "seconds": secs, "include_val": True},
+            tta=served_tta(kw.get("augment"), data),
+            extra={"trial_id": rec.id, "search_metrics": rec.metrics,
+                   "run_dir": str(store.run_dir)},
+            summary={"constraints": [str(c) for c in constraints]},
+            review=lambda m, got=search_metrics: not _broken({**got, **m}, constraints),
+            onnx=True, device=device, say=display.log,
+        )  # fmt: skip
+        if model_dir is None:
+            bad = _broken({**search_metrics, **final}, constraints)
             rejected.append(f"trial {rec.id}: {'; '.join(bad)} (re-measured after retraining)")
             display.print(f"[yellow]not exporting trial {rec.id}[/]: {rejected[-1]}")
             continue
-        summary = json.loads((staging / SUMMARY_FILE).read_text())
-        summary["metrics"].update(final)
-        summary["latency"] = {
-            "threads": final.get("latency_threads"),
-            "runtimes": runtime_names(),
-            "batch_1_ms": {"torch": final.get("latency_ms"),
-                           "onnx": final.get("onnx_latency_ms")},
-            "batch_32_ms": {"torch": final.get("latency_ms_b32"),
-                            "onnx": final.get("onnx_latency_ms_b32")},
-            "onnx_file": "model.onnx" if shipped.is_file() else "temporary export",
-        }
-        summary["constraints"] = [str(c) for c in constraints]
-        _write_json(staging / SUMMARY_FILE, summary)
-        model_dir = store.run_dir / "best"
-        _install(staging, model_dir)
-        display.log(f"{primary.replace('_', ' ')} {tested[primary]:.4f}; tested and exported in "
-                    f"{time.perf_counter() - t_post:.0f} s")
         store.set_meta(final={
             "arch": arch.text, "trial_id": rec.id, "metrics": final, "feasible": True,
             "model_dir": str(model_dir.resolve()), "first_choice": cands[0].arch,

@@ -93,11 +93,9 @@ def run_ofa(
     split, optionally fine-tuned for ``finetune_epochs`` at ``finetune_lr`` (and tested
     again), and exported to ``out/best``.
     """
-    from nasforge import metrics as M
-    from nasforge.estimators.training import evaluate_model, train_model
     from nasforge.experiment import default_run_dir
-    from nasforge.export import save_best
     from nasforge.oneshot import _load_data, _run_store
+    from nasforge.run.finalize import _test_metrics, finish_model
 
     say = log or (lambda _msg: None)
     constraint = Constraint(max_params=max_params, max_latency_ms=max_latency_ms)
@@ -185,34 +183,41 @@ def run_ofa(
             f"{search.best_metrics['val_accuracy']:.3f})")  # fmt: skip
 
         # the chosen sub-network: inherited weights, tested once; optionally fine-tuned
+        # (and tested again); exported by the step every path ends with
         store.set_meta(status="final_training")
-        model = evaluator.extract(search.best).to("cpu")
-        test_inh, _ = evaluate_model(model, data.x_test, data.y_test)
-        final: dict[str, Any] = {
-            "val_accuracy": search.best_metrics["val_accuracy"],
-            "inherited_val_accuracy": search.best_metrics["val_accuracy"],
-            "inherited_test_accuracy": test_inh,
-            "test_accuracy": test_inh,
-            "params": M.count_params(model),
-            "flops": M.count_flops(model, data.input_shape),
-            "latency_ms": search.best_metrics.get("latency_ms"),
-            "finetune_epochs": 0,
+        model = evaluator.extract(search.best).to("cpu").eval()
+        best = search.best_metrics
+        known: dict[str, Any] = {
+            "inherited_val_accuracy": best["val_accuracy"],
+            "finetune_epochs": finetune_epochs,
         }
+        if best.get("latency_ms") is not None:  # what the budget was checked on
+            known["latency_ms"] = best["latency_ms"]
+        train: dict[str, Any] | None = None
         if finetune_epochs > 0:
+            inh = _test_metrics(model, data, device)
+            known.update({f"inherited_{k}": v for k, v in inh.items()})
+            train = {"epochs": finetune_epochs, "batch_size": batch_size, "lr": finetune_lr,
+                     "seed": seed, "device": device}
             say(f"fine-tuning {search.best.text} for {finetune_epochs} epoch(s)")
-            t0 = time.perf_counter()
-            hist_ft = train_model(model, data, epochs=finetune_epochs, batch_size=batch_size,
-                                  lr=finetune_lr, seed=seed, device=device)  # fmt: skip
-            model.to("cpu").eval()
-            test_ft, test_loss = evaluate_model(model, data.x_test, data.y_test)
-            final.update(val_accuracy=hist_ft["val_accuracy"], test_accuracy=test_ft,
-                         test_loss=test_loss, finetune_epochs=finetune_epochs,
-                         finetune_time_s=time.perf_counter() - t0)  # fmt: skip
+        else:
+            known["val_accuracy"] = best["val_accuracy"]
+
+        def review(m: dict[str, Any]) -> bool:
+            if train is not None:
+                m["finetune_time_s"] = m["train_time_s"]
+            return True
+
         extra = {"method": "ofa", "constraint": constraint.to_json(),
                  "search_time_s": res.search_time_s, "run_dir": str(store.run_dir),
                  "supernet": str(res.supernet_dir) if res.supernet_dir else None}  # fmt: skip
-        model_dir = Path(save_best(store.run_dir / "best", model.eval(), search.best, space, data,
-                                   final, extra, onnx=onnx))  # fmt: skip
+        final, model_dir = finish_model(
+            model, search.best, space, data, store.run_dir / "best", train=train,
+            metrics=known, alias=None if train else "inherited_", review=review, extra=extra,
+            onnx=onnx, device=device, threads=latency_threads, repeats=latency_repeats,
+            say=say,
+        )  # fmt: skip
+        assert model_dir is not None  # the review accepts every model
         res.final, res.model_dir = final, model_dir
         best_tid = next((t.id for t in store.trials() if t.arch == search.best.text), None)
         store.set_meta(final={"arch": search.best.text, "trial_id": best_tid, "metrics": final,
