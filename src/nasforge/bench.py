@@ -216,16 +216,11 @@ def run_one(
         strategy_s = time.perf_counter() - t_start - tr.lookup_s
     else:
         from nasforge import strategies
-        from nasforge.execution import InProcessExecutor
-        from nasforge.run.loop import Run
-        from nasforge.run.setup import _Setup
-        from nasforge.run.stores import MemoryStore
+        from nasforge.run.loop import run_in_memory
 
         st = strategies.get(spec.name, space=sp, seed=seed, **spec.options)
-        setup = _Setup({}, sp, st, _TrackedTable(tr, est), None)
-        run = Run(MemoryStore(), setup, None, {"trials": MAX_ASKS_PER_QUERY * queries},
-                  InProcessExecutor(), callbacks=[tr])
-        run.run()
+        run = run_in_memory(st, sp, _TrackedTable(tr, est), trials=MAX_ASKS_PER_QUERY * queries,
+                            callbacks=[tr])
         asks = run.n_done
         strategy_s = run.strategy_s  # ask + tell only: not the loop's own bookkeeping
     pad = queries - len(tr.traj)  # a stalled strategy stays put

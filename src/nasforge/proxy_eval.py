@@ -31,6 +31,7 @@ import pandas as pd
 import typer
 
 from nasforge.errors import NasforgeError
+from nasforge.estimators.base import Estimator, Result
 from nasforge.estimators.proxies import (
     DEFAULT_VOTE,
     PROXY_NAMES,
@@ -41,6 +42,7 @@ from nasforge.estimators.proxies import (
     rank_vote,
     transform,
 )
+from nasforge.run.loop import Callback
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
@@ -621,16 +623,48 @@ def score_space(
 def queries_to_target(
     strategy: Any, lookup: Mapping[str, float], target: set[str], max_queries: int
 ) -> int | None:
-    """Table queries until ``strategy`` first asks an arch in ``target`` (None: not in budget)."""
-    from nasforge.estimators.base import Result
+    """Table queries until ``strategy`` first asks an arch in ``target`` (None: not in budget).
 
-    for q in range(1, max_queries + 1):
-        s = strategy.ask()
-        text = s.arch.text
-        strategy.tell(s, Result(metrics={"val_accuracy": lookup[text] / 100.0}))
-        if text in target:
-            return q
-    return None
+    Every ask is a query (no cache), run in the package's search loop in memory.
+    """
+    from nasforge.run.loop import run_in_memory
+
+    hit = _TargetHit(target)
+    run_in_memory(strategy, strategy.space, _PercentTable(lookup), trials=max_queries,
+                  callbacks=[hit])
+    return hit.hit
+
+
+class _PercentTable(Estimator):
+    """Validation accuracy from a table in percent, told as a fraction."""
+
+    name = "percent-table"
+    needs_data = False
+
+    def __init__(self, lookup: Mapping[str, float]) -> None:
+        self.lookup = lookup
+
+    def evaluate(self, arch: Any, space: Any, data: Any = None,
+                 fidelity: Mapping[str, Any] | None = None) -> Result:
+        return Result(metrics={"val_accuracy": self.lookup[arch.text] / 100.0})
+
+    def _evaluate(self, arch: Any, space: Any, data: Any, fidelity: dict[str, Any]) -> Result:
+        raise NotImplementedError  # evaluate() is the whole estimator
+
+
+class _TargetHit(Callback):
+    """Ends the run at the first queried arch in ``target``; ``hit`` is its query number."""
+
+    def __init__(self, target: set[str]) -> None:
+        self.target, self.n = target, 0
+        self.hit: int | None = None
+
+    def on_trial_end(self, trial_id: int, suggestion: Any, result: Any) -> bool | None:
+        self.n += 1
+        if suggestion.arch.text in self.target:
+            self.hit = self.n
+            return False
+        return None
 
 
 def proxy_assisted_search(

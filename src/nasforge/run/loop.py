@@ -27,6 +27,9 @@ from nasforge.strategies.base import Suggestion
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
+    from nasforge.estimators.base import Estimator
+    from nasforge.spaces.base import SearchSpace
+    from nasforge.strategies.base import Strategy
 
 
 class Callback:
@@ -236,6 +239,23 @@ class Run:
         for fut in self.in_flight:
             fut.cancel()
         self.in_flight.clear()
+
+
+def run_in_memory(strategy: Strategy, space: SearchSpace, estimator: Estimator, *,
+                  trials: int | None, callbacks: Iterable[Callback] = ()) -> Run:
+    """Run ``strategy`` to ``trials`` trials (or a callback's stop) in this process, every
+    step in a :class:`~nasforge.run.stores.MemoryStore`; returns the finished :class:`Run`.
+
+    What benchmarks and one-shot searches use: the same loop as ``nasforge.search``,
+    without files, data or display.
+    """
+    from nasforge.execution.local import InProcessExecutor
+    from nasforge.run.stores import MemoryStore
+
+    run = Run(MemoryStore(), _Setup({}, space, strategy, estimator, None), None,
+              {"trials": trials}, InProcessExecutor(), callbacks=callbacks)
+    run.run()
+    return run
 
 
 #: the old name of :class:`Run`, kept so that code importing it keeps working
