@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from nasforge._util import finite_or_none
-from nasforge.store import TrialRecord, _dumps
+from nasforge.records import TrialRecord, _dumps
 
 if TYPE_CHECKING:
     from nasforge.estimators.base import Result
