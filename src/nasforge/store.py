@@ -15,20 +15,24 @@ holding the writer's pid and hostname keeps two searches from writing the same r
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasforge._util import finite_or_none
 from nasforge.errors import RunDirError
+from nasforge.records import (  # noqa: F401 - moved there, re-exported here
+    TrialRecord,
+    _dumps,
+    _json_default,
+    trials_dataframe,
+)
+from nasforge.store_lock import _Lock, _pid_alive  # noqa: F401 - moved there
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,168 +91,6 @@ CREATE TABLE strategy_state (
     updated_at REAL NOT NULL
 );
 """
-
-
-@dataclass
-class TrialRecord:
-    """One stored trial. ``status`` is ``running`` (started, not finished), ``ok`` or ``failed``."""
-
-    id: int
-    arch: str
-    fidelity: dict[str, Any] | None
-    status: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    report: dict[str, float] = field(default_factory=dict)
-    cost: float | None = None
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    attempt: int = 1
-    arch_json: dict[str, Any] | None = None
-    #: position in the order results were told to the strategy (None: not told, or a
-    #: format-1 run, whose trials were told in ``finished_at`` order)
-    told: int | None = None
-    #: the strategy's note on the ask (``Suggestion.note``), for its rebuild on resume
-    note: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("ok", "failed")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _dumps(obj: Any) -> str:
-    # allow_nan: a NaN metric of a failed trial is kept as written, not an error
-    return json.dumps(obj, sort_keys=True, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy scalars/arrays and Paths sneak into metrics and configs; store them plainly."""
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return obj.item()
-        except (ValueError, TypeError):
-            pass
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError as e:
-        return e.errno != errno.ESRCH
-    return True
-
-
-class _Lock:
-    """A lock file ``{pid, host}`` made with O_EXCL; a stale one (dead local pid) is taken over.
-
-    A plain file (not ``flock``) so that it also names the holder in the error message
-    and works the same on network file systems shared by several hosts.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.held = False
-
-    def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(20):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                fd = None
-            except OSError as e:  # read-only media, no permission, a path under a file
-                ro = e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
-                raise RunDirError(
-                    f"cannot write to {self.path.parent}: {e.strerror or e}"
-                    + ("; the directory is read-only (show, load and predict still work; "
-                       "copy the run somewhere writable to continue it)" if ro else "")
-                ) from None
-            if fd is None:
-                holder = self._read()
-                if holder is None:
-                    # created but not yet written by its owner, or a crash in between:
-                    # only an old empty file is stale
-                    try:
-                        age = time.time() - self.path.stat().st_mtime
-                    except FileNotFoundError:
-                        continue
-                    if age < 5.0:
-                        time.sleep(0.05)
-                        continue
-                elif not self._stale(holder):
-                    raise RunDirError(
-                        f"run {self.path.parent} is being written by another process "
-                        f"(pid {holder.get('pid')} on host {holder.get('host')!r}). Wait for it to "
-                        f"finish, or stop it; if that process is gone, delete {self.path}."
-                    ) from None
-                # stale: move it aside; only one of several racing processes wins the rename
-                aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
-                try:
-                    os.replace(self.path, aside)
-                except FileNotFoundError:
-                    continue
-                with contextlib.suppress(OSError):
-                    aside.unlink()
-                continue
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(me, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as e:  # disk full: leave no half-written lock behind
-                with contextlib.suppress(OSError):
-                    self.path.unlink()
-                raise RunDirError(f"cannot write the lock {self.path}: {e.strerror or e}") from None
-            self.held = True
-            return
-        raise RunDirError(f"could not take the lock {self.path}; delete it if no search is running")
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            doc = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) and "pid" in doc else None
-
-    @staticmethod
-    def _stale(holder: Mapping[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False  # cannot tell whether a pid on another host is alive
-        try:
-            pid = int(holder["pid"])
-        except (TypeError, ValueError):
-            return True
-        return not _pid_alive(pid)
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        holder = self._read()
-        if holder is not None and holder.get("pid") == os.getpid() \
-                and holder.get("host") == socket.gethostname():
-            with contextlib.suppress(OSError):
-                self.path.unlink()
 
 
 class RunStore:
@@ -744,22 +586,3 @@ class RunStore:
     def to_dataframe(self) -> pd.DataFrame:
         """One row per trial: id, arch, status, cost, ..., one column per metric, ``report_<k>``."""
         return trials_dataframe(self.trials())
-
-
-def trials_dataframe(trials: list[TrialRecord]) -> pd.DataFrame:
-    """A pandas table of trial records (shared by the store and ``SearchResult``)."""
-    import pandas as pd
-
-    rows = []
-    for t in trials:
-        row: dict[str, Any] = {
-            "id": t.id, "arch": t.arch, "status": t.status, "cost": t.cost, "error": t.error,
-            "started_at": t.started_at, "finished_at": t.finished_at, "attempt": t.attempt,
-            "fidelity": None if t.fidelity is None else json.dumps(t.fidelity, sort_keys=True),
-        }
-        row.update(t.metrics)
-        row.update({f"report_{k}": v for k, v in t.report.items()})
-        rows.append(row)
-    cols = ["id", "arch", "status", "cost", "error", "started_at", "finished_at", "attempt",
-            "fidelity"]
-    return pd.DataFrame(rows, columns=None if rows else cols)

@@ -38,6 +38,7 @@ from nasforge.oneshot.checkpoint import (
 )
 from nasforge.oneshot.inherited import InheritedWeights, device_tensor
 from nasforge.oneshot.supernet import Supernet, path_indices
+from nasforge.run.loop import Callback
 from nasforge.spaces.base import Arch
 
 if TYPE_CHECKING:
@@ -274,6 +275,7 @@ def spos_search(
     that is how :func:`~nasforge.oneshot.run_oneshot` writes trials to the run store.
     ``previous``: the trials a resumed search already has, in order (``strategy`` is then
     an instance restored to match); they count towards ``num_candidates`` and the best.
+    The candidates are asked and told in the package's search loop, in memory.
     """
     from nasforge import strategies
 
@@ -284,25 +286,44 @@ def spos_search(
         strat = strategies.get(strategy, space=space, seed=seed, **dict(strategy_options or {}))
     else:
         strat = strategy
+    from nasforge.run.loop import run_in_memory
+
     t0 = time.perf_counter()
-    trials: list[tuple[Arch, Result]] = []
-    best: Arch | None = None
-    best_score = -math.inf
+    keep = _SposTrials(strat, on_ask, on_tell)
     for arch, res in previous:
-        trials.append((arch, res))
-        s = strat.score(res)
-        if best is None or s > best_score:
-            best, best_score = arch, s
-    for _ in range(num_candidates - len(trials)):
-        sug = strat.ask()
-        token = on_ask(strat, sug) if on_ask is not None else None
-        res = estimator.evaluate(sug.arch, space, None)
-        strat.tell(sug, res.visible())
-        if on_tell is not None:
-            on_tell(strat, sug, res, token)
-        trials.append((sug.arch, res))
-        s = strat.score(res)
-        if best is None or s > best_score:
-            best, best_score = sug.arch, s
-    assert best is not None
-    return SposSearch(best, best_score, trials, time.perf_counter() - t0)
+        keep.add(arch, res)
+    run_in_memory(strat, space, estimator, trials=max(0, num_candidates - len(keep.trials)),
+                  callbacks=[keep])
+    assert keep.best is not None
+    return SposSearch(keep.best, keep.best_score, keep.trials, time.perf_counter() - t0)
+
+
+class _SposTrials(Callback):
+    """SPOS's bookkeeping in the search loop: every (arch, result), the best by the
+    strategy's score, and the caller's ``on_ask`` / ``on_tell`` hooks with their token."""
+
+    def __init__(self, strategy: Strategy,
+                 on_ask: Callable[[Strategy, Suggestion], Any] | None,
+                 on_tell: Callable[[Strategy, Suggestion, Result, Any], None] | None) -> None:
+        self.strategy, self.on_ask, self.on_tell = strategy, on_ask, on_tell
+        self.tokens: dict[int, Any] = {}
+        self.trials: list[tuple[Arch, Result]] = []
+        self.best: Arch | None = None
+        self.best_score = -math.inf
+
+    def add(self, arch: Arch, result: Result) -> None:
+        """One more trial (a resumed one, or one just told): kept, and the best updated."""
+        self.trials.append((arch, result))
+        score = self.strategy.score(result)
+        if self.best is None or score > self.best_score:
+            self.best, self.best_score = arch, score
+
+    def on_trial_start(self, trial_id: int, suggestion: Suggestion) -> None:
+        if self.on_ask is not None:
+            self.tokens[trial_id] = self.on_ask(self.strategy, suggestion)
+
+    def on_trial_end(self, trial_id: int, suggestion: Suggestion, result: Result) -> bool | None:
+        if self.on_tell is not None:
+            self.on_tell(self.strategy, suggestion, result, self.tokens.pop(trial_id, None))
+        self.add(suggestion.arch, result)
+        return None

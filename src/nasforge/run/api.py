@@ -30,7 +30,7 @@ from nasforge.estimators.base import Estimator
 from nasforge.executors import Executor, make_executor, validate_execution
 from nasforge.run.display import _Display, _summary_table
 from nasforge.run.finalize import _candidates, _final, _write_reports
-from nasforge.run.loop import _Loop
+from nasforge.run.loop import Run
 from nasforge.run.plan import _planned, _probed_plan, _winner_reserve
 from nasforge.run.setup import IDENTITY_KEYS, _build, _diff, _goals, _load_data, _rebuild, _Setup
 from nasforge.spaces.base import Arch, SearchSpace
@@ -423,7 +423,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
     unit = "trials" if budget["trials"] is not None else "seconds"
     total = budget["trials"] if unit == "trials" else budget["time_budget"]
     display: _Display | None = None
-    loop: _Loop | None = None
+    loop: Run | None = None
     try:
         state, _ = store.strategy_state()
         if state is not None:
@@ -454,7 +454,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         if plan is not None and not store.trials():
             for line in plan.describe():
                 display.log(line)
-        loop = _Loop(store, setup, data, budget, ex, display)
+        loop = Run(store, setup, data, budget, ex, display)
         if plan is not None:  # the search's share, less what loading already spent
             if not store.trials():  # fixed once: a resumed run continues to the same total
                 plan.search_s = max(0.0, plan.search_s - (time.monotonic() - t_call))

@@ -2,6 +2,11 @@
 
 The strategy's state is saved atomically with each trial, so a crash loses at most the
 trials in flight, and those are evaluated again (same id) on resume.
+
+:class:`Run` is the one loop of the package: ``nasforge.search`` drives it with a
+:class:`~nasforge.store.RunStore`, the table benchmark, the proxy study and SPOS's
+candidate search with a :class:`~nasforge.run.stores.MemoryStore` and a
+:class:`Callback` that keeps their own bookkeeping and says when to stop.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nasforge.errors import NasforgeError
@@ -17,25 +22,59 @@ from nasforge.estimators.base import Result
 from nasforge.executors import ATTEMPTS_ATTR, Executor
 from nasforge.run.display import _Display, _finite
 from nasforge.run.setup import _Setup
-from nasforge.store import RunStore
+from nasforge.run.stores import Store
 from nasforge.strategies.base import Suggestion
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
+    from nasforge.estimators.base import Estimator
+    from nasforge.spaces.base import SearchSpace
+    from nasforge.strategies.base import Strategy
 
 
-class _Loop:
-    """One session of a run: fills worker slots by asking, stores every step atomically."""
+class Callback:
+    """Hooks into a :class:`Run`; override the ones you need, the others do nothing.
 
-    def __init__(self, store: RunStore, setup: _Setup, data: Dataset | None,
-                 budget: Mapping[str, Any], executor: Executor, display: _Display) -> None:
+    Declared on a base class, so the loop calls every hook of every callback instead of
+    probing for them, and a misspelt override is easy to spot against the base.
+    """
+
+    def on_trial_start(self, trial_id: int, suggestion: Suggestion) -> None:
+        """A trial was stored as started (right after ``ask``), before it is evaluated."""
+
+    def on_trial_end(self, trial_id: int, suggestion: Suggestion, result: Result) -> bool | None:
+        """The strategy was told ``result`` and the trial stored; ``False`` ends the run
+        (no new ask; trials in flight still finish)."""
+        return None
+
+    def on_session_end(self) -> None:
+        """The session's loop returned or raised (called once, in any case)."""
+
+
+class Run:
+    """One session of a run: fills worker slots by asking, stores every step atomically.
+
+    ``budget``: ``trials`` (trials started, in all sessions) and ``time_budget`` (seconds),
+    either None for no limit; ``callbacks`` may end the run earlier. ``display``: the
+    progress bar (None: a silent one).
+    """
+
+    def __init__(self, store: Store, setup: _Setup, data: Dataset | None,
+                 budget: Mapping[str, Any], executor: Executor,
+                 display: _Display | None = None,
+                 callbacks: Iterable[Callback] = ()) -> None:
         self.store = store
         self.setup = setup
         self.data = data
         self.trials_budget: int | None = budget.get("trials")
         self.time_budget: float | None = budget.get("time_budget")
         self.executor = executor
-        self.display = display
+        self.display = display if display is not None else _Display(False, None, 0, "trials")
+        self.callbacks = list(callbacks)
+        #: set when a callback's ``on_trial_end`` returned False: no new trial is asked
+        self.stopped = False
+        #: seconds spent inside the strategy's ``ask`` and ``tell`` (a benchmark reports it)
+        self.strategy_s = 0.0
         self.prior = float(store.get_meta("elapsed_s", 0.0) or 0.0)
         self.t0 = time.monotonic()
         self.in_flight: dict[cf.Future, tuple[int, Suggestion]] = {}
@@ -60,6 +99,8 @@ class _Loop:
         return self.prior + (time.monotonic() - self.t0)
 
     def budget_left(self, extra_in_flight: int = 0) -> bool:
+        if self.stopped:
+            return False
         if self.trials_budget is not None and \
                 self.n_done + len(self.in_flight) + extra_in_flight >= self.trials_budget:
             return False
@@ -113,11 +154,21 @@ class _Loop:
                       error="infeasible before training, not trained: " + "; ".join(bad))
 
     def _submit(self, tid: int, sugg: Suggestion) -> None:
+        for cb in self.callbacks:
+            cb.on_trial_start(tid, sugg)
         # only (arch, fidelity) travels per trial: the context was bound once in run()
         fut = self.executor.submit_trial(sugg.arch, sugg.fidelity)
         self.in_flight[fut] = (tid, sugg)
 
     def run(self) -> None:
+        """Ask, evaluate and tell until the budget is spent or a callback stops the run."""
+        try:
+            self._run()
+        finally:
+            for cb in self.callbacks:
+                cb.on_session_end()
+
+    def _run(self) -> None:
         strat, store = self.setup.strategy, self.store
         self.executor.bind(self.setup.estimator, self.setup.space, self.data)
         # trials started before a crash never finished: evaluate them again, same id
@@ -130,7 +181,9 @@ class _Loop:
             self._drain_done(block=False)
         while True:
             while len(self.in_flight) < self.executor.max_workers and self.budget_left():
+                t0 = time.perf_counter()
                 sugg = strat.ask()
+                self.strategy_s += time.perf_counter() - t0
                 if not self._fits(sugg):
                     self.time_budget = self.elapsed()  # the rest goes to the final training
                     break
@@ -140,6 +193,8 @@ class _Loop:
                     strat.n_told, meta={"elapsed_s": self.elapsed()}, note=sugg.note,
                 )
                 if infeasible is not None:  # refused before training: costs no trial time
+                    for cb in self.callbacks:
+                        cb.on_trial_start(tid, sugg)
                     self._finish(tid, sugg, infeasible)
                     continue
                 self._submit(tid, sugg)
@@ -162,7 +217,9 @@ class _Loop:
 
     def _finish(self, tid: int, sugg: Suggestion, result: Result, attempts: int = 1) -> None:
         strat = self.setup.strategy
+        t0 = time.perf_counter()
         strat.tell(sugg, result.visible())
+        self.strategy_s += time.perf_counter() - t0
         self.store.finish_trial(tid, result, strat.state_dict(), strat.n_told,
                                 meta={"elapsed_s": self.elapsed()}, attempts=attempts)
         self.n_done += 1
@@ -173,12 +230,36 @@ class _Loop:
             if self.best is None or (v > self.best if strat.mode == "max" else v < self.best):
                 self.best = v
         self.display.update(self.progress(), self.best_text())
+        for cb in self.callbacks:
+            if cb.on_trial_end(tid, sugg, result) is False:
+                self.stopped = True
 
     def abandon(self) -> None:
         """Forget in-flight work (it stays 'running' in the store and is redone on resume)."""
         for fut in self.in_flight:
             fut.cancel()
         self.in_flight.clear()
+
+
+def run_in_memory(strategy: Strategy, space: SearchSpace, estimator: Estimator, *,
+                  trials: int | None, callbacks: Iterable[Callback] = ()) -> Run:
+    """Run ``strategy`` to ``trials`` trials (or a callback's stop) in this process, every
+    step in a :class:`~nasforge.run.stores.MemoryStore`; returns the finished :class:`Run`.
+
+    What benchmarks and one-shot searches use: the same loop as ``nasforge.search``,
+    without files, data or display.
+    """
+    from nasforge.execution.local import InProcessExecutor
+    from nasforge.run.stores import MemoryStore
+
+    run = Run(MemoryStore(), _Setup({}, space, strategy, estimator, None), None,
+              {"trials": trials}, InProcessExecutor(), callbacks=callbacks)
+    run.run()
+    return run
+
+
+#: the old name of :class:`Run`, kept so that code importing it keeps working
+_Loop = Run
 
 
 def _outcome(fut: cf.Future) -> Result:

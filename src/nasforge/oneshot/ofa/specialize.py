@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,11 +12,13 @@ import numpy as np
 import torch
 
 from nasforge.errors import NasforgeError
-from nasforge.estimators.base import Result
+from nasforge.estimators.base import Estimator, Result
 from nasforge.oneshot.inherited import InheritedWeights
 from nasforge.oneshot.ofa.supernet import OFASupernet, StageConfig
+from nasforge.run.loop import Callback
 from nasforge.spaces.base import Arch
 from nasforge.spaces.mobile import MobileNet, MobileSpace
+from nasforge.strategies.base import Strategy, Suggestion
 
 
 # -------------------------------------------------------------- inherited-weight scores
@@ -250,17 +252,6 @@ def specialize(
         a = shrink(a)
         return None if a in scored else a
 
-    def evaluate(a: Arch) -> None:
-        token = on_start(a, dict(state)) if on_start is not None else None
-        res = evaluator.evaluate(a, space)
-        if res.ok:
-            res.metrics.update(costs(a))
-        trials.append((a, res))
-        scored[a] = float(res.metrics["val_accuracy"]) if res.ok else -math.inf
-        state["rejected"] = rejected
-        if on_finish is not None:
-            on_finish(token, a, res, dict(state))
-
     def mutate(a: Arch) -> Arch:
         d = a.as_dict()
         for c in space.choices():
@@ -271,49 +262,66 @@ def specialize(
     def budget_left() -> bool:
         return len(scored) < num_candidates
 
-    misses = 0  # consecutive failures to find a new feasible arch: the feasible set is used up
-    max_misses = 10
-    population: list[Arch] = []
-    while budget_left() and len(population) < population_size and misses < max_misses:
-        a = fit(lambda: space.sample(rng))
-        if a is None:
-            misses += 1
-            continue
-        misses = 0
-        evaluate(a)
-        population.append(a)
-    if strategy == "random":
-        while budget_left() and misses < max_misses:
+    def proposals() -> Iterator[tuple[Arch, dict[str, Any]]]:
+        """OFA's search as a generator: each feasible new candidate with the state it is
+        evaluated in; the search loop scores it into ``scored`` before the next one."""
+        misses = 0  # consecutive failures to find a new feasible arch: the feasible set is used up
+        max_misses = 10
+        population: list[Arch] = []
+        while budget_left() and len(population) < population_size and misses < max_misses:
             a = fit(lambda: space.sample(rng))
             if a is None:
                 misses += 1
                 continue
             misses = 0
-            evaluate(a)
-    else:
-        n_parents = max(1, int(round(parent_ratio * population_size)))
-        n_mut = int(round(mutation_ratio * population_size))
-        while budget_left() and misses < max_misses:
-            state["generation"] += 1
-            parents = sorted(population, key=lambda p: -scored[p])[:n_parents]
-            children: list[Arch] = []
-            for j in range(population_size - n_parents):
-                if not budget_left() or misses >= max_misses:
-                    break
-                if j < n_mut or len(parents) < 2:
-                    par = parents[int(rng.integers(len(parents)))]
-                    a = fit(lambda par=par: mutate(par))
-                else:
-                    i1, i2 = rng.choice(len(parents), 2, replace=False)
-                    pa, pb = parents[int(i1)], parents[int(i2)]
-                    a = fit(lambda pa=pa, pb=pb: space.crossover(pa, pb, rng))
+            yield a, dict(state)  # evaluated in the loop; scored[a] is set
+            population.append(a)
+        if strategy == "random":
+            while budget_left() and misses < max_misses:
+                a = fit(lambda: space.sample(rng))
                 if a is None:
                     misses += 1
                     continue
                 misses = 0
-                evaluate(a)
-                children.append(a)
-            population = parents + children
+                yield a, dict(state)  # evaluated in the loop; scored[a] is set
+        else:
+            n_parents = max(1, int(round(parent_ratio * population_size)))
+            n_mut = int(round(mutation_ratio * population_size))
+            while budget_left() and misses < max_misses:
+                state["generation"] += 1
+                parents = sorted(population, key=lambda p: -scored[p])[:n_parents]
+                children: list[Arch] = []
+                for j in range(population_size - n_parents):
+                    if not budget_left() or misses >= max_misses:
+                        break
+                    if j < n_mut or len(parents) < 2:
+                        par = parents[int(rng.integers(len(parents)))]
+                        a = fit(lambda par=par: mutate(par))
+                    else:
+                        i1, i2 = rng.choice(len(parents), 2, replace=False)
+                        pa, pb = parents[int(i1)], parents[int(i2)]
+                        a = fit(lambda pa=pa, pb=pb: space.crossover(pa, pb, rng))
+                    if a is None:
+                        misses += 1
+                        continue
+                    misses = 0
+                    yield a, dict(state)  # evaluated in the loop; scored[a] is set
+                    children.append(a)
+                population = parents + children
+
+    def scored_result(a: Arch, res: Result) -> dict[str, Any]:
+        """Record an evaluated candidate; the state ``on_finish`` sees."""
+        trials.append((a, res))
+        scored[a] = float(res.metrics["val_accuracy"]) if res.ok else -math.inf
+        state["rejected"] = rejected
+        return dict(state)
+
+    from nasforge.run.loop import run_in_memory
+
+    keep = _Specializing(proposals(), scored_result, on_start, on_finish)
+    if keep.pending is not None:
+        run_in_memory(_Proposals(space, keep), space, _WithCosts(evaluator, costs), trials=None,
+                      callbacks=[keep])
     ok = [(a, r) for a, r in trials if r.ok]
     if not ok:
         errs = {r.error for _, r in trials}
@@ -322,3 +330,68 @@ def specialize(
     return Specialization(constraint, best, dict(best_res.metrics), trials, rejected,
                           time.perf_counter() - t0)  # fmt: skip
 
+
+class _Specializing(Callback):
+    """Feeds OFA's candidates to the search loop and keeps its bookkeeping: the result
+    scored into the search, the caller's ``on_start`` / ``on_finish`` around each
+    evaluation, and the stop once the search proposes nothing more."""
+
+    def __init__(self, proposals: Iterator[tuple[Arch, dict[str, Any]]],
+                 scored: Callable[[Arch, Result], dict[str, Any]],
+                 on_start: Callable[[Arch, dict[str, Any]], Any] | None,
+                 on_finish: Callable[[Any, Arch, Result, dict[str, Any]], None] | None) -> None:
+        self.proposals, self.scored = proposals, scored
+        self.on_start, self.on_finish = on_start, on_finish
+        self.pending = next(self.proposals, None)
+        self.token: Any = None
+
+    def on_trial_start(self, trial_id: int, suggestion: Suggestion) -> None:
+        assert self.pending is not None
+        _, state = self.pending
+        self.token = self.on_start(suggestion.arch, state) if self.on_start is not None else None
+
+    def on_trial_end(self, trial_id: int, suggestion: Suggestion, result: Result) -> bool | None:
+        state = self.scored(suggestion.arch, result)
+        if self.on_finish is not None:
+            self.on_finish(self.token, suggestion.arch, result, state)
+        self.pending = next(self.proposals, None)  # the search goes on from its last yield
+        return self.pending is not None
+
+
+class _Proposals(Strategy):
+    """The loop's strategy: asks what OFA's search proposed; the search itself learns
+    from the scores, so a tell adds nothing here."""
+
+    name = "ofa-proposals"
+
+    def __init__(self, space: MobileSpace, feed: _Specializing) -> None:
+        super().__init__(space)
+        self.feed = feed
+
+    def ask(self) -> Suggestion:
+        assert self.feed.pending is not None
+        return Suggestion(self.feed.pending[0])
+
+    def _tell(self, suggestion: Suggestion, result: Result) -> None:
+        return None
+
+
+class _WithCosts(Estimator):
+    """The inherited-weight score plus the candidate's measured costs (params, FLOPs,
+    latency), as one trial's result."""
+
+    name = "ofa-with-costs"
+    needs_data = False
+
+    def __init__(self, evaluator: SubnetEvaluator, costs: CostModel) -> None:
+        self.evaluator, self.costs = evaluator, costs
+
+    def evaluate(self, arch: Arch, space: Any, data: Any = None,
+                 fidelity: Mapping[str, Any] | None = None) -> Result:
+        res = self.evaluator.evaluate(arch, space)
+        if res.ok:
+            res.metrics.update(self.costs(arch))
+        return res
+
+    def _evaluate(self, arch: Arch, space: Any, data: Any, fidelity: dict[str, Any]) -> Result:
+        raise NotImplementedError  # evaluate() is the whole estimator
