@@ -60,18 +60,19 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
     start_trial, finish_trial = Store.start_trial, Store.finish_trial
     clock = time.perf_counter
     gc_t0 = [0.0]
+    gc_n = [0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             gc_t0[0] = clock()
-        elif t_ask:
-            gc_s[len(t_ask) - 1] += clock() - gc_t0[0]
+        elif gc_s:
+            gc_s[-1] += clock() - gc_t0[0]
+            gc_n[0] += 1
 
     def timed_start(self: Any, *a: Any, **k: Any) -> int:
         t0 = clock()
         out = start_trial(self, *a, **k)
         store_s.append(clock() - t0)
-        gc_s.append(0.0)
         return out
 
     def timed_finish(self: Any, *a: Any, **k: Any) -> None:
@@ -82,6 +83,7 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
     def timed_ask() -> Any:
         t0 = clock()
         t_ask.append(t0)
+        gc_s.append(0.0)
         s = ask()
         ask_s.append(clock() - t0)
         return s
@@ -125,7 +127,7 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
     return {
         "strategy": name, "trials": len(archs), "total_s": total,
         "wall": wall, "ask": ask_s[:n], "tell": tell_s[:n], "lookup": look_s[:n], "state": st2,
-        "store": store_s[:n], "gc": gc_s[:n],
+        "store": store_s[:n], "gc": gc_s[:n], "gc_count": gc_n[0],
         "overhead": [wall[i] - ask_s[i] - tell_s[i] - look_s[i] for i in range(n)],
         "distinct": len(set(archs)),
         "distinct_networks": len({space.equivalence_key(space.parse(a)) for a in archs}),
