@@ -39,9 +39,11 @@ DEFAULT_CAPS = {"optuna-tpe": 3000}
 
 def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) -> dict[str, Any]:
     """One search; per-trial timings (seconds) of each part."""
+    import gc
+
     from nasforge import estimators, spaces, strategies
     from nasforge.experiment import search
-    from nasforge.store import RunStore
+    from nasforge.store import RunStore as Store
 
     space = spaces.get("nb201")
     st = strategies.get(name, space=space, seed=seed)
@@ -52,12 +54,36 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
     tell_s: list[float] = []
     look_s: list[float] = []
     state_s: list[float] = []
+    store_s: list[float] = []  # start_trial + finish_trial (the two transactions)
+    gc_s: list[float] = []  # cyclic-GC pauses, whoever allocated
     ask, tell, state_dict, evaluate = st.ask, st.tell, st.state_dict, est.evaluate
+    start_trial, finish_trial = Store.start_trial, Store.finish_trial
     clock = time.perf_counter
+    gc_t0 = [0.0]
+    gc_n = [0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_t0[0] = clock()
+        elif gc_s:
+            gc_s[-1] += clock() - gc_t0[0]
+            gc_n[0] += 1
+
+    def timed_start(self: Any, *a: Any, **k: Any) -> int:
+        t0 = clock()
+        out = start_trial(self, *a, **k)
+        store_s.append(clock() - t0)
+        return out
+
+    def timed_finish(self: Any, *a: Any, **k: Any) -> None:
+        t0 = clock()
+        finish_trial(self, *a, **k)
+        store_s[-1] += clock() - t0
 
     def timed_ask() -> Any:
         t0 = clock()
         t_ask.append(t0)
+        gc_s.append(0.0)
         s = ask()
         ask_s.append(clock() - t0)
         return s
@@ -81,11 +107,17 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
 
     st.ask, st.tell, st.state_dict = timed_ask, timed_tell, timed_state  # type: ignore[method-assign]
     est.evaluate = timed_eval  # type: ignore[method-assign]
+    Store.start_trial, Store.finish_trial = timed_start, timed_finish  # type: ignore[method-assign]
+    gc.callbacks.append(on_gc)
     t0 = clock()
-    search("digits", space=space, strategy=st, estimator=est, trials=trials, seed=seed,
-           out=run_dir, final_train=False, progress=False)
+    try:
+        search("digits", space=space, strategy=st, estimator=est, trials=trials, seed=seed,
+               out=run_dir, final_train=False, progress=False)
+    finally:
+        Store.start_trial, Store.finish_trial = start_trial, finish_trial  # type: ignore
+        gc.callbacks.remove(on_gc)
     total = clock() - t0
-    with RunStore.open(run_dir) as s:
+    with Store.open(run_dir) as s:
         archs = [t.arch for t in s.trials()]
         state, _ = s.strategy_state()
     n = len(t_ask) - 1  # the last trial has no next ask to end it
@@ -95,6 +127,7 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
     return {
         "strategy": name, "trials": len(archs), "total_s": total,
         "wall": wall, "ask": ask_s[:n], "tell": tell_s[:n], "lookup": look_s[:n], "state": st2,
+        "store": store_s[:n], "gc": gc_s[:n], "gc_count": gc_n[0],
         "overhead": [wall[i] - ask_s[i] - tell_s[i] - look_s[i] for i in range(n)],
         "distinct": len(set(archs)),
         "distinct_networks": len({space.equivalence_key(space.parse(a)) for a in archs}),
@@ -103,13 +136,14 @@ def timed_run(name: str, trials: int, table: str, run_dir: Path, seed: int = 0) 
     }
 
 
-def window(xs: list[float], end: int, k: int = 10) -> float:
+def window(xs: list[float], end: int, k: int = 50) -> float:
     """Median of ``xs`` over trials ``end-k+1 .. end`` (1-based), in milliseconds."""
     end = min(end, len(xs))
     return 1e3 * statistics.median(xs[max(0, end - k):end])
 
 
-def report(runs: list[dict[str, Any]], caps: dict[str, int], trials: int, table: str) -> str:
+def report(runs: list[dict[str, Any]], caps: dict[str, int], trials: int, table: str,
+           where: str = "") -> str:
     marks = [m for m in (100, 1000) if m < trials]
     aff = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpus = f"{aff} of {os.cpu_count()} CPUs usable (taskset), niceness {os.nice(0)}"
@@ -120,28 +154,33 @@ def report(runs: list[dict[str, Any]], caps: dict[str, int], trials: int, table:
         f"{platform.python_version()}, {cpus}; the machine was shared with other "
         "jobs). One run per strategy,"
         f" seed 0, up to {trials:,} trials through `nasforge.search` (final training off), "
+        f"run directories on {where or 'disk'}, "
         "the table estimator in-process. Per trial: wall = one ask to the next; strategy = "
         "its own `ask` + `tell`; lookup = the table; **nasforge** = wall - strategy - "
         "lookup: the loop, the two store transactions (WAL, `synchronous=FULL`) and "
-        "`state_dict()` twice. Medians of 10 trials (the 10 up to trial N; 'end' = the "
-        "last 10), in ms.",
+        "`state_dict()` twice; store = the two transactions alone; loop = nasforge - "
+        "store; GC = cyclic-GC pauses (inside any of these, mostly caused by the "
+        "strategy's allocations). Medians of 50 trials (the 50 up to trial N; 'end' = "
+        "the last 50), in ms.",
         "",
         "| strategy | trials | " + " | ".join(f"nasforge @{m}" for m in marks)
-        + " | nasforge @end | end / @100 | strategy @100 | strategy @end | state_dict @end "
-          "| strategy share of wall | saved state | distinct cells / networks |",
-        "|---" * (9 + len(marks)) + "|",
+        + " | nasforge @end | end / @100 | loop @end | store @end | strategy @100 | strategy @end "
+          "| state_dict @end | strategy share of wall | saved state | distinct cells / networks |",
+        "|---" * (11 + len(marks)) + "|",
     ]
     for r in runs:
         n = len(r["wall"])
         ov = r["overhead"]
         strat = [a + t for a, t in zip(r["ask"], r["tell"], strict=True)]
         share = sum(strat) / sum(r["wall"])
+        loop = [o - x for o, x in zip(ov, r["store"], strict=True)]
         at = [window(ov, m) for m in marks]
         end = window(ov, n)
         ratio = end / at[0] if at else float("nan")
         lines.append(
             f"| {r['strategy']} | {r['trials']:,} | " + " | ".join(f"{x:.2f}" for x in at)
-            + f" | {end:.2f} | {ratio:.2f} | {window(strat, 100):.2f} | {window(strat, n):.2f}"
+            + f" | {end:.2f} | {ratio:.2f} | {window(loop, n):.2f} | {window(r['store'], n):.2f}"
+              f" | {window(strat, 100):.2f} | {window(strat, n):.2f}"
               f" | {window(r['state'], n):.3f} | {100 * share:.0f} % | {r['state_bytes']:,} B"
               f" | {r['distinct']:,} / {r['distinct_networks']:,} |"
         )
@@ -150,7 +189,8 @@ def report(runs: list[dict[str, Any]], caps: dict[str, int], trials: int, table:
         m = lambda k, r=r: 1e3 * statistics.fmean(r[k])  # noqa: E731
         lines.append(
             f"- {r['strategy']}: wall {m('wall'):.2f}, nasforge {m('overhead'):.2f} (of which "
-            f"state_dict {m('state'):.3f}), strategy ask {m('ask'):.2f} + tell {m('tell'):.2f}, "
+            f"store {m('store'):.2f}, state_dict {m('state'):.3f}; GC pauses anywhere "
+            f"{m('gc'):.2f}), strategy ask {m('ask'):.2f} + tell {m('tell'):.2f}, "
             f"lookup {m('lookup'):.3f}; {r['total_s']:.0f} s in all, run directory "
             f"{r['db_bytes'] / 1e6:.1f} MB."
         )
@@ -207,7 +247,9 @@ def main() -> None:
         print(f"{name}: {n} trials ...", flush=True)
         runs.append(timed_run(name, n, args.table, base / name))
         print(f"  {runs[-1]['total_s']:.0f} s", flush=True)
-    text = report(runs, caps, args.trials, args.table)
+    where = ("tmpfs: the fsyncs cost nothing, this is nasforge's CPU time"
+             if str(base.resolve()).startswith("/dev/shm") else f"disk ({base})")
+    text = report(runs, caps, args.trials, args.table, where)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
