@@ -225,7 +225,7 @@ def search(
     kind = _dataset_kind(dataset, data_dir)
     from nasforge import estimators as E
 
-    timed = getattr(E.registry.factory(estimator), "time_fidelity", None) is not None
+    timed = E.registry.factory(estimator).time_fidelity is not None
     if tb is None and trials is None and timed:  # the default job: a planned time budget
         tb = DEFAULT_TIME_BUDGET[kind]
     # with a time budget the plan chooses trial fidelities and the final training's length
