@@ -239,5 +239,13 @@ def test_cli_oneshot_command(tmp_path):
     assert r.exit_code == 0, r.output
     assert "best architecture: |" in r.output
     assert (out / "best" / "arch.json").is_file()
+    # --resume of a finished run redoes nothing and reports the same architecture
+    again = CliRunner().invoke(app, ["oneshot", "--method", "gdas", "--dataset", "digits",
+                                     "--max-train", "150", "--out", str(out), "--C", "2",
+                                     "--epochs", "1", "--final-epochs", "1", "--no-onnx",
+                                     "--resume"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    first = [ln for ln in r.output.splitlines() if ln.startswith("best architecture:")]
+    assert first and first[0] in again.output
     bad = CliRunner().invoke(app, ["oneshot", "--method", "enas", "--dataset", "digits"])
     assert bad.exit_code != 0 and isinstance(bad.exception, NasforgeError)
