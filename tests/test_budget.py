@@ -208,3 +208,16 @@ def test_bounds_on_params_and_flops_are_checked_before_any_training(tmp_path):
     assert costs[len(costs) // 2] < 1.0  # a build and a count, no training (the first call
     # also pays torch's one-time start-up)
     assert all(t.metrics["params"] <= 20_000 for t in res.trials if t.ok)
+
+
+def test_a_bracket_that_would_promote_one_network_is_one_rung():
+    """Promoting the single best of three cannot change the final choice: its time goes
+    to the final training, with slack kept so the third trial of the rung still fits."""
+    p = plan_job(200.0)
+    assert p.n_configs == 3 and p.max_trial_s == p.min_trial_s
+    assert p.search_s >= 3 * (p.min_trial_s + 3.0)  # the rung fits with its overheads
+    assert p.search_s + p.final_s + p.reserve_s + p.spent_s == pytest.approx(200.0)
+    assert any("one rung of 3" in line for line in p.describe())
+    assert not any("->" in line for line in p.describe())
+    wide = plan_job(900.0, 5.0)  # six networks, two promoted: both rungs stay
+    assert wide.max_trial_s == pytest.approx(3 * wide.min_trial_s)

@@ -186,6 +186,26 @@ def process_age() -> float:
         return 0.0
 
 
+def _single_rung(plan: JobPlan, n: int, overhead_s: float) -> None:
+    """A bracket that would promote one network: drop its second rung.
+
+    Training the single best of rung 0 longer cannot change which network the final
+    training gets (the same one wins either way), so that rung's time goes to the final
+    training instead. Measured on the 5-minute Fashion-MNIST job, the promoted trial also
+    never fitted: the rung ended a second past the search time.
+    """
+    # a trial costs more than its training seconds (build, cost metrics, validation):
+    # keep the unprobed estimate as slack so the last network of the rung still fits
+    search = n * (plan.min_trial_s + max(overhead_s, TRIAL_OVERHEAD_S)) + TRIAL_OVERHEAD_S
+    if search >= plan.search_s:
+        return
+    plan.final_s += plan.search_s - search
+    plan.search_s = search
+    plan.max_trial_s = plan.min_trial_s
+    plan.notes.append(f"one rung of {n}: promoting one network of {n} cannot change the "
+                      "choice, so that time goes to the final training")
+
+
 def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL_SHARE,
              trial_overhead_s: float = TRIAL_OVERHEAD_S, eta: int = 3,
              search_only: bool = False, probe: Probe | None = None,
@@ -246,6 +266,8 @@ def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL
             plan.n_configs = n
             plan.min_trial_s = max(floor, round(r, 1))
             plan.max_trial_s = plan.min_trial_s * (eta if promoted else 1)
+            if promoted == 1:
+                _single_rung(plan, n, trial_overhead_s)
             break
     if plan.n_configs == 1:
         plan.notes.append("the budget allows a single trial: the best known-good design is "
