@@ -8,7 +8,9 @@ trials as these records (:class:`~nasforge.store.RunStore` in SQLite,
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -88,3 +90,22 @@ def trials_dataframe(trials: list[TrialRecord]) -> pd.DataFrame:
     cols = ["id", "arch", "status", "cost", "error", "started_at", "finished_at", "attempt",
             "fidelity"]
     return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+def best_trial(trials: Iterable[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
+    """The ok trial with the best finite ``metric`` (earliest on ties), or None: the one
+    rule both stores answer ``best()`` with."""
+    from nasforge._util import finite_or_none
+
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+    best: TrialRecord | None = None
+    best_v = -math.inf
+    for t in trials:
+        v = finite_or_none(t.metrics.get(metric)) if t.ok else None
+        if v is None:
+            continue
+        s = v if mode == "max" else -v
+        if best is None or s > best_v:
+            best, best_v = t, s
+    return best

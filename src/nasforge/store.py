@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sqlite3
 import time
@@ -24,12 +23,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasforge._util import finite_or_none
 from nasforge.errors import RunDirError
 from nasforge.records import (  # noqa: F401 - moved there, re-exported here
     TrialRecord,
     _dumps,
     _json_default,
+    best_trial,
     trials_dataframe,
 )
 from nasforge.store_lock import _Lock, _pid_alive  # noqa: F401 - moved there
@@ -570,18 +569,8 @@ class RunStore:
 
     def best(self, metric: str = "val_accuracy", mode: str = "max") -> TrialRecord | None:
         """The ok trial with the best finite ``metric`` (earliest on ties), or None."""
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-        best: TrialRecord | None = None
-        best_v = -math.inf
-        for t in self.trials("ok"):
-            v = finite_or_none(t.metrics.get(metric))
-            if v is None:
-                continue
-            s = v if mode == "max" else -v
-            if best is None or s > best_v:
-                best, best_v = t, s
-        return best
+        return best_trial(self.trials("ok"), metric, mode)
+
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per trial: id, arch, status, cost, ..., one column per metric, ``report_<k>``."""

@@ -36,7 +36,6 @@ from nasforge.data.arrays import _to_nchw as _to_nchw
 from nasforge.data.arrays import _to_unit as _to_unit
 from nasforge.data.dataset import (
     Dataset,
-    accepted,
     random_split,
     stratified_split,
     stratified_subset,
@@ -70,7 +69,7 @@ from nasforge.errors import DataError
 
 __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_SYSTEM_DIR", "MAX_IMAGE_PIXELS", "MAX_NPY_BYTES",
-    "MIN_SIZE", "TEST_FRACTION", "Dataset", "accepted", "dataset_names", "default_augment",
+    "MIN_SIZE", "TEST_FRACTION", "Dataset", "dataset_names", "default_augment",
     "fashion_mnist_available", "from_arrays", "image_too_large", "load_dataset",
     "random_split", "read_idx", "read_npy", "stratified_split", "stratified_subset",
     "subset_indices", "to_8bit",

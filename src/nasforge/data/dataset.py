@@ -59,7 +59,7 @@ class Dataset:
         opts = dict(self.task_options)
         if self.task == "classification":
             opts.setdefault("classes", list(self.classes))
-        elif "target_names" in accepted(tasks.registry.factory(self.task)):
+        elif "target_names" in tasks.registry.accepted_options(self.task)[0]:
             opts.setdefault("target_names", list(self.target_names))
         return tasks.get(self.task, **opts).fit(self.y_train)
 
@@ -144,13 +144,6 @@ def subset_indices(y: np.ndarray, fraction: float, seed: int, stratify: bool = T
     if sub.size == 0 and len(y):
         sub = np.array([int(np.random.default_rng(seed).integers(len(y)))], dtype=np.int64)
     return sub
-
-
-def accepted(factory: Any) -> set[str]:
-    """The keyword names a factory takes (for optional task options)."""
-    import inspect
-
-    return set(inspect.signature(factory).parameters)
 
 
 def _limit(x: np.ndarray, y: np.ndarray, n: int, seed: int, stratify: bool = True

@@ -9,14 +9,12 @@ uses :class:`MemoryStore`: same calls, same trial ids and records, no files.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from nasforge._util import finite_or_none
-from nasforge.records import TrialRecord, _dumps
+from nasforge.records import TrialRecord, _dumps, best_trial
 
 if TYPE_CHECKING:
     from nasforge.estimators.base import Result
@@ -185,18 +183,9 @@ class MemoryStore:
 
     def best(self, metric: str = "val_accuracy", mode: str = "max") -> TrialRecord | None:
         """The ok trial with the best finite ``metric`` (earliest on ties), or None."""
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-        best: TrialRecord | None = None
-        best_v = -math.inf
-        for t in self._trials.values():
-            v = finite_or_none(t.metrics.get(metric)) if t.ok else None
-            if v is None:
-                continue
-            s = v if mode == "max" else -v
-            if best is None or s > best_v:
-                best, best_v = t, s
+        best = best_trial(self._trials.values(), metric, mode)
         return None if best is None else replace(best)
+
 
     def close(self) -> None:
         """Nothing to release (the protocol's call, for code that closes any store)."""
