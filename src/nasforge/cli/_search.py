@@ -75,7 +75,11 @@ def search(
                      "default) or regression (numeric class names, e.g. digits' 0-9 or "
                      "folders named 0.5/ 1.0/, are the targets)."),
     ] = None,
-    space: Annotated[str, typer.Option(help="Search space (see `nasforge spaces`).")] = "cnn",
+    space: Annotated[
+        str | None,
+        typer.Option(help="Search space (see `nasforge spaces`); default: the one for the "
+                     "data's input kind (cnn for images)."),
+    ] = None,
     strategy: Annotated[
         str | None,
         typer.Option(help="Search strategy (see `nasforge strategies`) (default: evolution; "
@@ -207,6 +211,10 @@ def search(
     space_options = parse_options(space_opt, "--space-opt")
     strategy_options = parse_options(strategy_opt, "--strategy-opt")
     estimator_options = parse_options(estimator_opt, "--estimator-opt")
+    if space is None:
+        from nasforge.data import input_kind_of
+
+        space = spaces.default_for(input_kind_of(dataset))
     spaces.registry.factory(space)  # unknown names fail here, listing the valid ones
     from nasforge import tasks
 

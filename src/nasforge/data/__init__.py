@@ -70,7 +70,7 @@ from nasforge.errors import DataError
 __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_SYSTEM_DIR", "MAX_IMAGE_PIXELS", "MAX_NPY_BYTES",
     "MIN_SIZE", "TEST_FRACTION", "Dataset", "dataset_names", "default_augment",
-    "fashion_mnist_available", "from_arrays", "image_too_large", "load_dataset",
+    "fashion_mnist_available", "from_arrays", "image_too_large", "input_kind_of", "load_dataset",
     "random_split", "read_idx", "read_npy", "stratified_split", "stratified_subset",
     "subset_indices", "to_8bit",
 ]  # fmt: skip
@@ -96,6 +96,16 @@ def default_augment(dataset: object) -> str:
     if key == "auto":
         key = "fashion-mnist" if fashion_mnist_available() else "digits"
     return "flip" if key == "fashion-mnist" else "none"
+
+
+def input_kind_of(dataset: object) -> str:
+    """The input kind of ``dataset`` (a :class:`Dataset`, a name or a path) without
+    loading it, so a search can choose its default space first (see
+    :func:`nasforge.spaces.default_for`). Every built-in name and image folder is
+    ``"image"``."""
+    if isinstance(dataset, Dataset):
+        return dataset.input_kind
+    return "image"
 
 
 def dataset_names() -> list[str]:

@@ -34,6 +34,9 @@ class Dataset:
     task: str = "classification"
     target_names: list[str] = field(default_factory=list)
     task_options: dict[str, Any] = field(default_factory=dict)
+    #: what one sample is, which decides the spaces that fit (a space's ``input_kind``):
+    #: ``"image"`` (C, H, W) for every loader so far
+    input_kind: str = "image"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

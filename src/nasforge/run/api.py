@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasforge import estimators
+from nasforge import estimators, spaces
 from nasforge.errors import NasforgeError, RunDirError
 from nasforge.estimators.base import Estimator
 from nasforge.executors import Executor, make_executor, validate_execution
@@ -161,7 +161,7 @@ def _release_claim(run_dir: Path) -> None:
 def search(
     dataset: str | Dataset = "auto",
     *,
-    space: str | SearchSpace = "cnn",
+    space: str | SearchSpace | None = None,
     strategy: str | Strategy | None = None,
     estimator: str | Estimator = "train",
     trials: int | None = 20,
@@ -188,6 +188,10 @@ def search(
     task: str | None = None,
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
+
+    ``space`` None takes the default space for the data's input kind (``cnn`` for
+    images; :func:`nasforge.spaces.default_for`); a space that cannot take the data's
+    inputs is refused before anything is stored.
 
     ``task`` (``"classification"``, ``"regression"``; see :mod:`nasforge.tasks`) says
     what is predicted; None takes the dataset's (a loaded data set is classification, an
@@ -221,6 +225,10 @@ def search(
     exported. Multi-objective/constrained runs also write ``pareto.md``/``pareto.png``.
     """
     t_call = time.monotonic()
+    if space is None:  # the default space for the data's kind: cnn for images
+        from nasforge.data import input_kind_of
+
+        space = spaces.default_for(input_kind_of(dataset))
     dataset_options, objectives = _task_defaults(dataset, task, dataset_options, objectives)
     budget = _budget(trials, time_budget)
     plan = None
@@ -276,12 +284,16 @@ def search(
             setup.config = {**stored, **{k: setup.config[k] for k in IDENTITY_KEYS}}
             setup.config["dataset"] = stored["dataset"]
             data = _load_data(setup, run_dir)
+            if data is not None:
+                spaces.check_input(setup.space, data.input_kind)
         except BaseException:
             store.close()
             raise
     else:
         try:
             data = _load_data(setup, None)  # bad data fails before a run is stored
+            if data is not None:
+                spaces.check_input(setup.space, data.input_kind)
             if plan is not None and not search_only and data is not None:
                 # plan again from speeds measured on this machine and these data
                 plan = _probed_plan(plan, setup, data)

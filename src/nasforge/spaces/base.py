@@ -274,6 +274,9 @@ class SearchSpace(ABC):
     #: what the networks of this space take as input; a task attaches its head to a
     #: backbone of a space whose input kind matches its data
     input_kind: ClassVar[str] = "image"
+    #: the space a search uses when none is given and the data are of this input kind
+    #: (at most one space per kind says so; see :func:`nasforge.spaces.default_for`)
+    default_for: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

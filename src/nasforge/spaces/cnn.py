@@ -168,6 +168,7 @@ class CNNSpace(SearchSpace):
     """Chain-structured CNN macro space: per-block type, kernel, width, activation, skip, stride."""
 
     name = "cnn"
+    default_for = "image"
 
     def __init__(
         self,
