@@ -312,3 +312,29 @@ def test_optuna_nsga2_multi_objective() -> None:
         strategies.get("optuna-nsga2", space=space, metrics=["a", "b"], directions=["maximize"])
     with pytest.raises(NasforgeError):
         strategies.get("optuna-tpe", space=space, sampler_options={"no_such_option": 1})
+
+
+def test_local_search_climbs_with_parallel_workers() -> None:
+    """Two asks always out (two workers): the first batch still closes and the search
+    climbs (it used to let every ask join the batch, which then never completed, and
+    the run was random search)."""
+    import math
+
+    from nasforge.estimators.base import Result
+    from nasforge.spaces import get as get_space
+    from nasforge.strategies import get as get_strategy
+
+    space = get_space("nb201", C=8, N=1)
+    st = get_strategy("local-search", space=space, seed=0, n_init=3)
+
+    def score(arch) -> float:  # a smooth objective: count of conv3x3 edges
+        return float(sum(v == "nor_conv_3x3" for v in arch.values))
+
+    out = [st.ask(), st.ask()]
+    for _ in range(40):
+        sug = out.pop(0)
+        st.tell(sug, Result(metrics={"val_accuracy": score(sug.arch)}))
+        out.append(st.ask())
+    assert st.phase == "climb" or st.n_restarts > 0  # the batch closed
+    assert len(st.batch) <= 3  # extra asks explored without joining it
+    assert math.isfinite(max(st.scores.values()))

@@ -169,9 +169,12 @@ class LocalSearch(Strategy):
         if self.phase == "init":
             text = self._perturbed() if self.restart == "perturb" and self.n_restarts else None
             text = text or self._random()
-            # asks beyond the batch (parallel workers waiting on it) join the batch
-            self.batch.append(text)
-            self.batch_left = max(0, self.batch_left - 1)
+            # asks beyond the batch (parallel workers waiting on its results) explore
+            # without joining it: a batch that took every ask would never be complete
+            # while workers stay busy, and the climb would never start
+            if self.batch_left > 0:
+                self.batch.append(text)
+                self.batch_left -= 1
         else:
             seen = self._seen()
             while self.queue:
