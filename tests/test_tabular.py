@@ -283,3 +283,15 @@ def test_load_dataset_reads_a_table_and_refuses_a_target_for_images(tmp_path) ->
     assert ds.input_kind == "tabular"
     with pytest.raises(DataError, match="target names a column"):
         load_dataset("digits", target="x")
+
+
+def test_the_final_training_is_capped_at_the_spaces_epoch_factor() -> None:
+    from types import SimpleNamespace
+
+    from nasforge.run.finalize import _epoch_cap
+
+    sp = spaces.get("mlp")
+    rec = SimpleNamespace(metrics={"epochs": 40.0, "train_time_s": 1.0})
+    assert _epoch_cap(sp, rec, secs=60.0) == 80  # 2 x the trial's epochs, fits in time
+    assert _epoch_cap(sp, rec, secs=1.5) is None  # would not fit: train for the time
+    assert _epoch_cap(spaces.get("cnn"), rec, secs=60.0) is None  # images: no cap

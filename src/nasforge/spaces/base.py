@@ -290,6 +290,9 @@ class SearchSpace(ABC):
     #: estimator that takes them; ``epochs`` only without a time budget, whose plan sizes
     #: trials itself): e.g. MLPs diverge under the image recipe's SGD at lr 0.05
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: a time-budgeted final training runs at most this many times the winning trial's
+    #: epochs (None: all the time left); what stays unused ends the job early
+    final_epochs_factor: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
