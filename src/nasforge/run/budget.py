@@ -158,7 +158,7 @@ class JobPlan:
             rungs = []
             n, r = self.n_configs, self.min_trial_s
             while n >= 1 and r <= self.max_trial_s + 1e-9:
-                rungs.append(f"{n} x {r:.0f} s")
+                rungs.append(f"{n} x {r:.2g} s")
                 n, r = n // self.eta, r * self.eta
             lines.append("search: successive halving over training time, "
                          + " -> ".join(rungs) + "; known-good designs first")
