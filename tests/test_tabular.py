@@ -183,6 +183,7 @@ def test_search_on_a_dataframe_trains_tests_and_exports(trained) -> None:
     assert doc["input_kind"] == "tabular" and doc["space"] == "mlp"
     assert doc["preprocessing"]["columns"][0]["name"] == "a"  # data, not pickled code
     assert not list(result.model_dir.glob("*.pkl"))
+    assert "preprocessed float32 matrix" in doc["onnx_input"]
 
 
 def test_predict_takes_dataframes_csv_and_dict_records(trained, tmp_path) -> None:

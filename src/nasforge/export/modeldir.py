@@ -188,6 +188,11 @@ def save_best(
     }
     if data.preprocessing is not None:  # the column steps predict() repeats (JSON data)
         doc["preprocessing"] = data.preprocessing
+        doc["onnx_input"] = (
+            f"{ONNX_FILE} takes the preprocessed float32 matrix (N, {input_shape[0]}), not "
+            "raw rows: the columns encoded as in 'preprocessing' (features named in "
+            "'preprocessing.features'), then standardized with its 'mean' and 'std'; "
+            "nasforge.load(dir).preprocess(rows) computes it")
     if tta is not None:
         with_tta(model, tta)  # an unknown name fails before anything is written
         doc["tta"] = tta
