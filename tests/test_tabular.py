@@ -232,6 +232,8 @@ def test_cli_regression_end_to_end_on_a_csv(tmp_path, capsys) -> None:
     code, out, err = run(["predict", tmp_path / "run" / "best", tmp_path / "new.csv"], capsys)
     assert code == 0, err
     assert out.count("value=") == 4 and "new.csv:1:" in out
+    code, out, err = run(["show", tmp_path / "run"], capsys)
+    assert code == 0 and "DATA.csv" in out and "IMAGE.png" not in out
     cfg = json.loads((tmp_path / "run" / "config.json").read_text()) \
         if (tmp_path / "run" / "config.json").exists() else None
     if cfg is not None:
