@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for nasforge (idempotent: safe to run again).
 #  1. torch 2.13.0, the CPU build (pinned here only; the package itself accepts a range)
-#  2. nasforge itself, editable, with the test tools and Ray (the ray executor)
+#  2. nasforge itself, editable, with the test tools, Ray (the ray executor) and pyarrow
+#     (.parquet tables)
 #  3. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
 #     works; never fatal: without it the default search uses scikit-learn's digits.
 set -euo pipefail
@@ -13,7 +14,8 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "nasforge install: torch (CPU) and nasforge[test,ray] ..."
 "$PY" -m pip install -q torch==2.13.0
 # ray: the Ray executor and its test (tests/test_executors.py) run in CI too
-"$PY" -m pip install -q -e ".[test,ray]"
+# tabular: pyarrow for .parquet tables (tests/test_tabular.py reads one)
+"$PY" -m pip install -q -e ".[test,ray,tabular]"
 
 fashion_installed() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||

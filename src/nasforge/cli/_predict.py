@@ -44,7 +44,8 @@ def _expand_images(items: Sequence[Path]) -> list[Any]:
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A model directory (RUN_DIR/best) or run.")],
     images: Annotated[
-        list[Path], typer.Argument(help="Image files, folders of images, or .npy arrays.")
+        list[Path], typer.Argument(help="Image files, folders of images, or .npy arrays; "
+                                   "for a model of tabular data, .csv/.tsv/.parquet tables.")
     ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -53,6 +54,9 @@ def predict(
     from nasforge.export import load
 
     model = load(model_dir)
+    if model.preprocessing is not None:  # a model of tables: rows in, one line per row
+        _predict_rows(model, images, top_k, as_json)
+        return
     named = _expand_images(images)
     pred = model.predict([v for _, v in named if v is not None])
     if len(pred) != len(named):
@@ -74,6 +78,35 @@ def predict(
             for (name, _), tops in zip(named, rows, strict=True)
         ]
         typer.echo(json.dumps(doc, indent=2))
+        return
+    for (name, _), tops in zip(named, rows, strict=True):
+        typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+
+
+def _predict_rows(model: Any, tables: Sequence[Path], top_k: int, as_json: bool) -> None:
+    """Predictions for every row of every table, named ``FILE:ROW`` (rows from 1, after
+    the header line)."""
+    named: list[Any] = []
+    preds = []
+    for t in tables:
+        pred = model.predict(t)
+        preds.append(pred)
+        named += [(f"{t}:{i + 1}", None) for i in range(len(pred))]
+    if not hasattr(preds[0], "top_k"):
+        import numpy as np
+
+        class _All:  # the tables' values as one prediction
+            names = preds[0].names
+            values = np.concatenate([p.values for p in preds])
+
+        _print_values(named, _All, as_json)
+        return
+    rows = [tops for p in preds for tops in p.top_k(top_k)]
+    if as_json:
+        typer.echo(json.dumps([{"row": name, "label": tops[0].label,
+                                "probability": tops[0].probability,
+                                "top_k": [t._asdict() for t in tops]}
+                               for (name, _), tops in zip(named, rows, strict=True)], indent=2))
         return
     for (name, _), tops in zip(named, rows, strict=True):
         typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))

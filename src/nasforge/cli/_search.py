@@ -28,11 +28,14 @@ from nasforge.errors import NasforgeError
 # must finish in minutes on 2 CPU cores (Fashion-MNIST: ~3-5 min, digits: seconds)
 DEFAULT_TRIALS = 10
 #: the whole job's wall-clock time when neither --trials nor --time-budget is given
-DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0}
+DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0,
+                       "tabular": 60.0}
 SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"epochs": 1, "data_fraction": 0.1, "final_epochs": 2},
     "digits": {"epochs": 3, "data_fraction": 1.0, "final_epochs": 10},
     "folder": {"epochs": 1, "data_fraction": 1.0, "final_epochs": 3},
+    # tables are small: an epoch is a few batches, so trials need many
+    "tabular": {"epochs": 30, "data_fraction": 1.0, "final_epochs": 60},
 }
 
 
@@ -40,6 +43,8 @@ def _dataset_kind(dataset: str, data_dir: str | None) -> str:
     """Which row of :data:`SEARCH_DEFAULTS` applies ("auto" resolved as the loader does)."""
     from nasforge import data as D
 
+    if D.input_kind_of(dataset) != "image":  # a table: one row for the kind
+        return D.input_kind_of(dataset)
     key = dataset.strip().lower()
     key = getattr(D, "_ALIASES", {}).get(key, key)
     if key == "auto":
@@ -66,14 +71,21 @@ def search(
             "--dataset",
             "-d",
             help="auto (Fashion-MNIST if installed, else digits), digits, "
-            "fashion-mnist, or a folder with one sub-folder of images per class.",
+            "fashion-mnist, a folder with one sub-folder of images per class, or a "
+            ".csv/.tsv/.parquet table (with --target).",
         ),
     ] = "auto",
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="The table column to predict; repeat it for several "
+                     "numeric targets (multi-output regression)."),
+    ] = None,
     task: Annotated[
         str | None,
         typer.Option(help="What is predicted (see `nasforge tasks`): classification (the "
-                     "default) or regression (numeric class names, e.g. digits' 0-9 or "
-                     "folders named 0.5/ 1.0/, are the targets)."),
+                     "default; for a table, inferred from --target) or regression (numeric "
+                     "class names, e.g. digits' 0-9 or folders named 0.5/ 1.0/, are the "
+                     "targets)."),
     ] = None,
     space: Annotated[
         str | None,
@@ -288,6 +300,7 @@ def search(
         budget_spent=process_age() if tb is not None else 0.0,
         constraints=constraints,
         task=task,
+        target=(target[0] if len(target) == 1 else list(target)) if target else None,
         **execution,
     )
     _report(result)
@@ -343,9 +356,14 @@ def _report(result: Any) -> None:
             else "labels"
         _out(f"Model saved to {md}", "bold")
         _out("Use it:")
-        _out(f"  nasforge predict {md} IMAGE.png")
+        example = "DATA.csv" if getattr(result, "input_kind", "image") == "tabular" \
+            else "IMAGE.png"
+        _out(f"  nasforge predict {md} {example}")
         _out(
             f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
-            f"print(m.predict(['IMAGE.png']).{attr})\""
+            f"print(m.predict(['{example}']).{attr})\""
+            if example == "IMAGE.png" else
+            f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
+            f"print(m.predict('{example}').{attr})\""
         )
     _out(f"  nasforge show {run_dir}")

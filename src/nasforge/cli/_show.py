@@ -105,8 +105,9 @@ def show(
         if metrics:
             con.print("  final:   " + _metrics_line(metrics), markup=False, soft_wrap=True)
         if model:
+            example = "DATA.csv" if _input_kind(model) == "tabular" else "IMAGE.png"
             con.print(
-                f"Model: {model}  (nasforge predict {model} IMAGE.png)",
+                f"Model: {model}  (nasforge predict {model} {example})",
                 markup=False,
                 soft_wrap=True,
             )
@@ -136,3 +137,14 @@ def _final_info(run_dir: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], st
         return {str(k): v for k, v in metrics.items() if isinstance(v, int | float)}, \
             str(run_dir / "best")
     return None
+
+
+def _input_kind(model_dir: Any) -> str:
+    """What the exported model takes (its ``arch.json``'s ``input_kind``; images before)."""
+    from nasforge.jsonio import read_json
+
+    try:
+        doc = read_json(Path(str(model_dir)) / "arch.json")
+    except (NasforgeError, OSError):
+        return "image"
+    return str(doc.get("input_kind") or "image") if isinstance(doc, dict) else "image"

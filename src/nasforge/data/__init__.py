@@ -65,12 +65,14 @@ from nasforge.data.idx import (
 from nasforge.data.idx import _fashion_dirs as _fashion_dirs
 from nasforge.data.idx import _fashion_files as _fashion_files
 from nasforge.data.idx import _load_fashion as _load_fashion
+from nasforge.data.tabular import from_dataframe
 from nasforge.errors import DataError
 
 __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_SYSTEM_DIR", "MAX_IMAGE_PIXELS", "MAX_NPY_BYTES",
     "MIN_SIZE", "TEST_FRACTION", "Dataset", "dataset_names", "default_augment",
-    "fashion_mnist_available", "from_arrays", "image_too_large", "input_kind_of", "load_dataset",
+    "fashion_mnist_available", "from_arrays", "from_dataframe", "image_too_large",
+    "input_kind_of", "load_dataset",
     "random_split", "read_idx", "read_npy", "stratified_split", "stratified_subset",
     "subset_indices", "to_8bit",
 ]  # fmt: skip
@@ -101,10 +103,14 @@ def default_augment(dataset: object) -> str:
 def input_kind_of(dataset: object) -> str:
     """The input kind of ``dataset`` (a :class:`Dataset`, a name or a path) without
     loading it, so a search can choose its default space first (see
-    :func:`nasforge.spaces.default_for`). Every built-in name and image folder is
-    ``"image"``."""
+    :func:`nasforge.spaces.default_for`). A DataFrame or a ``.csv``/``.tsv``/``.parquet``
+    path is ``"tabular"``; every built-in name and image folder is ``"image"``."""
+    from nasforge.data.tabular import is_dataframe, is_table_path
+
     if isinstance(dataset, Dataset):
         return dataset.input_kind
+    if is_dataframe(dataset) or is_table_path(dataset):
+        return "tabular"
     return "image"
 
 
@@ -132,8 +138,10 @@ def load_dataset(
     max_train: int | None = None,
     task: str | None = None,
     task_options: dict[str, Any] | None = None,
+    target: str | list[str] | None = None,
+    verbose: bool = True,
 ) -> Dataset:
-    """Load a built-in data set by name or an image folder by path.
+    """Load a built-in data set by name, an image folder or a table file by path.
 
     Names: ``digits`` (scikit-learn's 8x8 digits, 20 % held out as test),
     ``fashion-mnist`` (IDX files from ``data_dir``, $NASFORGE_DATA_DIR or
@@ -143,7 +151,20 @@ def load_dataset(
     (stratified) for quick runs; the validation split is ``val_fraction`` of that pool.
     ``task="regression"`` reads numeric class names as the targets (digits: the digit as a
     number; a folder with sub-folders ``0.5/``, ``1.0/`` ...); the default is classification.
+    A ``.csv``/``.tsv``/``.parquet`` file is a table (:mod:`nasforge.data.tabular`):
+    ``target`` names the column(s) to predict, ``task`` None infers it from them.
     """
+    from nasforge.data.tabular import is_table_path, load_table
+
+    if is_table_path(name_or_path):
+        if image_size is not None:
+            raise DataError("image_size applies to images, not to a table")
+        return load_table(name_or_path, target, task=task, val_fraction=val_fraction,
+                          seed=seed, max_train=max_train, task_options=task_options,
+                          verbose=verbose)
+    if target is not None:
+        raise DataError(f"target names a column of a table; {name_or_path!r} is not a "
+                        ".csv/.tsv/.parquet file")
     kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train,
               task=task or "classification", task_options=task_options)
     key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())

@@ -11,7 +11,8 @@ import numpy as np
 
 @dataclass
 class Dataset:
-    """Train / validation / test splits as normalized float32 arrays of shape (N, C, H, W).
+    """Train / validation / test splits as normalized float32 arrays of shape (N, C, H, W)
+    (images) or (N, F) (tables: ``mean``/``std`` are then per feature).
 
     The validation split is held out from the training data and is what the search
     sees; the test split is touched once, for the final report. ``mean``/``std`` are the
@@ -35,12 +36,17 @@ class Dataset:
     target_names: list[str] = field(default_factory=list)
     task_options: dict[str, Any] = field(default_factory=dict)
     #: what one sample is, which decides the spaces that fit (a space's ``input_kind``):
-    #: ``"image"`` (C, H, W) for every loader so far
+    #: ``"image"`` (C, H, W) for the image loaders, ``"tabular"`` (F,) for tables
     input_kind: str = "image"
+    #: what turns raw inputs into ``x`` beyond ``mean``/``std``, as JSON data (tables: the
+    #: fitted column steps of :class:`~nasforge.data.tabular.TabularPreprocessor`); stored
+    #: with an exported model so ``predict`` repeats it
+    preprocessing: dict[str, Any] | None = None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) for images, (F,) for tables."""
+        return tuple(int(s) for s in self.x_train.shape[1:])
 
     @property
     def num_classes(self) -> int:

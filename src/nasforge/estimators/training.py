@@ -400,9 +400,13 @@ class TrainingEstimator(Estimator):
             end = time.monotonic() + (self.deadline - time.time())
             deadline = end if deadline is None else min(deadline, end)
         seed = zlib.crc32(f"{self.seed}:{arch.text}".encode())
-        c, h, w = data.input_shape
         r = s["resolution"]
-        shape = (c, r, r) if r is not None else (c, h, w)
+        shape = data.input_shape
+        if r is not None:
+            if len(shape) != 3:
+                raise NasforgeError(f"resolution applies to images; these {data.input_kind} "
+                                    f"data have input shape {shape}")
+            shape = (shape[0], r, r)
         torch.manual_seed(seed)
         model = space.build(arch, shape, data.n_outputs)
         if self.early_stopping and "metric" not in self.early_stopping_options and \

@@ -184,7 +184,15 @@ def save_best(
         "std": [float(v) for v in data.std],
         "dataset": data.name,
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
+        "input_kind": data.input_kind,
     }
+    if data.preprocessing is not None:  # the column steps predict() repeats (JSON data)
+        doc["preprocessing"] = data.preprocessing
+        doc["onnx_input"] = (
+            f"{ONNX_FILE} takes the preprocessed float32 matrix (N, {input_shape[0]}), not "
+            "raw rows: the columns encoded as in 'preprocessing' (features named in "
+            "'preprocessing.features'), then standardized with its 'mean' and 'std'; "
+            "nasforge.load(dir).preprocess(rows) computes it")
     if tta is not None:
         with_tta(model, tta)  # an unknown name fails before anything is written
         doc["tta"] = tta
@@ -287,10 +295,21 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
         cfg = dict(doc.get("space_config") or {})
     except (TypeError, ValueError, OverflowError, NasforgeError) as e:
         raise RunDirError(f"{d / ARCH_FILE} is corrupt: {e}") from None
-    c = input_shape[0]
+    c = input_shape[0]  # channels of an image, features of a vector
     if len(mean) != c or len(std) != c:
         raise RunDirError(f"{d / ARCH_FILE} is corrupt: 'mean' and 'std' need {c} value(s) "
                           f"for a {c}-channel model, got {len(mean)} and {len(std)}")
+    preprocessing = None
+    if doc.get("preprocessing") is not None:
+        from nasforge.data.tabular import TabularPreprocessor
+
+        try:
+            preprocessing = TabularPreprocessor.from_state(doc["preprocessing"])
+        except NasforgeError as e:
+            raise RunDirError(f"{d / ARCH_FILE}: {e}") from None
+        if preprocessing.n_features != c:
+            raise RunDirError(f"{d / ARCH_FILE} is corrupt: the preprocessing makes "
+                              f"{preprocessing.n_features} features, the model takes {c}")
     if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0
                                                            for v in std):
         raise RunDirError(f"{d / ARCH_FILE} is corrupt: 'mean' must be finite and 'std' "
@@ -348,7 +367,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
             raise RunDirError(f"{d / ARCH_FILE}: {e}") from None
     module = task.serve(module)
     module.to(device).eval()
-    return LoadedModel(module, arch, space, classes, input_shape, mean, std, d, doc, task)  # type: ignore[arg-type]
+    return LoadedModel(module, arch, space, classes, input_shape, mean, std, d, doc, task,  # type: ignore[arg-type]
+                       preprocessing)
 
 
 def _task_of(doc: Mapping[str, Any]) -> Any:

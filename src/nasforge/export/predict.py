@@ -73,13 +73,16 @@ class LoadedModel:
     arch: Arch
     space: SearchSpace
     classes: list[str]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     path: Path
     info: dict[str, Any] = field(default_factory=dict, repr=False)
     #: the fitted :class:`~nasforge.tasks.Task` (None: classification, as before tasks)
     task: Any = field(default=None, repr=False)
+    #: for a model of tabular data: the fitted column steps
+    #: (:class:`~nasforge.data.tabular.TabularPreprocessor`) that turn rows into its input
+    preprocessing: Any = field(default=None, repr=False)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -92,7 +95,11 @@ class LoadedModel:
             return {}
 
     def preprocess(self, images: ImageInput) -> np.ndarray:
-        """Images in any accepted form -> normalized float32 (N, C, H, W), as in training."""
+        """Images in any accepted form -> normalized float32 (N, C, H, W), as in training;
+        for a tabular model, rows (a DataFrame, a .csv/.tsv/.parquet path, a dict or a
+        list of dicts) -> the standardized float32 (N, F) features, as in training."""
+        if self.preprocessing is not None:
+            return self.preprocessing(images)
         x = _to_model_input(images, self.input_shape)
         c = self.input_shape[0]
         mean = np.asarray(self.mean, np.float32).reshape(-1)
@@ -108,7 +115,9 @@ class LoadedModel:
     def predict(self, images: ImageInput, batch_size: int = 256) -> Any:
         """Predict for ``images``: a numpy array ((H,W), (N,H,W), (N,H,W,C), (N,C,H,W) or
         one (H,W,C) image; uint8 0..255 or float 0..1), a path or list of paths to image
-        files, or PIL images (or a list mixing paths and PIL images).
+        files, or PIL images (or a list mixing paths and PIL images). A tabular model takes
+        rows: a DataFrame, a table file's path, one dict row, a dict of columns or a list
+        of dict rows, preprocessed exactly as the training data were.
 
         Returns what the model's task returns: a :class:`Prediction` (classes and
         probabilities) for a classifier, :class:`~nasforge.tasks.regression.Values`

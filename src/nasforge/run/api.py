@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sys
 import time
@@ -65,6 +66,8 @@ class SearchResult:
     feasible: bool = True
     message: str | None = None
     pareto_ids: list[int] = field(default_factory=list)
+    #: what the model takes (``"image"``, ``"tabular"``): how to call ``predict`` on it
+    input_kind: str = "image"
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per trial (see :meth:`RunStore.to_dataframe`)."""
@@ -159,7 +162,7 @@ def _release_claim(run_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------ entry points
 def search(
-    dataset: str | Dataset = "auto",
+    dataset: str | Dataset | pd.DataFrame = "auto",
     *,
     space: str | SearchSpace | None = None,
     strategy: str | Strategy | None = None,
@@ -186,8 +189,15 @@ def search(
     constraints: str | Sequence[str] | Mapping[str, Any] | None = None,
     budget_spent: float = 0.0,
     task: str | None = None,
+    target: str | Sequence[str] | None = None,
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
+
+    ``dataset`` is a name, an image folder, a :class:`Dataset`, a pandas DataFrame or a
+    ``.csv``/``.tsv``/``.parquet`` file; for the two kinds of table ``target`` names the
+    column(s) to predict (several numeric ones: multi-output regression) and the task is
+    inferred from them unless ``task`` is given (see :mod:`nasforge.data.tabular`). A
+    DataFrame is searched in memory (resume it from Python with the same frame).
 
     ``space`` None takes the default space for the data's input kind (``cnn`` for
     images; :func:`nasforge.spaces.default_for`); a space that cannot take the data's
@@ -225,12 +235,15 @@ def search(
     exported. Multi-objective/constrained runs also write ``pareto.md``/``pareto.png``.
     """
     t_call = time.monotonic()
+    dataset, task, dataset_options = _tables(dataset, target, task, dataset_options, seed)
     if space is None:  # the default space for the data's kind: cnn for images
         from nasforge.data import input_kind_of
 
         space = spaces.default_for(input_kind_of(dataset))
     dataset_options, objectives = _task_defaults(dataset, task, dataset_options, objectives)
     budget = _budget(trials, time_budget)
+    estimator_options = _space_train_defaults(space, estimator, estimator_options,
+                                              planned=budget["time_budget"] is not None)
     plan = None
     search_only = False
     if budget["time_budget"] is not None:  # the whole job fits the time: plan the split
@@ -311,6 +324,65 @@ def search(
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=final_epochs, progress=progress, executor=execution,
                     t_call=t_call)
+
+
+def _space_train_defaults(space: str | SearchSpace, estimator: str | Estimator,
+                          options: Mapping[str, Any] | None, *, planned: bool
+                          ) -> dict[str, Any] | None:
+    """``options`` with the space's :attr:`~SearchSpace.train_defaults` the user did not
+    give, for an estimator given by name that takes them."""
+    cls = spaces.registry.factory(space) if isinstance(space, str) else type(space)
+    wanted = dict(getattr(cls, "train_defaults", {}) or {})
+    if planned:
+        wanted.pop("epochs", None)
+    if not wanted or not isinstance(estimator, str):
+        return None if options is None else dict(options)
+    names, var_kw = estimators.registry.accepted_options(estimator)
+    opts = dict(options or {})
+    if planned and {"epochs", "data_fraction", "seconds"} & set(opts):
+        return opts or None
+    for k, v in wanted.items():
+        if (k in names or var_kw) and k not in opts:
+            opts[k] = v
+    return opts or None
+
+
+def _tables(dataset: Any, target: Any, task: str | None, dataset_options: Any, seed: int
+            ) -> tuple[Any, str | None, Any]:
+    """A DataFrame becomes an in-memory tabular :class:`Dataset`; a table file keeps its
+    path (resumable) with the target in its dataset options and the task fixed now (read
+    from the target when not given), so the objective fits before the data are loaded."""
+    from nasforge.data.tabular import (
+        _targets,
+        from_dataframe,
+        infer_task,
+        is_dataframe,
+        is_table_path,
+        read_table,
+    )
+
+    opts = dict(dataset_options or {})
+    if target is None:
+        target = opts.pop("target", None)
+    if is_dataframe(dataset):
+        return from_dataframe(dataset, target, task=task, seed=seed, **opts), None, None
+    if is_table_path(dataset):
+        if task is None and opts.get("task") is None:
+            df = read_table(dataset)
+            names = _targets(df, target, Path(dataset).name)
+            y = df[names].dropna()
+            task = infer_task(y) if len(y) else "classification"
+            print(f"task: {task} (inferred from target {', '.join(names)}; --task overrides)")
+        opts["target"] = [target] if isinstance(target, str) else \
+            None if target is None else [str(t) for t in target]
+        return dataset, task, opts
+    if target is not None:
+        if isinstance(dataset, str | os.PathLike) and Path(dataset).is_file():
+            raise NasforgeError(f"{dataset}: not a table file; give a .csv, .tsv or .parquet "
+                                "file (target names one of its columns)")
+        raise NasforgeError("target names a column of a table: give a DataFrame or a "
+                            ".csv/.tsv/.parquet file as the dataset")
+    return dataset, task, dataset_options
 
 
 def _task_defaults(dataset: Any, task: str | None, dataset_options: Any, objectives: Any
@@ -517,6 +589,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             feasible=why is None,
             message=why,
             pareto_ids=list((store.get_meta("pareto") or {}).get("trial_ids") or []),
+            input_kind=data.input_kind if data is not None else "image",
         )
     except BaseException as e:
         from nasforge.executors import ExecutorLostError

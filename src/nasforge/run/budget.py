@@ -84,12 +84,13 @@ def measure_probe(net: Any, data: Any, batch_size: int = 128, steps: int = 3) ->
 
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     n = len(data.y_train)
     bs = max(2, min(batch_size, n))
     x = torch.as_tensor(np.asarray(data.x_train[:bs]), dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(data.y_train[:bs]), dtype=torch.long)
+    task = data.make_task()  # the task's own loss: regression targets are not classes
+    y = task.encode(np.asarray(data.y_train[:bs]))
+    loss_fn = task.loss()
     fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
     net = net.to(memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
@@ -99,7 +100,7 @@ def measure_probe(net: Any, data: Any, batch_size: int = 128, steps: int = 3) ->
     for _ in range(steps + 1):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
+        loss_fn(net(x), y).backward()
         opt.step()
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times[1:]))
@@ -157,7 +158,7 @@ class JobPlan:
             rungs = []
             n, r = self.n_configs, self.min_trial_s
             while n >= 1 and r <= self.max_trial_s + 1e-9:
-                rungs.append(f"{n} x {r:.0f} s")
+                rungs.append(f"{n} x {r:.2g} s")
                 n, r = n // self.eta, r * self.eta
             lines.append("search: successive halving over training time, "
                          + " -> ".join(rungs) + "; known-good designs first")

@@ -11,6 +11,7 @@ step of every path: this module's retraining, SPOS/DARTS/GDAS and OFA all call i
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -126,11 +127,24 @@ def _test_metrics(served: Any, data: Dataset, device: str) -> dict[str, float]:
     return {f"test_{k}": v for k, v in m.items()}
 
 
+def _epoch_cap(space: Any, rec: TrialRecord, secs: float) -> int | None:
+    """The final training's epochs when the space caps them (``final_epochs_factor`` x
+    the winning trial's epochs) and that many fit the time left; None: train for the
+    time. Small tables overfit when the final training runs thousands of epochs."""
+    factor = getattr(space, "final_epochs_factor", None)
+    ep, took = rec.metrics.get("epochs"), rec.metrics.get("train_time_s")
+    if not factor or not ep or not took or not math.isfinite(float(ep)) or float(ep) <= 0:
+        return None
+    cap = max(1, math.ceil(float(factor) * float(ep)))
+    per_epoch = float(took) / float(ep)
+    return cap if cap * per_epoch * 1.3 < secs else None  # train+val is a bit larger
+
+
 def served_tta(augment: Any, data: Dataset) -> str | None:
     """The test-time augmentation a model is served with: a classifier trained on mirrored
     images gets the average over the image and its mirror (``"flip"``), others none."""
     return ("flip" if str(augment or "none").startswith("flip")
-            and data.task == "classification" else None)
+            and data.task == "classification" and len(data.input_shape) == 3 else None)
 
 
 def finish_model(
@@ -288,9 +302,15 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         retrains += 1
         n_all = len(data.y_train) + len(data.y_val)
         secs = None
+        n_epochs = epochs
         if final_seconds is not None:  # a retry after a rejected model gets what is left
             secs = max(1.0, final_seconds - (time.monotonic() - t_final))
             what = f"for {secs:.0f} s (the time left, less the reserve)"
+            cap = _epoch_cap(space, rec, secs)
+            if cap is not None:
+                secs, n_epochs = None, cap
+                what = (f"for {cap} epochs ({space.final_epochs_factor:g} x the trial's; "
+                        "the space's cap, within the time left)")
         else:
             what = f"for {epochs} epochs"
         display.log(f"final training of trial {rec.id} ({arch.text}) {what} on all {n_all} "
@@ -299,7 +319,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
         search_metrics = dict(rec.metrics)
         final, model_dir = finish_model(
             model, arch, space, data, store.run_dir / "best",
-            train={**kw, "epochs": epochs if secs is None else 10**6, "data_fraction": 1.0,
+            train={**kw, "epochs": n_epochs if secs is None else 10**6, "data_fraction": 1.0,
                    "resolution": None, "seed": seed, "seconds": secs, "include_val": True},
             tta=served_tta(kw.get("augment"), data),
             extra={"trial_id": rec.id, "search_metrics": rec.metrics,

@@ -131,7 +131,10 @@ def _build(
     elif isinstance(dataset, str | os.PathLike):
         name = os.fspath(dataset)
         p = Path(name).expanduser()
-        if p.is_dir():  # a folder of images: store where it is, wherever we resume from
+        from nasforge.data.tabular import is_table_path
+
+        if p.is_dir() or (is_table_path(p) and p.is_file()):
+            # a folder of images or a table: store where it is, wherever we resume from
             name = str(p.resolve())
         ds = {"name": name, "in_memory": False, "data_dir": data_dir,
               "options": _jsonable(dict(dataset_options or {}))}

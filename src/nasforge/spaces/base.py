@@ -128,6 +128,7 @@ MAX_PARAMS = 300_000_000
 MAX_ACTIVATION_MB = 4096.0  # summed layer outputs of one example
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_CHANNELS = 64
+MAX_FEATURES = 100_000  # of a feature vector (tables)
 MAX_CLASSES = 1_000_000
 
 _guard = threading.local()
@@ -142,28 +143,36 @@ def _limit(env: str, default: float) -> float:
 
 
 def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]:
-    """``input_shape`` as (C, H, W) integers within nasforge's bounds, else a clear error
-    (a stored ``[1, 100000, 100000]`` or ``1e400`` is refused, not allocated)."""
+    """``input_shape`` as (C, H, W) (images) or (F,) (feature vectors) integers within
+    nasforge's bounds, else a clear error (a stored ``[1, 100000, 100000]`` or ``1e400`` is
+    refused, not allocated)."""
     from nasforge.errors import NasforgeError
 
     try:
         shape = tuple(input_shape)
     except TypeError:
         raise NasforgeError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
-    ok = len(shape) == 3 and all(isinstance(v, int | np.integer) and not isinstance(v, bool)
-                                 for v in shape)
+    ok = len(shape) in (1, 3) and all(isinstance(v, int | np.integer) and
+                                      not isinstance(v, bool) for v in shape)
     if not ok:
-        raise NasforgeError(f"input_shape must be 3 integers (C, H, W), got {shape!r:.200}")
-    c, h, w = (int(v) for v in shape)
-    if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
-        raise NasforgeError(
-            f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} channels and sides "
-            f"of 1-{MAX_INPUT_SIDE} pixels")
+        raise NasforgeError(f"input_shape must be 3 integers (C, H, W) or one (F,), got "
+                            f"{shape!r:.200}")
+    if len(shape) == 1:
+        if not 1 <= int(shape[0]) <= MAX_FEATURES:
+            raise NasforgeError(f"input_shape {shape} is out of bounds: 1-{MAX_FEATURES:,} "
+                                "features")
+    else:
+        c, h, w = (int(v) for v in shape)
+        if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= h <= MAX_INPUT_SIDE
+                and 1 <= w <= MAX_INPUT_SIDE):
+            raise NasforgeError(
+                f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} channels and "
+                f"sides of 1-{MAX_INPUT_SIDE} pixels")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or not (
             1 <= num_classes <= MAX_CLASSES):
         raise NasforgeError(f"num_classes must be an integer from 1 to {MAX_CLASSES:,}, "
                             f"got {num_classes!r:.100}")
-    return c, h, w
+    return tuple(int(v) for v in shape)
 
 
 def check_network_size(build: Any, space: Any, arch: Any, input_shape: Sequence[int],
@@ -277,6 +286,13 @@ class SearchSpace(ABC):
     #: the space a search uses when none is given and the data are of this input kind
     #: (at most one space per kind says so; see :func:`nasforge.spaces.default_for`)
     default_for: ClassVar[str | None] = None
+    #: training options this space's networks want when the user gives none (passed to an
+    #: estimator that takes them; ``epochs`` only without a time budget, whose plan sizes
+    #: trials itself): e.g. MLPs diverge under the image recipe's SGD at lr 0.05
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    #: a time-budgeted final training runs at most this many times the winning trial's
+    #: epochs (None: all the time left); what stays unused ends the job early
+    final_epochs_factor: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
