@@ -128,6 +128,7 @@ MAX_PARAMS = 300_000_000
 MAX_ACTIVATION_MB = 4096.0  # summed layer outputs of one example
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_CHANNELS = 64
+MAX_FEATURES = 1_000_000  # of a tabular row, input_shape (F,)
 MAX_CLASSES = 1_000_000
 
 _guard = threading.local()
@@ -142,7 +143,8 @@ def _limit(env: str, default: float) -> float:
 
 
 def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]:
-    """``input_shape`` as (C, H, W) integers within nasforge's bounds, else a clear error
+    """``input_shape`` as (C, H, W) (or (F,) for tabular rows) integers within nasforge's
+    bounds, else a clear error
     (a stored ``[1, 100000, 100000]`` or ``1e400`` is refused, not allocated)."""
     from nasforge.errors import NasforgeError
 
@@ -150,6 +152,13 @@ def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]
         shape = tuple(input_shape)
     except TypeError:
         raise NasforgeError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
+    if len(shape) == 1 and isinstance(shape[0], int | np.integer) and not isinstance(
+            shape[0], bool):  # a row of features (tabular data)
+        if not 1 <= int(shape[0]) <= MAX_FEATURES:
+            raise NasforgeError(f"input_shape {shape} is out of bounds: 1-{MAX_FEATURES:,} "
+                                "features")
+        _check_classes(num_classes)
+        return (int(shape[0]),)
     ok = len(shape) == 3 and all(isinstance(v, int | np.integer) and not isinstance(v, bool)
                                  for v in shape)
     if not ok:
@@ -159,11 +168,17 @@ def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]
         raise NasforgeError(
             f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} channels and sides "
             f"of 1-{MAX_INPUT_SIDE} pixels")
+    _check_classes(num_classes)
+    return c, h, w
+
+
+def _check_classes(num_classes: Any) -> None:
+    from nasforge.errors import NasforgeError
+
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or not (
             1 <= num_classes <= MAX_CLASSES):
         raise NasforgeError(f"num_classes must be an integer from 1 to {MAX_CLASSES:,}, "
                             f"got {num_classes!r:.100}")
-    return c, h, w
 
 
 def check_network_size(build: Any, space: Any, arch: Any, input_shape: Sequence[int],
