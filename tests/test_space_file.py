@@ -164,7 +164,7 @@ def test_per_repeat_choices_and_their_inactive_copies() -> None:
               if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.kernel_size == (3, 3)]
     assert widths == [16, 16]
     # 3 depths with 2, 4, 8 width vectors; x2 op; use_drop: off or 2 values; x2 skip
-    assert len(list(sp.enumerate())) == (2 + 4 + 8) * 2 * 3 * 2
+    assert len(list(sp.enumerate())) == sp.size == (2 + 4 + 8) * 2 * 3 * 2
 
 
 def test_shared_choice_is_one_decision_for_all_repeats() -> None:
@@ -288,6 +288,47 @@ def test_a_wrong_file_gets_one_message(tmp_path, text, key, allowed) -> None:
         assert allowed in msg
 
 
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 70) | st.floats(allow_nan=True)
+    | st.sampled_from(["depth", "width", "conv", "pool", "relu", "max", "x", ""]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["op", "out", "repeat", "block", "active_if", "p", "kind"]), inner,
+        max_size=3),
+    max_leaves=8)
+
+
+def _leaves(doc, path=()):  # noqa: ANN001, ANN202 - paths to every value of a document
+    yield path
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(
+        doc, list) else ()
+    for k, v in items:
+        yield from _leaves(v, (*path, k))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_mutated_document_is_a_space_or_one_space_file_error(data) -> None:
+    """Any value swapped into the example (or the conditional document) anywhere: a
+    working space, or a SpaceFileError -- never another exception."""
+    doc = json.loads(json.dumps(data.draw(st.sampled_from([
+        spaces.from_file(CNN).document, COND_DOC]))))
+    path = data.draw(st.sampled_from(list(_leaves(doc))[1:]))
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = data.draw(_JSON)
+    try:
+        sp = spaces.get("file", document=doc)
+    except SpaceFileError as e:
+        assert "\n" not in str(e)
+        return
+    a = sp.sample(np.random.default_rng(0))
+    assert sp.parse(a.text) == a
+    shape = (1, 8, 8) if sp.input_kind == "image" else (5,)
+    with torch.no_grad():
+        sp.build(a, shape, 2).eval()(torch.zeros(1, *shape))
+
+
 def test_a_missing_file_and_a_bad_suffix(tmp_path) -> None:
     with pytest.raises(SpaceFileError, match="no such file"):
         spaces.from_file(tmp_path / "nope.yaml")
@@ -325,6 +366,13 @@ def test_cli_exit_2_on_a_wrong_file(tmp_path, capsys, edit, message) -> None:
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in " ".join(err.split()) and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tabular_file_space_refuses_images(tmp_path) -> None:
+    with pytest.raises(NasforgeError, match="builds networks for tabular inputs, but the "
+                                            "data are image"):
+        nasforge.search("digits", space=MLP, trials=1, out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "run.db").exists()
 
 
 def test_space_options_do_not_apply_to_a_file() -> None:

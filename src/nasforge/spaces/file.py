@@ -602,6 +602,18 @@ class FileSpace(SearchSpace):
         self._cache[key] = out
         return out
 
+    @property
+    def size(self) -> int:
+        """Distinct canonical architectures: counted exactly while the product of the
+        option counts is small (conditional choices make it an upper bound), else that
+        product."""
+        bound = math.prod(len(c.options) for c in self._choices)
+        if bound > 50_000:
+            return bound
+        if "_size" not in self.__dict__:
+            self.__dict__["_size"] = sum(1 for _ in self.enumerate())
+        return int(self.__dict__["_size"])
+
     def is_active(self, name: str, values: Mapping[str, Value]) -> bool:
         return name in self._evaluate(values)[0]
 
