@@ -225,6 +225,16 @@ def test_random_archs_build_and_round_trip(seed) -> None:
         assert sp.build(a, (1, 8, 8), 3).eval()(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
 
 
+def test_pickles_for_worker_processes() -> None:
+    import pickle
+
+    sp = cond_space()
+    again = pickle.loads(pickle.dumps(sp))
+    assert again.choices() == sp.choices() and again.config() == sp.config()
+    a = sp.sample(np.random.default_rng(0))
+    assert again.parse(a.text) == a
+
+
 def test_parse_errors_are_arch_parse_errors() -> None:
     sp = spaces.from_file(CNN)
     for bad in ("depth=5", "widht=16", "depth", "kernel=4;depth=2"):

@@ -539,6 +539,10 @@ class FileSpace(SearchSpace):
     def config(self) -> dict[str, Any]:
         return {"document": self.document}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (for worker processes) as its document, rebuilt on the other side."""
+        return (type(self), (self.document, self.source))
+
     def choices(self) -> tuple[Choice, ...]:
         return self._choices
 
