@@ -270,6 +270,8 @@ GOOD = CNN.read_text()
     (GOOD.replace("{op: dropout, p: dropout}", "{op: dropout}"), "layers[1].p",
      "missing"),
     (GOOD + "  - {op: conv, out: [16\n", "", "invalid YAML at line 16"),
+    (GOOD.replace("  kernel: [3, 5]\n", "  kernel: [3, 5]\n  width: [8]\n"), "",
+     "invalid YAML at line 7, column 3: key 'width' appears twice"),
     (GOOD.replace("width: [16, 32, 64]", "width: [16, 16]"), "choices.width", "duplicate"),
     (GOOD.replace("act: [relu, gelu]", "act: [relu, null]"), "choices.act", "NoneType"),
     (GOOD.replace("dropout: [0.0, 0.2]", "dropout:\n    values: [0.0, 0.2]\n"

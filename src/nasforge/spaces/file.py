@@ -474,9 +474,7 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
             import tomllib
 
             return tomllib.loads(text)
-        import yaml
-
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except json.JSONDecodeError as e:
         raise SpaceFileError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: "
                              f"{e.msg}") from None
@@ -487,6 +485,30 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         kind = "TOML" if suffix == ".toml" else "YAML"
         raise SpaceFileError(f"{p}: invalid {kind}{where}: {' '.join(str(what).split())}") \
             from None
+
+
+def _yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice (PyYAML keeps the last one
+    silently: a second ``width:`` would quietly replace the first)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for k, _v in node.value:
+            key = loader.construct_object(k, deep=deep)
+            if isinstance(key, list | dict):
+                continue  # unhashable: the compiler names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", k.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def is_space_file(space: Any) -> bool:
