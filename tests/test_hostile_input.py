@@ -32,18 +32,21 @@ HYP = settings(max_examples=150, deadline=None,
 
 
 def _spaces() -> list[Any]:
-    """One instance (default options) of every registered space that has defaults."""
+    """One instance (default options) of every registered space that has defaults, and
+    the ones that need a document (``file``: the example and a conditional one)."""
+    from test_space_file import CNN, cond_space
+
     out = []
     for name in spaces.names():
         try:
             out.append(spaces.get(name))
         except (TypeError, NasforgeError):
             continue
-    return out
+    return [*out, spaces.from_file(CNN), cond_space()]
 
 
 SPACES = _spaces()
-SPACE_IDS = [s.name for s in SPACES]
+SPACE_IDS = [s.name if s.name != "file" else f"file-{s.title}" for s in SPACES]
 
 
 def _grammar(space: Any) -> st.SearchStrategy[str]:
@@ -65,7 +68,7 @@ def _chars() -> st.SearchStrategy[str]:
 
 # ------------------------------------------------------------------------------ spaces
 def test_every_registered_space_is_covered():
-    assert {"nb201", "cnn"} <= set(SPACE_IDS)
+    assert {"nb201", "cnn", "file-my-cnn", "file-cond"} <= set(SPACE_IDS)
 
 
 @pytest.mark.parametrize("space", SPACES, ids=SPACE_IDS)

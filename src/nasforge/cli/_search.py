@@ -89,7 +89,8 @@ def search(
     ] = None,
     space: Annotated[
         str | None,
-        typer.Option(help="Search space (see `nasforge spaces`); default: the one for the "
+        typer.Option(help="Search space (see `nasforge spaces`) or a space file "
+                     "(my_space.yaml, .json, .toml); default: the one for the "
                      "data's input kind (cnn for images)."),
     ] = None,
     strategy: Annotated[
@@ -227,7 +228,11 @@ def search(
         from nasforge.data import input_kind_of
 
         space = spaces.default_for(input_kind_of(dataset))
-    spaces.registry.factory(space)  # unknown names fail here, listing the valid ones
+    if spaces.is_space_file(space):  # a wrong file fails here, naming the key
+        label = spaces.resolve(space, space_options).title  # type: ignore[attr-defined]
+    else:
+        spaces.registry.factory(space)  # unknown names fail here, listing the valid ones
+        label = space
     from nasforge import tasks
 
     if task is not None:
@@ -276,7 +281,7 @@ def search(
     from nasforge.experiment import search as run_search
 
     # the run directory is chosen here so that Ctrl-C can name it
-    run_dir = out if out is not None else default_run_dir(f"{space}-{shown}")
+    run_dir = out if out is not None else default_run_dir(f"{label}-{shown}")
     _current_run["dir"] = str(run_dir)
 
     result = run_search(

@@ -164,7 +164,7 @@ def _release_claim(run_dir: Path) -> None:
 def search(
     dataset: str | Dataset | pd.DataFrame = "auto",
     *,
-    space: str | SearchSpace | None = None,
+    space: str | os.PathLike[str] | SearchSpace | None = None,
     strategy: str | Strategy | None = None,
     estimator: str | Estimator = "train",
     trials: int | None = 20,
@@ -201,7 +201,9 @@ def search(
 
     ``space`` None takes the default space for the data's input kind (``cnn`` for
     images; :func:`nasforge.spaces.default_for`); a space that cannot take the data's
-    inputs is refused before anything is stored.
+    inputs is refused before anything is stored. A path ending in ``.yaml``, ``.yml``,
+    ``.json`` or ``.toml`` is a space file (:func:`nasforge.spaces.from_file`); the run
+    stores its content, so the file may move or change afterwards.
 
     ``task`` (``"classification"``, ``"regression"``; see :mod:`nasforge.tasks`) says
     what is predicted; None takes the dataset's (a loaded data set is classification, an

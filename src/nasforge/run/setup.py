@@ -67,7 +67,7 @@ class _Setup:
 
 def _build(
     dataset: Any,
-    space: str | SearchSpace,
+    space: str | os.PathLike[str] | SearchSpace,
     strategy: str | Strategy,
     estimator: str | Estimator,
     *,
@@ -87,10 +87,13 @@ def _build(
         if space_options:
             raise NasforgeError("space_options only apply to a space given by name")
         sp = space
+    elif spaces.is_space_file(space):  # stored as its document: the file may move
+        sp = spaces.resolve(space, dict(space_options or {}))
     elif isinstance(space, str):
         sp = _make(spaces.registry, space, dict(space_options or {}))
     else:
-        raise NasforgeError(f"space must be a name or a SearchSpace, got {type(space).__name__}")
+        raise NasforgeError(f"space must be a name, a space file or a SearchSpace, got "
+                            f"{type(space).__name__}")
     # strategy
     if isinstance(strategy, Strategy):
         if strategy_options:
@@ -144,7 +147,8 @@ def _build(
         )
     config = {
         "dataset": ds,
-        "space": _spec(sp, space_options if isinstance(space, str) else None),
+        "space": _spec(sp, space_options if isinstance(space, str)
+                       and not spaces.is_space_file(space) else None),
         "strategy": _spec(st, None),
         "estimator": _spec(est, estimator_options if isinstance(estimator, str) else None),
         "seed": seed,

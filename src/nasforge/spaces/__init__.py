@@ -60,9 +60,25 @@ def check_input(space: SearchSpace, kind: str) -> None:
 
 
 # Importing the modules registers the built-in spaces.
-from nasforge.spaces import cnn, mlp, mobile, nb201  # noqa: E402,F401
+from nasforge.spaces import cnn, file, mlp, mobile, nb201  # noqa: E402,F401
+from nasforge.spaces.file import from_file, is_space_file  # noqa: E402
+
+
+def resolve(space: Any, options: dict[str, Any] | None = None) -> SearchSpace:
+    """The space a ``--space`` / ``search(space=...)`` value names: a path with a space-file
+    suffix (.yaml, .yml, .json, .toml) is read with :func:`from_file`, anything else is a
+    registered name built with ``options``."""
+    from nasforge.errors import NasforgeError
+
+    if is_space_file(space):
+        if options:
+            raise NasforgeError(f"space options ({', '.join(options)}) do not apply to a space "
+                                f"file ({space}): write the choices in the file")
+        return from_file(space)
+    return get(space, **dict(options or {}))
 
 __all__ = [
     "Arch", "Backbone", "Choice", "Level", "SearchSpace", "check_input", "default_for",
-    "for_input", "get", "names", "register", "registry",
+    "for_input", "from_file", "get", "is_space_file", "names", "register", "registry",
+    "resolve",
 ]
