@@ -333,7 +333,10 @@ def _space_train_defaults(space: str | SearchSpace, estimator: str | Estimator,
                           ) -> dict[str, Any] | None:
     """``options`` with the space's :attr:`~SearchSpace.train_defaults` the user did not
     give, for an estimator given by name that takes them."""
-    cls = spaces.registry.factory(space) if isinstance(space, str) else type(space)
+    if spaces.is_space_file(space):  # a file's defaults follow its input kind
+        cls: Any = spaces.resolve(space)
+    else:
+        cls = spaces.registry.factory(space) if isinstance(space, str) else space
     wanted = dict(getattr(cls, "train_defaults", {}) or {})
     if planned:
         wanted.pop("epochs", None)

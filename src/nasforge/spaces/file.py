@@ -552,6 +552,11 @@ class FileSpace(SearchSpace):
         self.source = src
         self.title = c.title
         self.input_kind = c.input  # type: ignore[misc]
+        if self.input_kind == "tabular":  # trains like the mlp space (measured on tables)
+            from nasforge.spaces.mlp import MLPSpace
+
+            self.train_defaults = dict(MLPSpace.train_defaults)  # type: ignore[misc]
+            self.final_epochs_factor = MLPSpace.final_epochs_factor  # type: ignore[misc]
         self._nodes = c.nodes
         self._inst = c.instances
         self._first = {i.name: i.options[0] for i in self._inst}
