@@ -28,11 +28,14 @@ from nasforge.errors import NasforgeError
 # must finish in minutes on 2 CPU cores (Fashion-MNIST: ~3-5 min, digits: seconds)
 DEFAULT_TRIALS = 10
 #: the whole job's wall-clock time when neither --trials nor --time-budget is given
-DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0}
+DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0,
+                       "sequence": 120.0}
 SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"epochs": 1, "data_fraction": 0.1, "final_epochs": 2},
     "digits": {"epochs": 3, "data_fraction": 1.0, "final_epochs": 10},
     "folder": {"epochs": 1, "data_fraction": 1.0, "final_epochs": 3},
+    # UCR/UEA-sized time series: tens to hundreds of series, an epoch takes milliseconds
+    "sequence": {"epochs": 20, "data_fraction": 1.0, "final_epochs": 60},
 }
 
 
@@ -46,7 +49,8 @@ def _dataset_kind(dataset: str, data_dir: str | None) -> str:
         return "fashion-mnist" if D.fashion_mnist_available(data_dir) else "digits"
     if key in SEARCH_DEFAULTS:
         return key
-    return "folder"
+    kind = D.input_kind_of(dataset)  # another input kind with its own row (sequence)
+    return kind if kind != "image" and kind in SEARCH_DEFAULTS else "folder"
 
 
 def _accepts(estimator: str, option: str) -> bool:

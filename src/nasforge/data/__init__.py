@@ -105,6 +105,10 @@ def input_kind_of(dataset: object) -> str:
     ``"image"``."""
     if isinstance(dataset, Dataset):
         return dataset.input_kind
+    from nasforge.data.sequences import is_sequence_source
+
+    if is_sequence_source(dataset):  # aeon:NAME, series:FILE, .ts, 3-d .npy/.npz
+        return "sequence"
     return "image"
 
 
@@ -149,6 +153,10 @@ def load_dataset(
     key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
     if key == "auto":
         key = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    from nasforge.data.sequences import is_sequence_source, load_sequences
+
+    if is_sequence_source(name_or_path):  # time series: see nasforge.data.sequences
+        return load_sequences(name_or_path, **{**kw, "task": task})  # type: ignore[arg-type]
     if key == "digits":
         return _load_digits(**kw)
     if key == "fashion-mnist":

@@ -400,9 +400,9 @@ class TrainingEstimator(Estimator):
             end = time.monotonic() + (self.deadline - time.time())
             deadline = end if deadline is None else min(deadline, end)
         seed = zlib.crc32(f"{self.seed}:{arch.text}".encode())
-        c, h, w = data.input_shape
-        r = s["resolution"]
-        shape = (c, r, r) if r is not None else (c, h, w)
+        # resolution is an image fidelity: a sequence (C, L) is trained at its own length
+        r = s["resolution"] if len(data.input_shape) == 3 else None
+        shape = (data.input_shape[0], r, r) if r is not None else tuple(data.input_shape)
         torch.manual_seed(seed)
         model = space.build(arch, shape, data.n_outputs)
         if self.early_stopping and "metric" not in self.early_stopping_options and \

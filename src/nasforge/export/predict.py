@@ -92,7 +92,13 @@ class LoadedModel:
             return {}
 
     def preprocess(self, images: ImageInput) -> np.ndarray:
-        """Images in any accepted form -> normalized float32 (N, C, H, W), as in training."""
+        """Images in any accepted form -> normalized float32 (N, C, H, W), as in training
+        (series, for a model of a space whose input kind is ``"sequence"``: see
+        :func:`nasforge.data.sequences.to_model_input`)."""
+        if getattr(self.space, "input_kind", "image") == "sequence":
+            from nasforge.data.sequences import to_model_input
+
+            return to_model_input(images, self.input_shape, self.mean, self.std)
         x = _to_model_input(images, self.input_shape)
         c = self.input_shape[0]
         mean = np.asarray(self.mean, np.float32).reshape(-1)

@@ -96,7 +96,7 @@ def _onnx_check(model: nn.Module, path: Path, example: torch.Tensor) -> float:
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     worst = 0.0
-    for x in (example, example[:1].repeat(3, 1, 1, 1) * 0.5):
+    for x in (example, example[:1].repeat(3, *[1] * (example.dim() - 1)) * 0.5):
         with torch.no_grad():
             ref = model(x).detach().cpu().numpy()
         out = sess.run(None, {name: x.numpy()})[0]
@@ -133,8 +133,9 @@ def export_onnx(
     except OSError as e:  # a path under a file, a read-only disk, a name too long
         raise NasforgeError(f"cannot write {path}: {e.strerror or e}") from None
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3:
-        raise NasforgeError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+    if len(shape) not in (2, 3):  # (C, H, W) images, (C, L) sequences
+        raise NasforgeError(f"input_shape must be (C, H, W) or (C, L), got "
+                            f"{tuple(input_shape)}")
     try:
         device = next(model.parameters()).device
     except StopIteration:

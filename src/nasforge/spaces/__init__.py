@@ -60,7 +60,7 @@ def check_input(space: SearchSpace, kind: str) -> None:
 
 
 # Importing the modules registers the built-in spaces.
-from nasforge.spaces import cnn, mobile, nb201  # noqa: E402,F401
+from nasforge.spaces import cnn, mobile, nb201, seq  # noqa: E402,F401
 
 __all__ = [
     "Arch", "Backbone", "Choice", "Level", "SearchSpace", "check_input", "default_for",

@@ -128,6 +128,7 @@ MAX_PARAMS = 300_000_000
 MAX_ACTIVATION_MB = 4096.0  # summed layer outputs of one example
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_CHANNELS = 64
+MAX_SEQUENCE_LENGTH = 100_000
 MAX_CLASSES = 1_000_000
 
 _guard = threading.local()
@@ -142,7 +143,8 @@ def _limit(env: str, default: float) -> float:
 
 
 def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]:
-    """``input_shape`` as (C, H, W) integers within nasforge's bounds, else a clear error
+    """``input_shape`` as (C, H, W) integers (or (C, L) for sequences) within nasforge's
+    bounds, else a clear error
     (a stored ``[1, 100000, 100000]`` or ``1e400`` is refused, not allocated)."""
     from nasforge.errors import NasforgeError
 
@@ -150,20 +152,29 @@ def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]
         shape = tuple(input_shape)
     except TypeError:
         raise NasforgeError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
-    ok = len(shape) == 3 and all(isinstance(v, int | np.integer) and not isinstance(v, bool)
-                                 for v in shape)
+    ok = len(shape) in (2, 3) and all(isinstance(v, int | np.integer) and
+                                      not isinstance(v, bool) for v in shape)
     if not ok:
-        raise NasforgeError(f"input_shape must be 3 integers (C, H, W), got {shape!r:.200}")
-    c, h, w = (int(v) for v in shape)
-    if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
-        raise NasforgeError(
-            f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} channels and sides "
-            f"of 1-{MAX_INPUT_SIDE} pixels")
+        raise NasforgeError(f"input_shape must be 3 integers (C, H, W) or 2 (C, L) for a "
+                            f"sequence, got {shape!r:.200}")
+    if len(shape) == 2:  # a sequence: (channels, length)
+        c, n = (int(v) for v in shape)
+        if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= n <= MAX_SEQUENCE_LENGTH):
+            raise NasforgeError(f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} "
+                                f"channels and 1-{MAX_SEQUENCE_LENGTH} steps")
+        h, w = 1, n
+    else:
+        c, h, w = (int(v) for v in shape)
+        if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= h <= MAX_INPUT_SIDE
+                and 1 <= w <= MAX_INPUT_SIDE):
+            raise NasforgeError(
+                f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} channels and "
+                f"sides of 1-{MAX_INPUT_SIDE} pixels")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or not (
             1 <= num_classes <= MAX_CLASSES):
         raise NasforgeError(f"num_classes must be an integer from 1 to {MAX_CLASSES:,}, "
                             f"got {num_classes!r:.100}")
-    return c, h, w
+    return (c, w) if len(shape) == 2 else (c, h, w)
 
 
 def check_network_size(build: Any, space: Any, arch: Any, input_shape: Sequence[int],
