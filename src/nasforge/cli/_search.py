@@ -347,9 +347,14 @@ def _report(result: Any) -> None:
             else "labels"
         _out(f"Model saved to {md}", "bold")
         _out("Use it:")
-        _out(f"  nasforge predict {md} IMAGE.png")
+        from nasforge import spaces
+
+        seq = result.best_arch is not None and getattr(spaces.registry.factory(
+            result.best_arch.space), "input_kind", "image") == "sequence"
+        example = "SERIES.npy" if seq else "IMAGE.png"  # (N, C, L) series, or rows of a CSV
+        _out(f"  nasforge predict {md} {example}")
         _out(
             f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
-            f"print(m.predict(['IMAGE.png']).{attr})\""
+            f"print(m.predict({'SERIES' if seq else repr([example])}).{attr})\""
         )
     _out(f"  nasforge show {run_dir}")

@@ -10,14 +10,16 @@ last real step. Inputs are ``(1 + C, L)``: channel 0 is the padding mask
 (:mod:`nasforge.data.sequences`), which every block and readout respects.
 
 Inactive choices (blocks past ``n_blocks``, a pool's kernel, an LSTM's heads, ...) are
-reset to their first option, so equal networks are equal archs; the string form is the
-base ``name=value;...`` list of the active choices. The FCN of Wang et al. (2017; conv
-128-k8, 256-k5, 128-k3, each with batch norm and ReLU, global average pooling) is a point
-of the space and the first of :meth:`SeqSpace.known_good`.
+reset to their first option, so equal networks are equal archs; the string form reads
+like the network, ``conv-k8-d1-w128-bn-relu|maxpool|gru-w64-bi|attention|drop0.1``.
+The FCN of Wang et al. (2017; conv 128-k8, 256-k5, 128-k3, each with batch norm and ReLU,
+global average pooling) is a point of the space and the first of
+:meth:`SeqSpace.known_good`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +51,11 @@ _USES: dict[str, frozenset[str]] = {
     "heads": frozenset({"transformer"}), "ffn": frozenset({"transformer"}),
     "prenorm": frozenset({"transformer"}), "act": CONV_TYPES | {"transformer"},
 }
+_NORM_TOK = {"batch": "bn", "layer": "ln", "none": "nonorm"}
+_TOK_NORM = {v: k for k, v in _NORM_TOK.items()}
+_NUM = re.compile(r"([kdwhf])([0-9]{1,6})")
+_NUM_FIELD = {"k": "kernel", "d": "dilation", "w": "width", "h": "heads", "f": "ffn"}
+_DROP = re.compile(r"drop([0-9]{1,3}(?:\.[0-9]{1,8})?)")
 MAX_BLOCKS = 32
 MAX_WIDTH = 4096
 
@@ -202,6 +209,92 @@ class SeqSpace(SearchSpace):
             except ArchParseError:
                 continue
         return list(dict.fromkeys(out))
+
+    # -- string form --------------------------------------------------------------------------
+    def format(self, arch: Arch) -> str:
+        """``conv-k8-d1-w128-bn-relu|maxpool|gru-w64-bi|attention|drop0.1``: one token per
+        block with its active fields only, then the readout and the head's dropout."""
+        parts = []
+        for b in self.blocks(arch):
+            if b.type in POOL_TYPES:
+                tok = b.type
+            elif b.type in RNN_TYPES:
+                tok = f"{b.type}-w{b.width}" + ("-bi" if b.bidir else "")
+            elif b.type == "transformer":
+                tok = (f"transformer-w{b.width}-h{b.heads}-f{b.ffn}-"
+                       f"{'pre' if b.prenorm else 'post'}-{b.act}")
+            else:
+                tok = f"{b.type}-k{b.kernel}-d{b.dilation}-w{b.width}-{_NORM_TOK[b.norm]}-{b.act}"
+            if b.skip and b.type in _USES["skip"]:
+                tok += "-skip"
+            if b.drop > 0:
+                tok += f"-drop{b.drop}"
+            parts.append(tok)
+        return "|".join([*parts, str(arch["readout"]), f"drop{arch['dropout']}"])
+
+    def parse(self, text: str) -> Arch:
+        """Inverse of :meth:`format`; raises :class:`ArchParseError` naming the bad token."""
+        if not isinstance(text, str):
+            raise ArchParseError(f"seq: architecture must be a string, got {type(text).__name__}")
+        toks = [t.strip() for t in text.strip().split("|")]
+        if len(toks) < 2:
+            raise ArchParseError(f"seq: bad architecture {text[:200]!r}: expected "
+                                 "'block|...|readout|dropP', e.g. "
+                                 "'conv-k8-d1-w128-bn-relu|mean|drop0.0'")
+        vals: dict[str, Value] = dict(self._first)
+        vals["dropout"] = self._drop(toks[-1], text, "dropout")
+        if toks[-2] not in self.readouts:
+            raise ArchParseError(f"seq: bad token {toks[-2][:50]!r} in {text[:200]!r}: the "
+                                 f"readout is one of {list(self.readouts)}")
+        vals["readout"] = toks[-2]
+        body = toks[:-2]
+        if not self.min_blocks <= len(body) <= self.max_blocks:
+            raise ArchParseError(f"seq: bad architecture {text[:200]!r}: {len(body)} blocks, "
+                                 f"this space allows {self.min_blocks} to {self.max_blocks}")
+        vals["n_blocks"] = len(body)
+        for i, tok in enumerate(body):
+            vals.update({f"b{i}_{k}": v for k, v in self._parse_block(tok, text).items()})
+        return self.make(vals)
+
+    def _drop(self, tok: str, text: str, choice: str) -> float:
+        m = _DROP.fullmatch(tok)
+        opts = self._choice_map()["dropout" if choice == "dropout" else "b0_drop"].options
+        if m is None or float(m[1]) not in opts:
+            raise ArchParseError(f"seq: bad token {tok[:50]!r} in {text[:200]!r}: expected "
+                                 f"'drop<p>' with p in {list(opts)}")
+        return float(m[1])
+
+    def _parse_block(self, tok: str, text: str) -> dict[str, Value]:
+        def bad(why: str) -> ArchParseError:
+            return ArchParseError(f"seq: bad token {tok[:80]!r} in {text[:200]!r}: {why}")
+
+        parts = tok.split("-")
+        out: dict[str, Value] = {"type": parts[0], "skip": False, "bidir": False}
+        if parts[0] not in self.block_types:
+            raise bad(f"block type {parts[0][:30]!r} is not one of {list(self.block_types)}")
+        seen: set[str] = set()
+        for p in parts[1:]:
+            if m := _NUM.fullmatch(p):
+                key, val = _NUM_FIELD[m[1]], int(m[2])
+            elif p in _TOK_NORM:
+                key, val = "norm", _TOK_NORM[p]
+            elif p in ("pre", "post"):
+                key, val = "prenorm", p == "pre"
+            elif p in ACTIVATIONS:
+                key, val = "act", p
+            elif p in ("bi", "skip"):
+                key, val = ("bidir" if p == "bi" else "skip"), True
+            elif p.startswith("drop"):
+                key, val = "drop", self._drop(p, text, "drop")
+            else:
+                raise bad(f"unknown part {p[:30]!r}")
+            if key in seen:
+                raise bad(f"{key} given twice")
+            if key not in ("drop",) and parts[0] not in _USES.get(key, frozenset()):
+                raise bad(f"a {parts[0]} block does not take {p[:30]!r}")
+            seen.add(key)
+            out[key] = val
+        return out
 
     # -- building -----------------------------------------------------------------------------
     def _check(self, arch: Arch, input_shape: Sequence[int]) -> tuple[Arch, int, int]:
