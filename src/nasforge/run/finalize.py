@@ -130,7 +130,8 @@ def served_tta(augment: Any, data: Dataset) -> str | None:
     """The test-time augmentation a model is served with: a classifier trained on mirrored
     images gets the average over the image and its mirror (``"flip"``), others none."""
     return ("flip" if str(augment or "none").startswith("flip")
-            and data.task == "classification" else None)
+            and data.task == "classification"
+            and len(data.input_shape) == 3 else None)  # flips are image-only (not series)
 
 
 def finish_model(
