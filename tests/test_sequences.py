@@ -89,6 +89,9 @@ def test_user_files_npz_npy_csv_wide_long_and_ts(tmp_path) -> None:
     np.savez(tmp_path / "s.npz", x=arr, y=y)
     np.save(tmp_path / "s.npy", arr)
     np.save(tmp_path / "s_labels.npy", y)
+    np.savez(tmp_path / "flat.npz", x=arr[:, 0], y=y)  # 2-d: a table too, unless prefixed
+    assert input_kind_of(str(tmp_path / "flat.npz")) != "sequence"
+    assert load_dataset(f"series:{tmp_path / 'flat.npz'}").x_train.shape[1:] == (2, 24)
     for spec in (tmp_path / "s.npz", tmp_path / "s.npy"):
         assert input_kind_of(str(spec)) == "sequence"
         d = load_dataset(str(spec))

@@ -42,8 +42,10 @@ MAX_CHANNELS = 63  # plus the mask: nasforge's bound on input channels
 
 # ----------------------------------------------------------------------------- naming
 def is_sequence_source(name: Any) -> bool:
-    """Whether a data set name or path is time series, decided without reading the data
-    (``.npy``/``.npz`` need a 3-d array; only their header is read)."""
+    """Whether a data set name or path is time series, decided without reading the data:
+    ``aeon:``/``series:`` names, ``.ts`` files, and ``.npy``/``.npz`` files whose (``x``)
+    array is 3-d (N, C, L), only their headers read; a 2-d array (N, L) of series needs
+    the ``series:`` prefix, as 2-d arrays are tables too."""
     if not isinstance(name, str | os.PathLike):
         return False
     s = str(name).strip()
@@ -54,22 +56,31 @@ def is_sequence_source(name: Any) -> bool:
         return True
     if low.endswith(".npy") and Path(s).is_file():
         return _npy_ndim(Path(s)) == 3
-    if low.endswith(".npz") and Path(s).is_file():
+    if low.endswith(".npz") and Path(s).is_file():  # headers only, nothing loaded
+        import zipfile
+
         try:
-            with np.load(s, allow_pickle=False) as z:
-                return "x" in z.files and z["x"].ndim in (2, 3) and "y" in z.files
-        except (OSError, ValueError):
+            with zipfile.ZipFile(s) as z:
+                if "y.npy" not in z.namelist():
+                    return False
+                with z.open("x.npy") as f:
+                    return _header_ndim(f) == 3
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return False
     return False
+
+
+def _header_ndim(f: Any) -> int:
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    return len(read(f)[0])
 
 
 def _npy_ndim(p: Path) -> int:
     try:
         with p.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            return len(read(f)[0])
+            return _header_ndim(f)
     except (OSError, ValueError):
         return -1
 
