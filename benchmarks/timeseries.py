@@ -131,8 +131,8 @@ def _report(doc: dict[str, Any]) -> str:
         "# Time-series classification: nasforge vs FCN vs MiniRocket",
         "",
         f"UCR/UEA sets bundled with aeon, official train/test splits, {b:.0f} s of one CPU "
-        "core per method and set, one method after another (`taskset -c 1`, one torch "
-        "thread). **The machine (2 vCPUs) was shared with other engineers' jobs**, so "
+        "core per method and set, one method after another (pinned with `taskset -c N`, "
+        "one torch thread). **The machine (2 vCPUs) was shared with other engineers' jobs**, so "
         "times are noisy. Seed 0, one run per cell: a single test example is "
         f"{100 / 150:.2f} points on GunPoint, so small differences are noise.",
         "",
@@ -143,20 +143,38 @@ def _report(doc: dict[str, Any]) -> str:
         "the whole training split for the whole budget (Adam 1e-3, batch 16, cosine "
         "schedule over the time), tested once.",
         "- MiniRocket: aeon `MiniRocketClassifier(n_jobs=1)`; it needs a fraction of the "
-        "budget and cannot use more (its own seconds shown; numba compiled beforehand). "
-        "Variable-length sets are zero-padded for it.",
+        "budget and cannot use more (its own seconds shown; numba compiled on a univariate "
+        "set beforehand, so the first multivariate set, BasicMotions, still pays for "
+        "compiling the multivariate kernels). Variable-length sets are zero-padded for it.",
         "",
         "| data set | nasforge | FCN | MiniRocket | nasforge s | FCN s | MiniRocket s "
         "| published FCN | published MiniRocket | nasforge's network |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def short(arch: str) -> str:  # runs before the compact string form: convert
+        if "=" not in arch:
+            return arch
+        from nasforge import spaces
+
+        sp = spaces.get("seq")
+        vals = dict(sp._first)
+        for tok in arch.split(";"):
+            k, _, v = tok.partition("=")
+            vals[k] = sp._choice_map()[k].options[[str(o) for o in
+                                                    sp._choice_map()[k].options].index(v)]
+        return sp.make(vals).text
+
     for r in rows:
         pub = PUBLISHED.get(r["set"], {})
+        if "arch" in r["nasforge"]:
+            r["nasforge"]["arch"] = short(r["nasforge"]["arch"])
         lines.append(
             f"| {r['set']} | " + " | ".join(pct(r[k]["accuracy"]) for k, _ in METHODS)
             + " | " + " | ".join(f"{r[k]['seconds']:.0f}" for k, _ in METHODS)
             + f" | {pct(pub.get('fcn'))} | {pct(pub.get('minirocket'))} | "
-            f"`{r['nasforge'].get('arch', r['nasforge'].get('error', ''))}` |")
+            # a pipe inside a table cell must be escaped, even in a code span (GFM)
+            f"`{r['nasforge'].get('arch', r['nasforge'].get('error', ''))}` |".replace(
+                "|", "\\|").replace("\\| ", "| ").replace(" \\|", " |"))
     means = {k: float(np.mean([r[k]["accuracy"] for r in rows])) for k, _ in METHODS}
     lines.append("| **mean** | " + " | ".join(f"**{pct(means[k])}**" for k, _ in METHODS)
                  + " | | | | | | |")
@@ -188,11 +206,22 @@ def main() -> int:
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--report", default=None, help="only rewrite the markdown and PNG from "
                     "this timeseries.json")
+    ap.add_argument("--earlier", default=None, help="with --report: the JSON of an earlier "
+                    "run (another recipe), shown as a second table; --earlier-note says what")
+    ap.add_argument("--earlier-note", default="")
     args = ap.parse_args()
     if args.report:
         doc = json.loads(Path(args.report).read_text())
         res = Path(args.results)
-        (res / "timeseries.md").write_text(_report(doc))
+        res.mkdir(parents=True, exist_ok=True)
+        text = _report(doc)
+        if args.earlier:
+            old = json.loads(Path(args.earlier).read_text())
+            body = _report(old).split("\n")
+            start = next(i for i, line in enumerate(body) if line.startswith("| data set"))
+            text += (f"\n## Earlier run: {args.earlier_note}\n\n"
+                     + "\n".join(body[start:]).replace("## Against the goal", "### Then"))
+        (res / "timeseries.md").write_text(text)
         _plot(doc["rows"], res / "timeseries.png")
         return 0
     torch.set_num_threads(1)
