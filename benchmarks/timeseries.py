@@ -107,14 +107,14 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     names = [r["set"] for r in rows]
     xs = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 4.0))
     for i, (key, label) in enumerate((("nasforge", "nasforge"), ("fcn", "FCN"),
                                       ("minirocket", "MiniRocket"))):
         ax.bar(xs + (i - 1) * 0.27, [r[key]["accuracy"] for r in rows], 0.27, label=label)
     ax.set_xticks(xs, names, rotation=15)
     ax.set_ylim(0.5, 1.0)
     ax.set_ylabel("test accuracy")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     ax.set_title("UCR/UEA (aeon-bundled), official splits, same CPU time per set")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
