@@ -3,7 +3,8 @@
 #  1. torch 2.13.0, the CPU build (pinned here only; the package itself accepts a range)
 #  2. nasforge itself, editable, with the test tools, Ray (the ray executor) and pyarrow
 #     (.parquet tables)
-#  3. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
+#  3. the timeseries extra (aeon --no-deps: see pyproject.toml)
+#  4. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
 #     works; never fatal: without it the default search uses scikit-learn's digits.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +17,10 @@ echo "nasforge install: torch (CPU) and nasforge[test,ray] ..."
 # ray: the Ray executor and its test (tests/test_executors.py) run in CI too
 # tabular: pyarrow for .parquet tables (tests/test_tabular.py reads one)
 "$PY" -m pip install -q -e ".[test,ray,tabular]"
+# timeseries extra: aeon's own pins would downgrade numpy and pandas, so its runtime
+# dependencies come first (torch pinned) and aeon itself without them
+"$PY" -m pip install -q numba Deprecated torch==2.13.0
+"$PY" -m pip install -q aeon==1.6.0 --no-deps
 
 fashion_installed() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||

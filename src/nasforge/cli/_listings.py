@@ -46,3 +46,23 @@ def estimators_cmd() -> None:
     from nasforge import estimators
 
     _listing(estimators.registry)
+
+
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the built-in data sets and the time series bundled with aeon (offline)."""
+    from nasforge.data import dataset_names
+    from nasforge.data.sequences import AEON_PREFIX, bundled
+
+    for name in dataset_names():
+        typer.echo(f"{name:<28}  image")
+    sets = bundled()
+    for name, info in sets.items():
+        length = info["length"] or "variable"
+        what = (f"{info['classes']} classes" if info["task"] == "classification"
+                else "regression")
+        typer.echo(f"{AEON_PREFIX + name:<28}  sequence: {info['channels']} channel(s), "
+                   f"length {length}, {what}")
+    if not sets:
+        typer.echo("(time series: pip install 'nasforge[timeseries]' for the UCR/UEA sets "
+                   "bundled with aeon)")

@@ -57,7 +57,13 @@ def predict(
     if model.preprocessing is not None:  # a model of tables: rows in, one line per row
         _predict_rows(model, images, top_k, as_json)
         return
-    named = _expand_images(images)
+    if getattr(model.space, "input_kind", "image") == "sequence":  # .npy / .csv of series
+        from nasforge.data.sequences import series_rows
+
+        named = [(f"{p}[{i}]", s) for p in images
+                 for i, s in enumerate(series_rows(p, model.input_shape[0] - 1))]
+    else:
+        named = _expand_images(images)
     pred = model.predict([v for _, v in named if v is not None])
     if len(pred) != len(named):
         raise NasforgeError(f"{len(named)} images named but {len(pred)} predicted; give "

@@ -29,13 +29,15 @@ from nasforge.errors import NasforgeError
 DEFAULT_TRIALS = 10
 #: the whole job's wall-clock time when neither --trials nor --time-budget is given
 DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0,
-                       "tabular": 60.0}
+                       "tabular": 60.0, "sequence": 120.0}
 SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"epochs": 1, "data_fraction": 0.1, "final_epochs": 2},
     "digits": {"epochs": 3, "data_fraction": 1.0, "final_epochs": 10},
     "folder": {"epochs": 1, "data_fraction": 1.0, "final_epochs": 3},
     # tables are small: an epoch is a few batches, so trials need many
     "tabular": {"epochs": 30, "data_fraction": 1.0, "final_epochs": 60},
+    # UCR/UEA-sized time series: tens to hundreds of series, an epoch takes milliseconds
+    "sequence": {"epochs": 20, "data_fraction": 1.0, "final_epochs": 60},
 }
 
 
@@ -43,15 +45,14 @@ def _dataset_kind(dataset: str, data_dir: str | None) -> str:
     """Which row of :data:`SEARCH_DEFAULTS` applies ("auto" resolved as the loader does)."""
     from nasforge import data as D
 
-    if D.input_kind_of(dataset) != "image":  # a table: one row for the kind
-        return D.input_kind_of(dataset)
+    kind = D.input_kind_of(dataset)
+    if kind != "image":  # tables, series: one row for the kind
+        return kind if kind in SEARCH_DEFAULTS else "folder"
     key = dataset.strip().lower()
     key = getattr(D, "_ALIASES", {}).get(key, key)
     if key == "auto":
         return "fashion-mnist" if D.fashion_mnist_available(data_dir) else "digits"
-    if key in SEARCH_DEFAULTS:
-        return key
-    return "folder"
+    return key if key in SEARCH_DEFAULTS else "folder"
 
 
 def _accepts(estimator: str, option: str) -> bool:
@@ -361,14 +362,16 @@ def _report(result: Any) -> None:
             else "labels"
         _out(f"Model saved to {md}", "bold")
         _out("Use it:")
-        example = "DATA.csv" if getattr(result, "input_kind", "image") == "tabular" \
-            else "IMAGE.png"
+        kind = getattr(result, "input_kind", "image")
+        example = {"tabular": "DATA.csv", "sequence": "SERIES.npy"}.get(kind, "IMAGE.png")
         _out(f"  nasforge predict {md} {example}")
+        given = {"tabular": f"'{example}'", "sequence": f"numpy.load('{example}')"}.get(
+            kind, repr([example]))  # rows of a table, (N, C, L) series, or image paths
         _out(
+            f"  python3 -c \"import numpy, nasforge; m = nasforge.load('{md}'); "
+            f"print(m.predict({given}).{attr})\""
+            if kind == "sequence" else
             f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
-            f"print(m.predict(['{example}']).{attr})\""
-            if example == "IMAGE.png" else
-            f"  python3 -c \"import nasforge; m = nasforge.load('{md}'); "
-            f"print(m.predict('{example}').{attr})\""
+            f"print(m.predict({given}).{attr})\""
         )
     _out(f"  nasforge show {run_dir}")

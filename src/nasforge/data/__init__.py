@@ -109,6 +109,10 @@ def input_kind_of(dataset: object) -> str:
 
     if isinstance(dataset, Dataset):
         return dataset.input_kind
+    from nasforge.data.sequences import is_sequence_source
+
+    if is_sequence_source(dataset):  # aeon:NAME, series:FILE, .ts, 3-d .npy/.npz
+        return "sequence"
     if is_dataframe(dataset) or is_table_path(dataset):
         return "tabular"
     return "image"
@@ -154,8 +158,14 @@ def load_dataset(
     A ``.csv``/``.tsv``/``.parquet`` file is a table (:mod:`nasforge.data.tabular`):
     ``target`` names the column(s) to predict, ``task`` None infers it from them.
     """
+    from nasforge.data.sequences import is_sequence_source, load_sequences
     from nasforge.data.tabular import is_table_path, load_table
 
+    kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train,
+              task=task or "classification", task_options=task_options)
+    # series first: "series:FILE.csv" is a table of series, not a table
+    if is_sequence_source(name_or_path) and target is None:  # see nasforge.data.sequences
+        return load_sequences(name_or_path, **{**kw, "task": task})  # type: ignore[arg-type]
     if is_table_path(name_or_path):
         if image_size is not None:
             raise DataError("image_size applies to images, not to a table")
@@ -165,8 +175,6 @@ def load_dataset(
     if target is not None:
         raise DataError(f"target names a column of a table; {name_or_path!r} is not a "
                         ".csv/.tsv/.parquet file")
-    kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train,
-              task=task or "classification", task_options=task_options)
     key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
     if key == "auto":
         key = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"

@@ -97,9 +97,15 @@ class LoadedModel:
     def preprocess(self, images: ImageInput) -> np.ndarray:
         """Images in any accepted form -> normalized float32 (N, C, H, W), as in training;
         for a tabular model, rows (a DataFrame, a .csv/.tsv/.parquet path, a dict or a
-        list of dicts) -> the standardized float32 (N, F) features, as in training."""
+        list of dicts) -> the standardized float32 (N, F) features, as in training; series,
+        for a model of a space whose input kind is ``"sequence"`` (see
+        :func:`nasforge.data.sequences.to_model_input`)."""
         if self.preprocessing is not None:
             return self.preprocessing(images)
+        if getattr(self.space, "input_kind", "image") == "sequence":
+            from nasforge.data.sequences import to_model_input
+
+            return to_model_input(images, self.input_shape, self.mean, self.std)
         x = _to_model_input(images, self.input_shape)
         c = self.input_shape[0]
         mean = np.asarray(self.mean, np.float32).reshape(-1)

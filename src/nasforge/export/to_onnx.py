@@ -133,8 +133,9 @@ def export_onnx(
     except OSError as e:  # a path under a file, a read-only disk, a name too long
         raise NasforgeError(f"cannot write {path}: {e.strerror or e}") from None
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) not in (1, 3):
-        raise NasforgeError(f"input_shape must be (C, H, W) or (F,), got {tuple(input_shape)}")
+    if len(shape) not in (1, 2, 3):  # (C, H, W) images, (C, L) sequences, (F,) features
+        raise NasforgeError(f"input_shape must be (C, H, W), (C, L) or (F,), got "
+                            f"{tuple(input_shape)}")
     try:
         device = next(model.parameters()).device
     except StopIteration:

@@ -75,7 +75,8 @@ def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
     recipe (options the user gave win); with no strategy chosen and one objective, the
     search is the plan's successive halving over that fidelity.
     """
-    from nasforge.data import default_augment
+    from nasforge.data import default_augment, input_kind_of
+    from nasforge.data.sequences import SEQUENCE_RECIPE
     from nasforge.run.budget import RECIPE
 
     s_opts, e_opts = dict(strategy_options or {}), dict(estimator_options or {})
@@ -84,7 +85,8 @@ def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
     if time_key is None or not isinstance(estimator, str):
         return strategy, s_opts, e_opts
     names, var_kw = estimators.registry.accepted_options(estimator)
-    recipe = {**RECIPE, "augment": default_augment(dataset)}
+    recipe = {**RECIPE, "augment": default_augment(dataset),
+              **(SEQUENCE_RECIPE if input_kind_of(dataset) == "sequence" else {})}
     for k, v in recipe.items():
         if (k in names or var_kw) and k not in e_opts:
             e_opts[k] = v

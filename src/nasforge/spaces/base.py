@@ -129,6 +129,7 @@ MAX_ACTIVATION_MB = 4096.0  # summed layer outputs of one example
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_CHANNELS = 64
 MAX_FEATURES = 100_000  # of a feature vector (tables)
+MAX_SEQUENCE_LENGTH = 100_000
 MAX_CLASSES = 1_000_000
 
 _guard = threading.local()
@@ -143,24 +144,29 @@ def _limit(env: str, default: float) -> float:
 
 
 def check_input_shape(input_shape: Any, num_classes: Any = 2) -> tuple[int, ...]:
-    """``input_shape`` as (C, H, W) (images) or (F,) (feature vectors) integers within
-    nasforge's bounds, else a clear error (a stored ``[1, 100000, 100000]`` or ``1e400`` is
-    refused, not allocated)."""
+    """``input_shape`` as (C, H, W) (images), (C, L) (sequences) or (F,) (feature vectors)
+    integers within nasforge's bounds, else a clear error (a stored ``[1, 100000, 100000]``
+    or ``1e400`` is refused, not allocated)."""
     from nasforge.errors import NasforgeError
 
     try:
         shape = tuple(input_shape)
     except TypeError:
         raise NasforgeError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
-    ok = len(shape) in (1, 3) and all(isinstance(v, int | np.integer) and
-                                      not isinstance(v, bool) for v in shape)
+    ok = len(shape) in (1, 2, 3) and all(isinstance(v, int | np.integer) and
+                                         not isinstance(v, bool) for v in shape)
     if not ok:
-        raise NasforgeError(f"input_shape must be 3 integers (C, H, W) or one (F,), got "
-                            f"{shape!r:.200}")
+        raise NasforgeError(f"input_shape must be 3 integers (C, H, W), 2 (C, L) for a "
+                            f"sequence or one (F,) for features, got {shape!r:.200}")
     if len(shape) == 1:
         if not 1 <= int(shape[0]) <= MAX_FEATURES:
             raise NasforgeError(f"input_shape {shape} is out of bounds: 1-{MAX_FEATURES:,} "
                                 "features")
+    elif len(shape) == 2:  # a sequence: (channels, length)
+        c, n = (int(v) for v in shape)
+        if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= n <= MAX_SEQUENCE_LENGTH):
+            raise NasforgeError(f"input_shape {shape} is out of bounds: 1-{MAX_INPUT_CHANNELS} "
+                                f"channels and 1-{MAX_SEQUENCE_LENGTH} steps")
     else:
         c, h, w = (int(v) for v in shape)
         if not (1 <= c <= MAX_INPUT_CHANNELS and 1 <= h <= MAX_INPUT_SIDE
