@@ -66,3 +66,8 @@ def datasets_cmd() -> None:
     if not sets:
         typer.echo("(time series: pip install 'nasforge[timeseries]' for the UCR/UEA sets "
                    "bundled with aeon)")
+    # what a user brings, by path (see README, "Your own data")
+    for name, what in (("DIR/", "image folder: one sub-folder of images per class"),
+                       ("FILE.csv|.tsv|.parquet", "tabular: give --target COLUMN"),
+                       ("series:FILE.csv|.npy|.npz", "sequence: your own series (also FILE.ts)")):
+        typer.echo(f"{name:<28}  {what}")
