@@ -10,10 +10,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "nasforge install: torch (CPU) and nasforge[test,ray] ..."
+echo "nasforge install: torch (CPU) and nasforge[test,ray,dashboard] ..."
 "$PY" -m pip install -q torch==2.13.0
-# ray: the Ray executor and its test (tests/test_executors.py) run in CI too
-"$PY" -m pip install -q -e ".[test,ray]"
+# ray: the Ray executor and its test (tests/test_executors.py) run in CI too;
+# dashboard: nasforge dashboard/report and tests/test_dashboard.py
+"$PY" -m pip install -q -e ".[test,ray,dashboard]" torch==2.13.0
 
 fashion_installed() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
