@@ -10,11 +10,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "nasforge install: torch (CPU) and nasforge[test,ray,dashboard] ..."
+echo "nasforge install: torch (CPU) and nasforge[test,ray,dashboard,tensorboard,mlflow] ..."
 "$PY" -m pip install -q torch==2.13.0
 # ray: the Ray executor and its test (tests/test_executors.py) run in CI too;
-# dashboard: nasforge dashboard/report and tests/test_dashboard.py
-"$PY" -m pip install -q -e ".[test,ray,dashboard]" torch==2.13.0
+# dashboard: nasforge dashboard/report and tests/test_dashboard.py; tensorboard, mlflow:
+# the --log-to loggers and tests/test_loggers.py
+"$PY" -m pip install -q -e ".[test,ray,dashboard,tensorboard,mlflow]" torch==2.13.0
 
 fashion_installed() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
