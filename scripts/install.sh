@@ -10,12 +10,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "nasforge install: torch (CPU) and nasforge[test,ray,dashboard,tensorboard,mlflow] ..."
+echo "nasforge install: torch (CPU) and nasforge[test,ray,dashboard,tensorboard,mlflow,browser] ..."
 "$PY" -m pip install -q torch==2.13.0
 # ray: the Ray executor and its test (tests/test_executors.py) run in CI too;
 # dashboard: nasforge dashboard/report and tests/test_dashboard.py; tensorboard, mlflow:
-# the --log-to loggers and tests/test_loggers.py
-"$PY" -m pip install -q -e ".[test,ray,dashboard,tensorboard,mlflow]" torch==2.13.0
+# the --log-to loggers and tests/test_loggers.py; browser: selenium for the dashboard's
+# browser test (.ci/run installs chromium itself)
+"$PY" -m pip install -q -e ".[test,ray,dashboard,tensorboard,mlflow,browser]" torch==2.13.0
 
 fashion_installed() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||

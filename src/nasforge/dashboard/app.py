@@ -30,7 +30,7 @@ STATIC = Path(__file__).parent / "static"
 def _page(title: str, body: str, boot: dict[str, Any]) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{escape(title)} - nasforge</title>"
+        f"<title>{escape(title)} - nasforge</title><link rel='icon' href='data:,'>"
         "<link rel='stylesheet' href='/static/style.css'>"
         "<script src='/static/plotly.min.js'></script></head><body>"
         "<header><a href='/'>nasforge dashboard</a> <span id='crumb'>"

@@ -78,9 +78,8 @@ def importance_figure(data: Mapping[str, Any]) -> dict[str, Any] | None:
                       "y": [d["choice"] for d in imp],
                       "text": [f"best: {d['best_value']}" for d in imp],
                       "hovertemplate": "%{y}: spread %{x:.4f}<br>%{text}<extra></extra>"}],
-            "layout": _layout("Which choices matter (spread of the mean "
-                              f"{data['metric']} over a choice's values)",
-                              f"{data['metric']} spread", "",
+            "layout": _layout("Which choices matter",
+                              f"spread of the mean {data['metric']} over a choice's values", "",
                               height=max(240, 24 * len(imp) + 80),
                               margin={"l": 130, "r": 20, "t": 40, "b": 50})}
 

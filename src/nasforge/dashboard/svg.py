@@ -67,7 +67,7 @@ def _dag(choices: Mapping[str, Any]) -> str:
 
 
 def _chain(parts: list[str]) -> str:
-    bw, bh, gap, x0 = 130, 26, 14, 10
+    bw, bh, gap, x0 = 190, 26, 14, 10
     rows = [p.split("-") if _is_stage(p) else [p] for p in parts]
     stage = any(len(r) > 1 for r in rows)
     body, y = [], 10
@@ -83,7 +83,7 @@ def _chain(parts: list[str]) -> str:
             fill = _fill(part)
             body.append(f'<rect x="{x0}" y="{y}" width="{bw}" height="{bh}" rx="4" fill="{fill}" '
                         f'stroke="#333"/><text x="{x0 + bw / 2}" y="{y + 17}" '
-                        f'text-anchor="middle">{escape(part[:22])}</text>')
+                        f'text-anchor="middle">{escape(part[:32])}</text>')
             y += bh + gap
     body.append(f'<text x="{x0}" y="{y + 6}" fill="#555">head</text>')
     return _svg(bw + 2 * x0 + 60, y + 16, body)
