@@ -253,3 +253,18 @@ def test_cli_report_and_dashboard_errors(runs: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         main(["dashboard", str(tmp_path / "nothing")])
     assert e.value.code == 2
+
+
+def test_run_data_is_cached_until_the_store_changes(tmp_path: Path) -> None:
+    store = make_run(tmp_path / "r", 3, status="running", keep_open=True)
+    assert store is not None
+    try:
+        first = D.run_data(tmp_path / "r")
+        assert D.run_data(tmp_path / "r") is first  # unchanged store: the same answer
+        tid = store.start_trial("stem8|maxpool", {"arch": "stem8|maxpool"}, None, {}, 3)
+        assert D.run_data(tmp_path / "r")["n_trials"] == 4  # a started trial counts
+        store.finish_trial(tid, Result(metrics={"val_accuracy": 0.99}), {}, 4)
+        again = D.run_data(tmp_path / "r")
+        assert again["curve"]["best"][-1] == pytest.approx(0.99)
+    finally:
+        store.close()

@@ -273,13 +273,38 @@ def trial_detail(run: Path, trial_id: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- what plots show
+#: run_data results by run, with the store's state they were computed from
+_RUN_CACHE: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+
 def run_data(run: Path) -> dict[str, Any]:
-    """Everything the run page's plots need, computed once from the stored trials."""
+    """Everything the run page's plots need, computed from the stored trials.
+
+    It reads every trial (about 1 s for 10,000), so the result is kept until the store
+    changes (trial count, last finish, stored status): a page polling a run that is idle
+    or finished costs one small query.
+    """
+    with _open(run) as store:
+        sig = tuple(store._read(  # noqa: SLF001
+            "SELECT COUNT(*), MAX(finished_at), MAX(started_at), SUM(status='running'), "
+            "(SELECT value FROM meta WHERE key='status'), "
+            "(SELECT length(value) FROM meta WHERE key='final') FROM trials")[0])
+        key = str(run.resolve())
+        hit = _RUN_CACHE.get(key)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        out = _run_data(store)
+    if len(_RUN_CACHE) > 64:
+        _RUN_CACHE.clear()
+    _RUN_CACHE[key] = (sig, out)
+    return out
+
+
+def _run_data(store: RunStore) -> dict[str, Any]:
     from nasforge import reporting as R
 
-    with _open(run) as store:
-        meta = store.meta()
-        trials = store.trials()
+    meta = store.meta()
+    trials = store.trials()
     config = meta.get("config") or {}
     objs = R.run_objectives(config)
     cons = R.run_constraints(config)
