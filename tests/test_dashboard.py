@@ -268,3 +268,37 @@ def test_run_data_is_cached_until_the_store_changes(tmp_path: Path) -> None:
         assert again["curve"]["best"][-1] == pytest.approx(0.99)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_cli_dashboard_serves_on_a_free_port(runs: Path, host: str | None) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "nasforge.cli", "dashboard", str(runs), "--port", "0"]
+    p = subprocess.Popen(cmd + (["--host", host] if host else []), env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = p.stdout.readline()  # type: ignore[union-attr]
+        m = re.search(r"http://([\d.]+):(\d+)/", line)
+        assert m, line
+        assert m.group(1) == (host or "127.0.0.1") and int(m.group(2)) > 0
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{m.group(2)}/api/runs",
+                                            timeout=5) as r:
+                    names = {x["name"] for x in json.load(r)["runs"]}
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert names == {"a", "group/b", "mo"}
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+    assert ("warning" in err and "no login" in err) == (host is not None)
