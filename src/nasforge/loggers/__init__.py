@@ -51,17 +51,24 @@ def flat_choices(arch_json: Mapping[str, Any] | None, arch: str) -> dict[str, An
     return out
 
 
-def objective_of(run_dir: Path, config: Mapping[str, Any] | None) -> tuple[str, float,
-                                                                            dict[str, Any]]:
-    """(metric, sign, config) of the run: the first objective decides "best so far"."""
+def objective_of(run_dir: Path, config: Mapping[str, Any] | None
+                 ) -> tuple[str, float, dict[str, Any], int, float | None]:
+    """(metric, sign, config, trials already finished, best so far) of the run: a resumed
+    session's logger continues the best-so-far curve where the last one stopped."""
     from nasforge.reporting import run_objectives
     from nasforge.store import RunStore
 
-    if config is None:
-        try:
-            with RunStore.open(run_dir) as store:  # read-only, beside the writer
-                config = store.config
-        except NasforgeError:
-            config = {}
+    done, best = 0, None
+    stored: dict[str, Any] = {}
+    try:
+        with RunStore.open(run_dir) as store:  # read-only, beside the writer
+            stored = store.config
+            obj = run_objectives(config if config is not None else stored)[0]
+            done = store.n_completed()
+            rec = store.best(obj.metric, obj.mode)
+            best = None if rec is None else float(rec.metrics[obj.metric])
+    except NasforgeError:
+        pass
+    config = stored if config is None else config
     obj = run_objectives(config)[0]
-    return obj.metric, 1.0 if obj.mode == "max" else -1.0, dict(config)
+    return obj.metric, 1.0 if obj.mode == "max" else -1.0, dict(config), done, best

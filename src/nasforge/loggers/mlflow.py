@@ -46,7 +46,8 @@ class MLflowLogger(Callback):
 
     def _parent(self) -> str:
         if self.parent is None:
-            self.metric, self.sign, self.config = objective_of(self.run_dir, self._config)
+            self.metric, self.sign, self.config, self.n, self.best = objective_of(
+                self.run_dir, self._config)
             exp = self.client.get_experiment_by_name(EXPERIMENT)
             exp_id = exp.experiment_id if exp else self.client.create_experiment(EXPERIMENT)
             run = self.client.create_run(exp_id, run_name=self.run_dir.name,

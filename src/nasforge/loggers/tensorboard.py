@@ -34,7 +34,8 @@ class TensorBoardLogger(Callback):
 
     def _w(self) -> SummaryWriter:
         if self.writer is None:  # opened lazily: a resumed session appends a new file
-            self.metric, self.sign, _ = objective_of(self.log_dir.parent, self._config)
+            self.metric, self.sign, _, self.n, self.best = objective_of(
+                self.log_dir.parent, self._config)
             self.writer = SummaryWriter(log_dir=str(self.log_dir))
         return self.writer
 

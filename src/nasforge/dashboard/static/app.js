@@ -42,7 +42,8 @@ async function runsPage() {
     const q = [...document.querySelectorAll(".pick:checked")].map((c) => runQ(c.value)).join("&");
     location.href = "/compare?" + q;
   };
-  if (d.runs.some((r) => r.status === "running")) setTimeout(runsPage, POLL_MS);
+  // a live run polls fast; otherwise slowly, so that a run started later appears
+  setTimeout(runsPage, d.runs.some((r) => r.status === "running") ? POLL_MS : 5 * POLL_MS);
 }
 
 // ----------------------------------------------------------------- run page
