@@ -22,6 +22,7 @@ from nasforge.cli._app import (
     app,
     parse_options,
 )
+from nasforge.cli._loggers import LogToOpt, loggers
 from nasforge.errors import NasforgeError
 
 # defaults of `nasforge search` with the training estimator, per data set: a first run
@@ -198,6 +199,7 @@ def search(
     ray_address: RayAddressOpt = None,
     trial_timeout: TrialTimeoutOpt = None,
     retries: RetriesOpt = None,
+    log_to: LogToOpt = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -307,6 +309,7 @@ def search(
         constraints=constraints,
         task=task,
         target=(target[0] if len(target) == 1 else list(target)) if target else None,
+        callbacks=loggers(log_to, run_dir),
         **execution,
     )
     _report(result)
@@ -325,6 +328,7 @@ def resume_cmd(
     ray_address: RayAddressOpt = None,
     trial_timeout: TrialTimeoutOpt = None,
     retries: RetriesOpt = None,
+    log_to: LogToOpt = None,
 ) -> None:
     """Continue an interrupted (or finished, with a larger budget) search."""
     tb = _duration(time_budget)
@@ -334,7 +338,8 @@ def resume_cmd(
 
     _report(
         run_resume(run_dir, trials=trials, time_budget=tb,
-               progress="phases" if no_progress else True, **execution)
+               progress="phases" if no_progress else True,
+               callbacks=loggers(log_to, run_dir), **execution)
     )
 
 

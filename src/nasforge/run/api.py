@@ -31,7 +31,7 @@ from nasforge.estimators.base import Estimator
 from nasforge.executors import Executor, make_executor, validate_execution
 from nasforge.run.display import _Display, _summary_table
 from nasforge.run.finalize import _candidates, _final, _write_reports
-from nasforge.run.loop import Run
+from nasforge.run.loop import Callback, Run
 from nasforge.run.plan import _planned, _probed_plan, _winner_reserve
 from nasforge.run.setup import IDENTITY_KEYS, _build, _diff, _goals, _load_data, _rebuild, _Setup
 from nasforge.spaces.base import Arch, SearchSpace
@@ -190,6 +190,7 @@ def search(
     budget_spent: float = 0.0,
     task: str | None = None,
     target: str | Sequence[str] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> SearchResult:
     """Search ``space`` for a good network on ``dataset``; every step is stored in ``out``.
 
@@ -235,6 +236,9 @@ def search(
     of the run), re-measured after the final retrain; if it breaks a bound the next
     feasible one is tried, and if none is left ``feasible`` is False and nothing is
     exported. Multi-objective/constrained runs also write ``pareto.md``/``pareto.png``.
+
+    ``callbacks``: :class:`~nasforge.run.loop.Callback` hooks for every trial (loggers:
+    :mod:`nasforge.loggers`), told ``on_finalized`` with the result at the end.
     """
     t_call = time.monotonic()
     dataset, task, dataset_options = _tables(dataset, target, task, dataset_options, seed)
@@ -325,7 +329,7 @@ def search(
         _CLAIMED.discard(run_dir.resolve())
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=final_epochs, progress=progress, executor=execution,
-                    t_call=t_call)
+                    t_call=t_call, callbacks=callbacks)
 
 
 def _space_train_defaults(space: str | SearchSpace, estimator: str | Estimator,
@@ -432,6 +436,7 @@ def resume(
     ray_address: str | None = None,
     trial_timeout: float | str | None = None,
     retries: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> SearchResult:
     """Continue the run in ``run_dir`` from its store alone.
 
@@ -489,13 +494,13 @@ def resume(
         raise
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=config.get("final_epochs"), progress=progress,
-                    executor=execution, t_call=t_call)
+                    executor=execution, t_call=t_call, callbacks=callbacks)
 
 
 def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[str, Any],
              *, final_train: bool, final_epochs: int | None, progress: bool,
-             executor: Executor | dict[str, Any], t_call: float | None = None
-             ) -> SearchResult:
+             executor: Executor | dict[str, Any], t_call: float | None = None,
+             callbacks: Sequence[Callback] = ()) -> SearchResult:
     """Run one session of a run (fresh or resumed) to the end of its budget.
 
     With a job plan (a time budget) the search stops at its share and the final training
@@ -543,7 +548,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         if plan is not None and not store.trials():
             for line in plan.describe():
                 display.log(line)
-        loop = Run(store, setup, data, budget, ex, display)
+        loop = Run(store, setup, data, budget, ex, display, callbacks=callbacks)
         if plan is not None:  # the search's share, less what loading already spent
             if not store.trials():  # fixed once: a resumed run continues to the same total
                 plan.search_s = max(0.0, plan.search_s - (time.monotonic() - t_call))
@@ -584,7 +589,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         if shown is not None:
             display.print(f"best model: {model_dir or '(not exported)'}  "
                           f"{shown.replace('_', ' ')} {float(test_metrics[shown]):.4f}")
-        return SearchResult(
+        result = SearchResult(
             run_dir=store.run_dir,
             best_arch=None if best is None else setup.space.parse(best.arch),
             best_metrics={} if best is None else dict(best.metrics),
@@ -596,6 +601,9 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
             pareto_ids=list((store.get_meta("pareto") or {}).get("trial_ids") or []),
             input_kind=data.input_kind if data is not None else "image",
         )
+        for cb in callbacks:
+            cb.on_finalized(result)
+        return result
     except BaseException as e:
         from nasforge.executors import ExecutorLostError
 

@@ -50,6 +50,11 @@ class Callback:
     def on_session_end(self) -> None:
         """The session's loop returned or raised (called once, in any case)."""
 
+    def on_finalized(self, result: Any) -> None:
+        """``nasforge.search``/``resume`` finished the run (final training, test and export
+        done): ``result`` is its :class:`~nasforge.run.api.SearchResult` (loggers record the
+        final model). Not called by loops without a final step, nor when the run failed."""
+
 
 class Run:
     """One session of a run: fills worker slots by asking, stores every step atomically.
