@@ -6,6 +6,7 @@
 #  3. the timeseries extra (aeon --no-deps: see pyproject.toml)
 #  4. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
 #     works; never fatal: without it the default search uses scikit-learn's digits.
+#  5. Debian's chromium and chromium-driver the same way (the dashboard's browser test).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,5 +45,20 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   echo "nasforge install: not root or no apt-get; skipping Fashion-MNIST (the default search" \
     "uses digits; or point --data-dir at the IDX files)" >&2
+fi
+# the dashboard's browser test (tests/test_dashboard_browser.py) drives Debian's headless
+# Chromium: installed when missing and we can (never fatal; without it that test is
+# skipped, except under CI=true, where it fails)
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    if timeout 600 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+      { timeout 300 apt-get update -q >/dev/null 2>&1 &&
+        timeout 600 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; then
+      echo "nasforge install: chromium installed (for the dashboard's browser test)"
+    else
+      echo "nasforge install: could not install chromium; the browser test will be skipped" >&2
+    fi
+  fi
 fi
 echo "nasforge install: done ($("$PY" -c 'import nasforge; print("nasforge", nasforge.__version__)'))"
