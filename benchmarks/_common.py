@@ -1,4 +1,5 @@
-"""Helpers shared by the Fashion-MNIST benchmark scripts (``constrained.py``, ``fashion_mnist.py``).
+"""Helpers shared by the benchmark scripts (the Fashion-MNIST ones, ``constrained.py`` and
+``fashion_mnist.py``, and :func:`html_report` for every script that stores runs).
 
 Not a benchmark itself. The scripts run as ``python benchmarks/<name>.py`` and import this
 module from their own folder.
@@ -65,3 +66,21 @@ def search(out: Path, args: argparse.Namespace, plan: dict[str, Any],
         data_dir=args.data_dir, progress=not args.no_progress, **kw,
     )
     return res, time.monotonic() - t0
+
+
+def html_report(run_dir: str | Path, markdown: str | Path) -> Path | None:
+    """Write ``nasforge report`` of ``run_dir`` beside the benchmark's ``markdown`` as
+    ``<stem>_report.html`` (one self-contained file: the run's plots with plotly.js
+    inlined, so about 5 MB; ``.gitignore`` keeps it out of the repository). A run that
+    cannot be read (it failed before storing anything) gets a message, not a crash."""
+    from nasforge.dashboard.report import write_report
+
+    md = Path(markdown)
+    out = md.with_name(f"{md.stem}_report.html")
+    try:
+        write_report(run_dir, out)
+    except Exception as e:  # noqa: BLE001 - a benchmark's table matters more than its report
+        print(f"no HTML report for {run_dir}: {e}", file=sys.stderr)
+        return None
+    print(f"HTML report of {run_dir}: {out}")
+    return out

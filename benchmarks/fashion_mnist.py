@@ -565,6 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     md = render(rows, records, meta)
     (out / f"{stem}.md").write_text(md)
     chart(rows, records, out / f"{stem}.png", budget, len(cores) > 1)
+    from _common import html_report
+
+    first = next((j for j in jobs if j["system"] == "nasforge"
+                  and (work / "runs" / j["id"]).is_dir()), None)
+    if first is not None:  # one nasforge run's plots, for a look beyond the table
+        html_report(work / "runs" / first["id"], out / f"{stem}.md")
     print(md)
     print(f"written to {out / (stem + '.md')} and {out / (stem + '.png')}")
     return 0 if any(r["ok"] for r in rows) else 1

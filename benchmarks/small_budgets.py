@@ -166,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     run_jobs(jobs, cores, work)
     (work / "jobs.json").write_text(json.dumps(jobs, indent=1))
     print(report(jobs, cores, Path(args.out)))
+    if str(HERE) not in sys.path:  # _common sits next to this script
+        sys.path.insert(0, str(HERE))
+    from _common import html_report
+
+    first = next((j for j in jobs if j["system"] == "nasforge"), None)
+    if first is not None:  # one nasforge run's plots, for a look beyond the table
+        html_report(work / first["id"], Path(args.out))
     return 0
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the HTML report written so far (one per benchmark run: the first nasforge search)
+_REPORTED: list[object] = []
 SETS = ("diabetes", "breast_cancer", "wine", "iris", "digits")
 
 
@@ -71,6 +73,15 @@ def _nasforge(task: str, ds, seed: int, budget: float) -> tuple[dict[str, float]
     with tempfile.TemporaryDirectory() as tmp:
         r = nasforge.search(ds, time_budget=budget, seed=seed, out=Path(tmp) / "run",
                             progress=False)
+        if not _REPORTED:  # one nasforge run's plots, before its temporary folder goes
+            import sys
+
+            here = str(Path(__file__).resolve().parent)
+            if here not in sys.path:  # _common sits next to this script
+                sys.path.insert(0, here)
+            from _common import html_report
+
+            _REPORTED.append(html_report(Path(tmp) / "run", RESULTS / "tabular.md"))
         model = nasforge.load(r.model_dir)
         out = model.module(__import__("torch").from_numpy(ds.x_test)).detach().numpy()
     pred = out.argmax(1) if task == "classification" else out

@@ -253,6 +253,14 @@ def main() -> int:
     (res / "timeseries.json").write_text(json.dumps(doc, indent=1))
     (res / "timeseries.md").write_text(_report(doc))
     _plot(rows, res / "timeseries.png")
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # _common sits next to this script
+        sys.path.insert(0, here)
+    from _common import html_report
+
+    first = out / f"nasforge-{args.sets.split(',')[0]}"
+    if first.is_dir():  # one nasforge run's plots, for a look beyond the table
+        html_report(first, res / "timeseries.md")
     print(f"done in {total:.0f} s", file=sys.stderr)
     return 0
 
