@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def _cmd(job: dict[str, Any], work: Path) -> list[str]:
     if job["system"] == "nasforge":
         return [*env_py, "-m", "nasforge.cli", "search", "--dataset", job["data"],
                 "--time-budget", f"{job['budget']:g}s", "--seed", str(job["seed"]),
-                "--no-progress", "--out", str(work / job["id"])]
+                "--no-progress", "--out", str(work / job["id"]), *job.get("extra", [])]
     return [*env_py, str(HERE / "peers" / "hand_cnn.py"), "--dataset", job["data"],
             "--budget", f"{job['budget']:g}", "--seed", str(job["seed"]),
             "--out", str(work / f"{job['id']}.json")]
@@ -116,7 +117,9 @@ def report(jobs: list[dict[str, Any]], cores: list[int], path: Path) -> str:
              f"each job pinned to one core (cores {cores}, one torch thread, "
              + ("two jobs at a time" if len(cores) > 1 else "one job at a time")
              + "), the wall time measured from outside, the score on the data set's held-out "
-             "test split (the same seeded split for both systems).", "",
+             "test split (the same seeded split for both systems)."
+             + (f" nasforge ran with `{' '.join(extra)}`." if (extra := next(
+                 (j["extra"] for j in jobs if j.get("extra")), None)) else ""), "",
              "| data set | budget | system | median test acc | each seed | median wall |",
              "|---|--:|---|--:|---|--:|"]
     for data, budget in BUDGETS.items():
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="runs and logs (default runs/bench-small-TIME)")
     ap.add_argument("--out", default=str(RESULTS / "hand_design_small.md"))
     ap.add_argument("--datasets", default="digits,folder")
+    ap.add_argument("--nasforge-args", default="", help="extra arguments for nasforge's "
+                    "command, e.g. '--trials 1' (train the first known-good design only)")
     args = ap.parse_args(argv)
     cores = [int(c) for c in args.cores.split(",")]
     work = Path(args.work or HERE.parent / "runs" / f"bench-small-{time.strftime('%H%M%S')}")
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = make_folder(Path(args.folder))
     data_arg = {"digits": "digits", "folder": str(folder)}
     jobs = [{"id": f"{d}-{sys_}-s{s}", "dataset": d, "data": data_arg[d], "system": sys_,
-             "seed": s, "budget": BUDGETS[d]}
+             "seed": s, "budget": BUDGETS[d],
+             **({"extra": shlex.split(args.nasforge_args)} if sys_ == "nasforge" else {})}
             for d in args.datasets.split(",") for s in range(args.seeds)
             for sys_ in ("nasforge", "hand")]
     print(f"{len(jobs)} jobs on cores {cores}; work {work}", flush=True)
