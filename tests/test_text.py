@@ -92,6 +92,17 @@ def test_csv_through_load_dataset_with_options_and_the_default_length(tmp_path) 
     assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 120
 
 
+def test_an_official_test_split_is_kept() -> None:
+    texts, labels = _corpus(60)
+    d = from_texts("split", texts[:40], labels[:40], texts[40:], labels[40:], max_length=16)
+    assert len(d.x_test) == 20 and len(d.x_train) + len(d.x_val) == 40
+    pre = TextPreprocessor.from_state(d.preprocessing)
+    assert (pre(texts[40:]) == d.x_test).all() and list(d.y_test) == [
+        d.classes.index(c) for c in labels[40:]]
+    with pytest.raises(DataError, match="both"):
+        from_texts("half", texts, labels, texts[:3])
+
+
 def test_a_folder_of_txt_files_per_class(tmp_path) -> None:
     texts, labels = _corpus(30)
     for i, (t, c) in enumerate(zip(texts, labels, strict=True)):

@@ -254,6 +254,8 @@ def from_texts(
     name: str,
     texts: Sequence[str],
     labels: Any,
+    texts_test: Sequence[str] | None = None,
+    labels_test: Any = None,
     *,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     max_length: int | None = None,
@@ -266,8 +268,9 @@ def from_texts(
     image_size: int | None = None,
     verbose: bool = False,
 ) -> Dataset:
-    """A text classification :class:`Dataset` from strings and labels: test and validation
-    splits held out (stratified, seeded), the tokenizer trained on what is left."""
+    """A text classification :class:`Dataset` from strings and labels: a test split held
+    out (stratified, seeded) unless ``texts_test``/``labels_test`` are given (an official
+    split), then the validation split; the tokenizer is trained on what is left."""
     if image_size is not None:
         raise DataError(f"{name}: image_size does not apply to text")
     if task not in (None, "classification"):
@@ -282,8 +285,14 @@ def from_texts(
             max_length, int) or not 1 <= max_length <= MAX_LENGTH):
         raise DataError(f"max_length must be an integer from 1 to {MAX_LENGTH}, got "
                         f"{max_length!r:.30}")
-    texts = list(texts)
-    y = np.asarray(labels)
+    if (texts_test is None) != (labels_test is None):
+        raise DataError(f"{name}: give both texts_test and labels_test, or neither")
+    n_given = len(texts)
+    texts = list(texts) + list(texts_test or [])
+    y = np.asarray(labels).astype(str)
+    if labels_test is not None:
+        yt = np.asarray(labels_test).astype(str)
+        y = np.concatenate([y, yt]) if y.ndim == yt.ndim == 1 else yt[None]
     if y.ndim != 1 or len(y) != len(texts):
         raise DataError(f"{name}: {len(texts)} texts but labels of shape {y.shape}")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
@@ -299,7 +308,12 @@ def from_texts(
         raise DataError(f"{name}: all texts have a single class ({classes[0] if classes else '-'}"
                         "); classification needs at least 2")
     idx = np.arange(len(texts))
-    keep, held = _split(y_idx, test_fraction, np.random.default_rng([seed, 1]), True)
+    if texts_test is not None:
+        keep, held = idx[:n_given], idx[n_given:]
+        if len(np.unique(y_idx[keep])) < 2:
+            raise DataError(f"{name}: the training texts have a single class")
+    else:
+        keep, held = _split(y_idx, test_fraction, np.random.default_rng([seed, 1]), True)
     test_i = idx[held]
     pool_i, pool_y = idx[keep], y_idx[keep]
     if max_train is not None:
