@@ -2,7 +2,7 @@
 # Set up a fresh machine for nasforge (idempotent: safe to run again).
 #  1. torch 2.13.0, the CPU build (pinned here only; the package itself accepts a range)
 #  2. nasforge itself, editable, with the test tools, Ray (the ray executor), pyarrow
-#     (.parquet tables), the dashboard, the loggers and selenium
+#     (.parquet tables), the dashboard, the loggers, selenium and tokenizers (text)
 #  3. the timeseries extra (aeon --no-deps: see pyproject.toml)
 #  4. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
 #     works; never fatal: without it the default search uses scikit-learn's digits.
@@ -13,14 +13,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "nasforge install: torch (CPU), nasforge[test,ray,tabular,dashboard,tensorboard,mlflow,browser] and aeon ..."
+echo "nasforge install: torch (CPU), nasforge[test,ray,tabular,dashboard,tensorboard,mlflow,browser,text] and aeon ..."
 "$PY" -m pip install -q torch==2.13.0
 # ray: the Ray executor and its test (tests/test_executors.py) run in CI too;
 # tabular: pyarrow for .parquet tables (tests/test_tabular.py reads one);
 # dashboard: nasforge dashboard/report and tests/test_dashboard.py; tensorboard, mlflow:
 # the --log-to loggers and tests/test_loggers.py; browser: selenium for the dashboard's
-# browser test (.ci/run installs chromium itself)
-"$PY" -m pip install -q -e ".[test,ray,tabular,dashboard,tensorboard,mlflow,browser]" torch==2.13.0
+# browser test (.ci/run installs chromium itself); text: Hugging Face tokenizers
+# (text data sets, tests/test_text.py)
+"$PY" -m pip install -q -e ".[test,ray,tabular,dashboard,tensorboard,mlflow,browser,text]" torch==2.13.0
 # timeseries extra: aeon's own pins would downgrade numpy and pandas, so its runtime
 # dependencies come first (torch pinned) and aeon itself without them
 "$PY" -m pip install -q numba Deprecated torch==2.13.0

@@ -69,5 +69,7 @@ def datasets_cmd() -> None:
     # what a user brings, by path (see README, "Your own data")
     for name, what in (("DIR/", "image folder: one sub-folder of images per class"),
                        ("FILE.csv|.tsv|.parquet", "tabular: give --target COLUMN"),
-                       ("series:FILE.csv|.npy|.npz", "sequence: your own series (also FILE.ts)")):
+                       ("series:FILE.csv|.npy|.npz", "sequence: your own series (also FILE.ts)"),
+                       ("text:FILE.csv|text:DIR/", "text: text and label columns, or a "
+                        "sub-folder of .txt files per class")):
         typer.echo(f"{name:<28}  {what}")

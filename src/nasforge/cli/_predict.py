@@ -44,9 +44,15 @@ def _expand_images(items: Sequence[Path]) -> list[Any]:
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A model directory (RUN_DIR/best) or run.")],
     images: Annotated[
-        list[Path], typer.Argument(help="Image files, folders of images, or .npy arrays; "
-                                   "for a model of tabular data, .csv/.tsv/.parquet tables.")
-    ],
+        list[Path] | None,
+        typer.Argument(help="Image files, folders of images, or .npy arrays; for a model "
+                       "of tabular data, .csv/.tsv/.parquet tables; for a text model, .txt "
+                       "files (one text each) or .csv files with a 'text' column.")
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", help="A raw text to classify (text models); repeatable.")
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -54,6 +60,15 @@ def predict(
     from nasforge.export import load
 
     model = load(model_dir)
+    images = list(images or [])
+    if getattr(model.space, "input_kind", "image") == "text":  # raw strings and files
+        _predict_texts(model, images, list(text or []), top_k, as_json)
+        return
+    if text:
+        raise NasforgeError(f"--text is for text models; {model_dir} takes "
+                            f"{getattr(model.space, 'input_kind', 'image')} inputs")
+    if not images:
+        raise NasforgeError("give the inputs to predict (files or folders)")
     if model.preprocessing is not None:  # a model of tables: rows in, one line per row
         _predict_rows(model, images, top_k, as_json)
         return
@@ -84,6 +99,33 @@ def predict(
             for (name, _), tops in zip(named, rows, strict=True)
         ]
         typer.echo(json.dumps(doc, indent=2))
+        return
+    for (name, _), tops in zip(named, rows, strict=True):
+        typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+
+
+def _predict_texts(model: Any, files: Sequence[Path], texts: list[str], top_k: int,
+                   as_json: bool) -> None:
+    """Predictions for every ``--text`` (named ``text:N``) and every text in the files
+    (``FILE`` for a .txt, ``FILE:ROW`` for the rows of a .csv)."""
+    from nasforge.data.text import as_texts
+
+    named: list[tuple[str, str]] = [(f"text:{i + 1}", t) for i, t in enumerate(texts)]
+    for p in files:
+        if p.suffix.lower() not in (".txt", ".csv") or not p.is_file():
+            raise NasforgeError(f"{p}: give a text model .txt files, .csv files with a "
+                                "'text' column, or --text \"...\"")
+        got = as_texts(p)
+        named += [(str(p), got[0])] if p.suffix.lower() == ".txt" else \
+            [(f"{p}:{i + 1}", t) for i, t in enumerate(got)]
+    if not named:
+        raise NasforgeError("give texts to predict: --text \"...\" or .txt/.csv files")
+    rows = model.predict([t for _, t in named]).top_k(top_k)
+    if as_json:
+        typer.echo(json.dumps([{"text": name, "label": tops[0].label,
+                                "probability": tops[0].probability,
+                                "top_k": [t._asdict() for t in tops]}
+                               for (name, _), tops in zip(named, rows, strict=True)], indent=2))
         return
     for (name, _), tops in zip(named, rows, strict=True):
         typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))

@@ -30,7 +30,7 @@ from nasforge.errors import NasforgeError
 DEFAULT_TRIALS = 10
 #: the whole job's wall-clock time when neither --trials nor --time-budget is given
 DEFAULT_TIME_BUDGET = {"fashion-mnist": 300.0, "digits": 60.0, "folder": 180.0,
-                       "tabular": 60.0, "sequence": 120.0}
+                       "tabular": 60.0, "sequence": 120.0, "text": 120.0}
 SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"epochs": 1, "data_fraction": 0.1, "final_epochs": 2},
     "digits": {"epochs": 3, "data_fraction": 1.0, "final_epochs": 10},
@@ -39,6 +39,8 @@ SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "tabular": {"epochs": 30, "data_fraction": 1.0, "final_epochs": 60},
     # UCR/UEA-sized time series: tens to hundreds of series, an epoch takes milliseconds
     "sequence": {"epochs": 20, "data_fraction": 1.0, "final_epochs": 60},
+    # text: thousands of short documents; an embedding model needs a handful of epochs
+    "text": {"epochs": 5, "data_fraction": 1.0, "final_epochs": 10},
 }
 
 
@@ -74,7 +76,9 @@ def search(
             "-d",
             help="auto (Fashion-MNIST if installed, else digits), digits, "
             "fashion-mnist, a folder with one sub-folder of images per class, or a "
-            ".csv/.tsv/.parquet table (with --target).",
+            ".csv/.tsv/.parquet table (with --target), or text: text:FILE.csv (a text and "
+            "a label column; --target names the label) or text:DIR (a sub-folder of .txt "
+            "files per class).",
         ),
     ] = "auto",
     target: Annotated[
@@ -153,6 +157,12 @@ def search(
         list[str] | None,
         typer.Option("--space-opt", help="Space option key=value (JSON value); repeatable."),
     ] = None,
+    dataset_opt: Annotated[
+        list[str] | None,
+        typer.Option("--dataset-opt", help="Data set option key=value (JSON value); "
+                     "repeatable; e.g. for text: text_column=review, vocab_size=4096, "
+                     "max_length=128, and max_train=N, val_fraction=0.1 for any data."),
+    ] = None,
     strategy_opt: Annotated[
         list[str] | None,
         typer.Option("--strategy-opt", help="Strategy option key=value (JSON value); repeatable."),
@@ -225,6 +235,7 @@ def search(
     execution["workers"] = workers or 1
     execution["retries"] = 1 if retries is None else retries
     space_options = parse_options(space_opt, "--space-opt")
+    dataset_options = parse_options(dataset_opt, "--dataset-opt")
     strategy_options = parse_options(strategy_opt, "--strategy-opt")
     estimator_options = parse_options(estimator_opt, "--estimator-opt")
     if space is None:
@@ -308,6 +319,7 @@ def search(
         budget_spent=process_age() if tb is not None else 0.0,
         constraints=constraints,
         task=task,
+        dataset_options=dataset_options or None,
         target=(target[0] if len(target) == 1 else list(target)) if target else None,
         callbacks=loggers(log_to, run_dir),
         **execution,
@@ -368,10 +380,12 @@ def _report(result: Any) -> None:
         _out(f"Model saved to {md}", "bold")
         _out("Use it:")
         kind = getattr(result, "input_kind", "image")
-        example = {"tabular": "DATA.csv", "sequence": "SERIES.npy"}.get(kind, "IMAGE.png")
+        example = {"tabular": "DATA.csv", "sequence": "SERIES.npy",
+                   "text": '--text "some text"'}.get(kind, "IMAGE.png")
         _out(f"  nasforge predict {md} {example}")
-        given = {"tabular": f"'{example}'", "sequence": f"numpy.load('{example}')"}.get(
-            kind, repr([example]))  # rows of a table, (N, C, L) series, or image paths
+        given = {"tabular": f"'{example}'", "sequence": f"numpy.load('{example}')",
+                 "text": "['some text']"}.get(
+            kind, repr([example]))  # rows of a table, (N, C, L) series, texts or image paths
         _out(
             f"  python3 -c \"import numpy, nasforge; m = nasforge.load('{md}'); "
             f"print(m.predict({given}).{attr})\""

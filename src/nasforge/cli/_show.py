@@ -105,7 +105,8 @@ def show(
         if metrics:
             con.print("  final:   " + _metrics_line(metrics), markup=False, soft_wrap=True)
         if model:
-            example = "DATA.csv" if _input_kind(model) == "tabular" else "IMAGE.png"
+            example = {"tabular": "DATA.csv", "sequence": "SERIES.npy",
+                       "text": '--text "some text"'}.get(_input_kind(model), "IMAGE.png")
             con.print(
                 f"Model: {model}  (nasforge predict {model} {example})",
                 markup=False,

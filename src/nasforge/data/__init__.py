@@ -104,12 +104,17 @@ def input_kind_of(dataset: object) -> str:
     """The input kind of ``dataset`` (a :class:`Dataset`, a name or a path) without
     loading it, so a search can choose its default space first (see
     :func:`nasforge.spaces.default_for`). A DataFrame or a ``.csv``/``.tsv``/``.parquet``
-    path is ``"tabular"``; every built-in name and image folder is ``"image"``."""
+    path is ``"tabular"``, a ``text:`` name ``"text"``; every built-in name and image
+    folder is ``"image"``."""
     from nasforge.data.tabular import is_dataframe, is_table_path
 
     if isinstance(dataset, Dataset):
         return dataset.input_kind
     from nasforge.data.sequences import is_sequence_source
+    from nasforge.data.text import is_text_source
+
+    if is_text_source(dataset):  # text:FILE.csv, text:DIR
+        return "text"
 
     if is_sequence_source(dataset):  # aeon:NAME, series:FILE, .ts, 3-d .npy/.npz
         return "sequence"
@@ -144,6 +149,7 @@ def load_dataset(
     task_options: dict[str, Any] | None = None,
     target: str | list[str] | None = None,
     verbose: bool = True,
+    text_options: dict[str, Any] | None = None,
 ) -> Dataset:
     """Load a built-in data set by name, an image folder or a table file by path.
 
@@ -157,13 +163,20 @@ def load_dataset(
     number; a folder with sub-folders ``0.5/``, ``1.0/`` ...); the default is classification.
     A ``.csv``/``.tsv``/``.parquet`` file is a table (:mod:`nasforge.data.tabular`):
     ``target`` names the column(s) to predict, ``task`` None infers it from them.
+    ``text:FILE.csv`` / ``text:DIR`` is text (:mod:`nasforge.data.text`): ``target`` the
+    label column, ``text_options`` ``text_column``, ``vocab_size``, ``max_length``.
     """
     from nasforge.data.sequences import is_sequence_source, load_sequences
     from nasforge.data.tabular import is_table_path, load_table
 
     kw = dict(val_fraction=val_fraction, seed=seed, image_size=image_size, max_train=max_train,
               task=task or "classification", task_options=task_options)
-    # series first: "series:FILE.csv" is a table of series, not a table
+    # text and series first: "text:FILE.csv" and "series:FILE.csv" are not tables
+    from nasforge.data.text import is_text_source, load_text
+
+    if is_text_source(name_or_path):  # see nasforge.data.text
+        return load_text(name_or_path, target, **{**kw, "task": task, **(text_options or {}),
+                                                  "verbose": verbose})
     if is_sequence_source(name_or_path) and target is None:  # see nasforge.data.sequences
         return load_sequences(name_or_path, **{**kw, "task": task})  # type: ignore[arg-type]
     if is_table_path(name_or_path):

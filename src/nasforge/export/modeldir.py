@@ -186,7 +186,12 @@ def save_best(
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
         "input_kind": data.input_kind,
     }
-    if data.preprocessing is not None:  # the column steps predict() repeats (JSON data)
+    if data.preprocessing is not None and "onnx_input" in data.preprocessing:
+        # text: the fitted tokenizer's JSON; the data say what the ONNX graph takes
+        pre = dict(data.preprocessing)
+        doc["onnx_input"] = pre.pop("onnx_input")
+        doc["preprocessing"] = pre
+    elif data.preprocessing is not None:  # the column steps predict() repeats (JSON data)
         doc["preprocessing"] = data.preprocessing
         doc["onnx_input"] = (
             f"{ONNX_FILE} takes the preprocessed float32 matrix (N, {input_shape[0]}), not "
@@ -302,9 +307,13 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
     preprocessing = None
     if doc.get("preprocessing") is not None:
         from nasforge.data.tabular import TabularPreprocessor
+        from nasforge.data.text import TextPreprocessor
 
+        # the state says which steps it is: a text model's carries its tokenizer
+        pre_cls: Any = TextPreprocessor if isinstance(doc["preprocessing"], dict) and \
+            doc["preprocessing"].get("kind") == TextPreprocessor.kind else TabularPreprocessor
         try:
-            preprocessing = TabularPreprocessor.from_state(doc["preprocessing"])
+            preprocessing = pre_cls.from_state(doc["preprocessing"])
         except NasforgeError as e:
             raise RunDirError(f"{d / ARCH_FILE}: {e}") from None
         if preprocessing.n_features != c:

@@ -123,7 +123,9 @@ class LoadedModel:
         one (H,W,C) image; uint8 0..255 or float 0..1), a path or list of paths to image
         files, or PIL images (or a list mixing paths and PIL images). A tabular model takes
         rows: a DataFrame, a table file's path, one dict row, a dict of columns or a list
-        of dict rows, preprocessed exactly as the training data were.
+        of dict rows, preprocessed exactly as the training data were. A text model takes
+        raw strings (one string, a list of them, a .txt file or a .csv with a ``text``
+        column), tokenized with the tokenizer stored in its model directory.
 
         Returns what the model's task returns: a :class:`Prediction` (classes and
         probabilities) for a classifier, :class:`~nasforge.tasks.regression.Values`

@@ -220,7 +220,8 @@ def search(
     the search stops asking at whichever comes first. ``resume=True`` continues the run
     in ``out`` if there is one (its configuration must match). Ctrl-C stores everything,
     prints how to resume and re-raises ``KeyboardInterrupt``. ``dataset_options`` go to
-    :func:`load_dataset` (``val_fraction``, ``image_size``, ``max_train``).
+    :func:`load_dataset` (``val_fraction``, ``image_size``, ``max_train``; for
+    ``text:`` data also ``text_column``, ``vocab_size``, ``max_length``).
 
     Execution: ``workers`` trials at once; ``executor`` is an :class:`Executor` or one of
     ``auto`` (in-process for 1 worker, else a process pool), ``inprocess``, ``process``,
@@ -369,10 +370,18 @@ def _tables(dataset: Any, target: Any, task: str | None, dataset_options: Any, s
         is_table_path,
         read_table,
     )
+    from nasforge.data.text import TEXT_OPTIONS, is_text_source
 
     opts = dict(dataset_options or {})
     if target is None:
         target = opts.pop("target", None)
+    if is_text_source(dataset):  # text:FILE.csv: target names the label column
+        text = {k: opts.pop(k) for k in TEXT_OPTIONS if k in opts}
+        if text:
+            opts["text_options"] = {**opts.get("text_options", {}), **text}
+        if target is not None:
+            opts["target"] = target if isinstance(target, str) else [str(t) for t in target]
+        return dataset, task, opts or None
     if is_dataframe(dataset):
         return from_dataframe(dataset, target, task=task, seed=seed, **opts), None, None
     if is_table_path(dataset):
