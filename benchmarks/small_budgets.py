@@ -125,6 +125,8 @@ def report(jobs: list[dict[str, Any]], cores: list[int], path: Path) -> str:
     for data, budget in BUDGETS.items():
         for system in ("nasforge", "hand"):
             rs = [j for j in jobs if j["dataset"] == data and j["system"] == system]
+            if not rs:  # a data set left out with --datasets
+                continue
             accs = [j["acc"] for j in rs if j["acc"] is not None]
             med = statistics.median(accs) if accs else float("nan")
             each = ", ".join("failed" if j["acc"] is None else f"{100 * j['acc']:.2f}"
@@ -133,7 +135,7 @@ def report(jobs: list[dict[str, Any]], cores: list[int], path: Path) -> str:
             lines.append(f"| {data} | {budget:g} s | {system} | {100 * med:.2f} % | {each} | "
                          f"{wall:.0f} s |")
     lines += ["", "Per seed, nasforge minus hand (points):", ""]
-    for data in BUDGETS:
+    for data in [d for d in BUDGETS if any(j["dataset"] == d for j in jobs)]:
         diffs = []
         for s in sorted({j["seed"] for j in jobs}):
             a = next((j["acc"] for j in jobs if (j["dataset"], j["system"], j["seed"])
