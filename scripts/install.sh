@@ -21,6 +21,10 @@ echo "nasforge install: torch (CPU), nasforge[test,ray,tabular,dashboard,tensorb
 # the --log-to loggers and tests/test_loggers.py; browser: selenium for the dashboard's
 # browser test (.ci/run installs chromium itself); text: Hugging Face tokenizers
 # (text data sets, tests/test_text.py)
+# text: the newest huggingface_hub (tokenizers' dependency) would upgrade click under
+# typer; these are the versions the tests ran with
+"$PY" -m pip install -q tokenizers==0.23.3 huggingface_hub==1.16.1 click==8.4.0 typer==0.29.2 \
+  torch==2.13.0
 "$PY" -m pip install -q -e ".[test,ray,tabular,dashboard,tensorboard,mlflow,browser,text]" torch==2.13.0
 # timeseries extra: aeon's own pins would downgrade numpy and pandas, so its runtime
 # dependencies come first (torch pinned) and aeon itself without them
