@@ -227,3 +227,9 @@ def test_train_then_fine_tune_a_zoo_cell_from_python():
     # epoch from scratch (about 6.4 here), and the network is better than chance
     assert again["train_loss"] < first["curve"][0]["train_loss"] - 1.0
     assert again["val_accuracy"] > 0.2
+
+
+def test_size_counts_the_canonical_archs():
+    sp = spaces.get("darts", nodes=1)
+    assert sp.size == sum(1 for _ in sp.enumerate()) == 105 ** 2
+    assert spaces.get("darts").size == (105 * 231 * 406 * 630) ** 2

@@ -4,11 +4,11 @@ An architecture is two cells, a *normal* one (keeps the resolution) and a *reduc
 (halves it, doubles the channels). Each cell has two inputs (the outputs of the two
 previous cells, indices 0 and 1) and ``nodes`` intermediate nodes (4 in DARTS, 5 in
 NASNet/AmoebaNet/ENAS); node ``k`` (index ``k + 2``) sums two ops, each applied to one
-of the cell inputs or an earlier node, so node inputs can only come from earlier nodes by
-construction. The cell output concatenates the intermediate nodes: all of them
-(``concat="all"``, DARTS) or only the ones no other node reads (``concat="loose"``,
-the "loose ends" of NASNet, AmoebaNet and ENAS, which is what their published
-``*_concat`` lists are).
+of the cell inputs or an earlier node (the same one twice is allowed: NASNet-A averages
+input 0 twice), so node inputs can only come from earlier nodes by construction. The
+cell output concatenates the intermediate nodes: all of them (``concat="all"``, DARTS)
+or only the ones no other node reads (``concat="loose"``, the "loose ends" of NASNet,
+AmoebaNet and ENAS, which is what their published ``*_concat`` lists are).
 
 **How ``none`` is handled.** DARTS's 8 candidate ops include ``none`` (the zero op), but
 only to let the continuous relaxation weigh "no edge"; a derived genotype keeps the two
@@ -212,9 +212,11 @@ _ENAS = {"nodes": 5, "ops": "darts", "concat": "loose"}
 _DARTS: dict[str, Any] = {}  # the defaults: 4 nodes, DARTS ops, concat all
 
 #: the published cells, transcribed from DARTS's ``cnn/genotypes.py`` (NASNet-A,
-#: AmoebaNet-A, DARTS V1/V2), PC-DARTS's ``genotypes.py``, GDAS's and NSGA-Net's
-#: genotype files (ENAS in DARTS form); the concat lists of those files are what
-#: ``concat`` computes (checked by the tests)
+#: AmoebaNet-A, DARTS V1/V2), PC-DARTS's ``genotypes.py``, GDAS's genotypes (as NSGA-Net
+#: copies them) and ENAS in DARTS form (the copies in the NAT and NSGA-Net code differ in
+#: one parameter-free edge, normal node 5's avg_pool input: 1 here, as in NAT and a
+#: third copy; ENAS's own final-training script trains yet another cell); the concat
+#: lists of those files are what ``concat`` computes (checked by the tests)
 GENOTYPES: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("NASNet-A", _g(
         [("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("sep_conv_5x5", 0), ("sep_conv_3x3", 0),
@@ -234,12 +236,12 @@ GENOTYPES: dict[str, ZooEntry] = {e.name: e for e in [
         _NASNET, 3.2, "Real et al. 2019 (AmoebaNet-A N=6 F=36 + cutout); DARTS genotypes.py"),
     ZooEntry("ENAS", _g(
         [("sep_conv_3x3", 1), ("skip_connect", 1), ("sep_conv_5x5", 1), ("skip_connect", 0),
-         ("avg_pool_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("avg_pool_3x3", 0),
+         ("avg_pool_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("avg_pool_3x3", 1),
          ("sep_conv_5x5", 1), ("avg_pool_3x3", 0)],
         [("sep_conv_5x5", 0), ("avg_pool_3x3", 1), ("sep_conv_3x3", 1), ("avg_pool_3x3", 1),
          ("avg_pool_3x3", 1), ("sep_conv_3x3", 1), ("sep_conv_5x5", 4), ("avg_pool_3x3", 1),
          ("sep_conv_3x3", 5), ("sep_conv_5x5", 0)]),
-        _ENAS, 4.6, "Pham et al. 2018 (micro search + cutout); DARTS form from NSGA-Net"),
+        _ENAS, 4.6, "Pham et al. 2018 (micro search + cutout); DARTS form from NAT/NSGA-Net"),
     ZooEntry("DARTS-V1", _g(
         [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
          ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
@@ -433,6 +435,15 @@ class DartsSpace(SearchSpace):
                     out[_choice_name(cell, k, j, "in")] = i
                     out[_choice_name(cell, k, j, "op")] = self.op_names[o]
         return out
+
+    @property
+    def size(self) -> int:
+        """Distinct archs: a node is an unordered pair of (input, op) edges, repeats
+        allowed (NASNet-A's normal cell averages input 0 twice), so node ``k`` has
+        ``n (n + 1) / 2`` forms with ``n = (k + 2) * len(ops)``; two cells."""
+        cell = math.prod(n * (n + 1) // 2 for n in
+                         ((k + 2) * len(self.op_names) for k in range(self.nodes)))
+        return cell * cell
 
     def genotype(self, arch: Arch) -> Genotype:
         """The DARTS-form cells of ``arch``."""
