@@ -8,7 +8,9 @@ of the cell inputs or an earlier node (the same one twice is allowed: NASNet-A a
 input 0 twice), so node inputs can only come from earlier nodes by construction. The
 cell output concatenates the intermediate nodes: all of them (``concat="all"``, DARTS)
 or only the ones no other node reads (``concat="loose"``, the "loose ends" of NASNet,
-AmoebaNet and ENAS, which is what their published ``*_concat`` lists are).
+AmoebaNet and ENAS, which is what DARTS's copies of their ``*_concat`` lists are), or
+explicit lists per cell (``concat={"normal": [0, 2, 3, 4, 5, 6], "reduce": [3, 4, 5, 6]}``:
+TensorFlow's NASNet-A, which also concatenates the older cell input).
 
 **How ``none`` is handled.** DARTS's 8 candidate ops include ``none`` (the zero op), but
 only to let the continuous relaxation weigh "no edge"; a derived genotype keeps the two
@@ -185,9 +187,35 @@ def loose_ends(edges: Sequence[Edge]) -> list[int]:
     return [k + 2 for k in range(len(edges) // 2) if k + 2 not in used]
 
 
-def concat_of(edges: Sequence[Edge], concat: str) -> list[int]:
-    """The states a cell's output concatenates under the space's ``concat`` rule."""
+Concat = str | dict[str, list[int]]
+
+
+def concat_of(edges: Sequence[Edge], concat: Concat, cell: str = "normal") -> list[int]:
+    """The states cell ``cell``'s output concatenates under the space's ``concat`` rule
+    (``"all"``, ``"loose"`` or explicit lists per cell)."""
+    if isinstance(concat, dict):
+        return list(concat[cell])
     return list(range(2, len(edges) // 2 + 2)) if concat == "all" else loose_ends(edges)
+
+
+def check_concat(concat: Any, nodes: int) -> Concat:
+    """``concat`` as the space stores it, or a one-line error saying what it may be."""
+    if isinstance(concat, str) and concat in CONCATS:
+        return concat
+    hint = ("darts: concat must be 'all' (DARTS: every node), 'loose' (NASNet: the nodes no "
+            "other node reads) or lists of states per cell, e.g. {\"normal\": [2, 3, 4, 5], "
+            f"\"reduce\": [2, 3, 4, 5]}} (0, 1 the cell inputs, 2-{nodes + 1} the nodes)")
+    if not isinstance(concat, dict) or set(concat) != set(CELLS):
+        raise NasforgeError(f"{hint}; got {concat!r:.100}")
+    out = {}
+    for cell in CELLS:
+        v = concat[cell]
+        if not isinstance(v, list | tuple) or not v or len(set(v)) != len(v) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < nodes + 2
+                for i in v):
+            raise NasforgeError(f"{hint}; got {concat!r:.100}")
+        out[cell] = sorted(v)
+    return out
 
 
 @dataclass(frozen=True)
@@ -201,6 +229,8 @@ class ZooEntry:
     #: the published CIFAR-10 parameter count in millions (None: the paper gives none)
     paper_params_m: float | None
     source: str
+    #: the initial channels of the published CIFAR-10 network (20 cells in every paper)
+    paper_C: int = 36
 
 
 def _g(normal: Sequence[Edge], reduce: Sequence[Edge]) -> Genotype:
@@ -209,6 +239,8 @@ def _g(normal: Sequence[Edge], reduce: Sequence[Edge]) -> Genotype:
 
 _NASNET = {"nodes": 5, "ops": "nasnet", "concat": "loose"}
 _ENAS = {"nodes": 5, "ops": "darts", "concat": "loose"}
+_NASNET_TF = {"nodes": 5, "ops": "nasnet",
+              "concat": {"normal": [0, 2, 3, 4, 5, 6], "reduce": [3, 4, 5, 6]}}
 _DARTS: dict[str, Any] = {}  # the defaults: 4 nodes, DARTS ops, concat all
 
 #: the published cells, transcribed from DARTS's ``cnn/genotypes.py`` (NASNet-A,
@@ -226,6 +258,15 @@ GENOTYPES: dict[str, ZooEntry] = {e.name: e for e in [
          ("avg_pool_3x3", 1), ("sep_conv_5x5", 0), ("skip_connect", 3), ("avg_pool_3x3", 2),
          ("sep_conv_3x3", 2), ("max_pool_3x3", 1)]),
         _NASNET, 3.3, "Zoph et al. 2018 (NASNet-A 6@768 + cutout); DARTS genotypes.py"),
+    ZooEntry("NASNet-A-TF", _g(
+        [("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("sep_conv_5x5", 0), ("sep_conv_3x3", 0),
+         ("avg_pool_3x3", 1), ("skip_connect", 0), ("avg_pool_3x3", 0), ("avg_pool_3x3", 0),
+         ("sep_conv_3x3", 1), ("skip_connect", 1)],
+        [("sep_conv_5x5", 1), ("sep_conv_7x7", 0), ("max_pool_3x3", 1), ("sep_conv_7x7", 0),
+         ("avg_pool_3x3", 1), ("sep_conv_5x5", 0), ("skip_connect", 3), ("avg_pool_3x3", 2),
+         ("sep_conv_3x3", 2), ("max_pool_3x3", 1)]),
+        _NASNET_TF, 3.3, "Zoph et al. 2018 (NASNet-A 6@768 + cutout): TensorFlow's concat, "
+        "F=32", paper_C=32),
     ZooEntry("AmoebaNet-A", _g(
         [("avg_pool_3x3", 0), ("max_pool_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_5x5", 2),
          ("sep_conv_3x3", 0), ("avg_pool_3x3", 3), ("sep_conv_3x3", 1), ("skip_connect", 1),
@@ -274,9 +315,6 @@ GENOTYPES: dict[str, ZooEntry] = {e.name: e for e in [
         _DARTS, 3.4, "Dong & Yang 2019 (GDAS V1, FRC off); GDAS genotypes.py"),
 ]}
 
-#: the papers' CIFAR-10 settings (auxiliary head off, 10 classes, 32x32x3)
-PAPER_SETTINGS: dict[str, Any] = {"C": 36, "layers": 20}
-
 
 # -- the network --------------------------------------------------------------------------
 class DartsCell(nn.Module):
@@ -318,7 +356,7 @@ class DartsNetwork(Backbone):
     parameter names, no classifier).
     """
 
-    def __init__(self, genotype: Genotype, concat: str, C: int, layers: int,
+    def __init__(self, genotype: Genotype, concat: Concat, C: int, layers: int,
                  in_channels: int, num_classes: int | None, drop_prob: float = 0.0) -> None:
         super().__init__()
         C_curr = 3 * C
@@ -337,7 +375,8 @@ class DartsNetwork(Backbone):
                 stride *= 2
             which = "reduce" if red else "normal"
             edges = genotype.cell(which)
-            cell = DartsCell(edges, concat_of(edges, concat), C_pp, C_p, C_curr, red, red_prev)
+            cell = DartsCell(edges, concat_of(edges, concat, which), C_pp, C_p, C_curr, red,
+                             red_prev)
             cell.drop_prob = drop_prob
             self.cells.append(cell)
             red_prev = red
@@ -391,16 +430,14 @@ class DartsSpace(SearchSpace):
     published cells (NASNet-A, AmoebaNet-A, ENAS, DARTS, PC-DARTS, GDAS) are its zoo."""
 
     def __init__(self, C: int = 8, layers: int = 5, nodes: int = 4, ops: str = "darts",
-                 concat: str = "all", drop_path: float = 0.0) -> None:
+                 concat: Concat = "all", drop_path: float = 0.0) -> None:
         self.C = _int_option("C", C, 1, 1024)
         self.layers = _int_option("layers", layers, 1, 100)
         self.nodes = _int_option("nodes", nodes, 1, 8)
         if ops not in OP_SETS:
             raise NasforgeError(f"darts: ops must be one of {', '.join(OP_SETS)}, got {ops!r} "
                                 "('nasnet' adds sep_conv_7x7 and conv_7x1_1x7)")
-        if concat not in CONCATS:
-            raise NasforgeError(f"darts: concat must be 'all' (DARTS: every node) or 'loose' "
-                                f"(NASNet: the nodes no other node reads), got {concat!r}")
+        concat = check_concat(concat, self.nodes)
         if isinstance(drop_path, bool) or not isinstance(drop_path, int | float) or \
                 not math.isfinite(drop_path) or not 0 <= drop_path < 1:
             raise NasforgeError(f"darts: drop_path must be a probability in [0, 1), got "
@@ -470,11 +507,12 @@ class DartsSpace(SearchSpace):
         """Whether the published cells of ``entry`` are archs of this space."""
         used = {op for c in CELLS for op, _ in entry.genotype.cell(c)}
         return (entry.genotype.nodes == self.nodes and used <= set(self.op_names)
-                and entry.options.get("concat", "all") == self.concat)
+                and check_concat(entry.options.get("concat", "all"), self.nodes) == self.concat)
 
     def known_good(self) -> list[Arch]:
         """The published cells that fit this space's options (DARTS, PC-DARTS and GDAS by
-        default; NASNet-A and AmoebaNet-A with ``nodes=5, ops=nasnet, concat=loose``)."""
+        default; NASNet-A, AmoebaNet-A and ENAS with ``nodes=5, ops=nasnet, concat=loose``;
+        NASNet-A-TF with its explicit concat lists)."""
         return [self.from_genotype(e.genotype) for e in GENOTYPES.values() if self.fits(e)]
 
     # -- string form -----------------------------------------------------------------------
@@ -566,10 +604,14 @@ class DartsSpace(SearchSpace):
 
 
 # -- the zoo ------------------------------------------------------------------------------
-def count_params(name: str, C: int = 36, layers: int = 20, num_classes: int = 10,
+def count_params(name: str, C: int | None = None, layers: int = 20, num_classes: int = 10,
                  input_shape: Sequence[int] = (3, 32, 32)) -> int:
-    """Parameters of zoo cell ``name`` at ``C``/``layers`` (the papers' CIFAR-10 settings
-    by default), counted on the ``meta`` device: nothing is allocated."""
+    """Parameters of zoo cell ``name`` at ``C``/``layers`` (the paper's CIFAR-10 settings
+    by default: C=36 but for NASNet-A-TF's F=32), counted on the ``meta`` device:
+    nothing is allocated."""
+    if name not in GENOTYPES:
+        raise NasforgeError(f"unknown zoo cell {name!r}; the zoo has {', '.join(GENOTYPES)}")
+    C = GENOTYPES[name].paper_C if C is None else C
     space, arch = zoo_arch(name, C=C, layers=layers)
     with torch.device("meta"):
         net = space._build(arch, input_shape, num_classes)
@@ -593,7 +635,7 @@ def zoo() -> list[dict[str, Any]]:
     for name, e in GENOTYPES.items():
         space, arch = zoo_arch(name)
         rows.append({"name": name, "options": dict(e.options),
-                     "params": count_params(name, **PAPER_SETTINGS),
+                     "params": count_params(name), "paper_C": e.paper_C,
                      "paper_params_m": e.paper_params_m, "source": e.source,
                      "arch": arch.text})
     return rows
