@@ -24,6 +24,7 @@ HEAD_PREFIXES = {
     "cnn": ("fc.", "classifier."),
     "mobile": ("head.", "classifier."),
     "nb201": ("lastact.", "classifier."),
+    "darts": ("classifier.",),
 }
 
 #: (space factory, input shape, how many random archs): small, odd sides included
@@ -38,6 +39,8 @@ CASES: list[tuple[str, Callable[[], SearchSpace], tuple[int, int, int], int]] = 
                                       depths=[1, 2], head_width=16), (1, 9, 12), 3),
     ("nb201", lambda: spaces.get("nb201", C=4, N=1), (3, 16, 16), 3),
     ("nb201-odd", lambda: spaces.get("nb201", C=4, N=2), (1, 11, 9), 2),
+    ("darts", lambda: spaces.get("darts", C=4, layers=4), (3, 16, 16), 1),
+    ("darts-odd", lambda: spaces.get("darts", C=2, layers=2), (1, 11, 9), 1),
 ]
 
 

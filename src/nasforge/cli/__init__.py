@@ -23,7 +23,7 @@ import typer
 
 # isort: off
 # importing a command module registers its commands; this order is `nasforge --help`'s
-from nasforge.cli import _search, _show, _predict, _listings, _dashboard  # noqa: F401
+from nasforge.cli import _search, _show, _predict, _listings, _zoo, _dashboard  # noqa: F401
 # isort: on
 from nasforge.cli._app import (
     MAX_CONFIG_BYTES,
