@@ -302,3 +302,18 @@ def test_cli_dashboard_serves_on_a_free_port(runs: Path, host: str | None) -> No
         p.terminate()
         _, err = p.communicate(timeout=10)
     assert ("warning" in err and "no login" in err) == (host is not None)
+
+
+def test_darts_cells_are_drawn_as_cells() -> None:
+    """A darts architecture (read from its text, not the space's name) is two cell DAGs:
+    every edge labelled, the nodes into the output; not a chain of '|' parts."""
+    from nasforge.spaces import get as get_space
+
+    space = get_space("darts", C=4, layers=2)
+    text = space.format(space.parse("DARTS-V2"))
+    svg = arch_svg(text)
+    assert "normal cell" in svg and "reduce cell" in svg
+    assert svg.count("<circle") == 2 * (2 + 4 + 1)  # two inputs, four nodes, out per cell
+    assert svg.count("sep_conv_3x3") == text.count("sep_conv_3x3")
+    assert arch_svg("normal=a~0+b~5") != ""  # an input from a later node: another shape
+    assert "normal cell" not in arch_svg("normal=a~0+b~5")

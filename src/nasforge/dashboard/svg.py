@@ -1,7 +1,9 @@
 """Architecture drawings as standalone SVG text (no JavaScript, no library).
 
-Three shapes cover the spaces: a cell DAG (choices named ``"j<-i"``: an edge from node
-i to node j, as nb201's cell), a chain of blocks (an architecture text of ``|``-separated
+Four shapes cover the spaces: a cell DAG (choices named ``"j<-i"``: an edge from node
+i to node j, as nb201's cell), DARTS-style cells (a text ``name=op~i+op~j|...;name=...``:
+per cell, nodes that each take two ``op~input`` edges, inputs 0 and 1 the cell's inputs
+and k + 2 node k), a chain of blocks (an architecture text of ``|``-separated
 parts, as cnn's blocks or mobile's stages of ``-``-separated blocks), and a fallback
 that lists the choices. The shape is read from the architecture itself, never from the
 space's name. Written by hand: a few rectangles and lines do not need a graph library.
@@ -15,6 +17,7 @@ from html import escape
 from typing import Any
 
 _EDGE = re.compile(r"^(\d+)<-(\d+)$")
+_CELL_NODE = re.compile(r"^[A-Za-z0-9_]+~\d+(\+[A-Za-z0-9_]+~\d+)+$")
 
 
 def arch_svg(arch: str, arch_json: Mapping[str, Any] | None = None) -> str:
@@ -22,6 +25,9 @@ def arch_svg(arch: str, arch_json: Mapping[str, Any] | None = None) -> str:
     choices = (arch_json or {}).get("choices") if arch_json else None
     if isinstance(choices, Mapping) and choices and all(_EDGE.match(str(k)) for k in choices):
         return _dag(choices)
+    cells = _cell_sections(arch or "")
+    if cells:
+        return _cells(cells)
     parts = [p for p in (arch or "").split("|") if p]
     if len(parts) >= 2:
         return _chain(parts)
@@ -112,3 +118,70 @@ def _listing(arch: str, choices: Mapping[str, Any]) -> str:
     body = [f'<text x="10" y="{18 + 15 * i}">{escape(line[:80])}</text>'
             for i, line in enumerate(lines)]
     return _svg(520, 20 + 15 * len(lines), body)
+
+
+def _cell_sections(text: str) -> list[tuple[str, list[list[tuple[str, int]]]]] | None:
+    """``[(cell name, [[(op, input), ...] per node])]`` of a DARTS-style text, else None."""
+    out = []
+    for section in text.split(";"):
+        name, sep, body = section.partition("=")
+        nodes = body.split("|")
+        if not sep or not name.strip() or not all(_CELL_NODE.match(n) for n in nodes):
+            return None
+        edges = [[(op, int(i)) for op, i in (e.split("~") for e in n.split("+"))]
+                 for n in nodes]
+        if any(i >= k + 2 for k, es in enumerate(edges) for _, i in es):
+            return None  # an input from a later node: not a cell of this form
+        out.append((name.strip(), edges))
+    return out or None
+
+
+def _cells(cells: list[tuple[str, list[list[tuple[str, int]]]]]) -> str:
+    """Each cell as a small DAG: its two inputs on the left, the nodes in a column, every
+    edge labelled with its op (skips dashed), all nodes into the output."""
+    col, row, r, cell_h = 200, 46, 15, 0
+    body: list[str] = []
+    y0 = 10
+    width = 0
+    for name, nodes in cells:
+        n = len(nodes)
+        pos = {0: (40, y0 + 40), 1: (40, y0 + 40 + row)}
+        for k in range(n):
+            pos[k + 2] = (40 + col * (1 + k // 4), y0 + 30 + row * (k % 4))
+        out_x = 40 + col * (2 + (n - 1) // 4)
+        out_y = y0 + 30 + row * (min(n, 4) - 1) / 2
+        body.append(f'<text x="10" y="{y0 + 12}" font-weight="bold">{escape(name)} cell</text>')
+        for k, edges in enumerate(nodes):
+            x2, y2 = pos[k + 2]
+            for op, i in edges:
+                x1, y1 = pos[i]
+                skip = op in ("skip_connect", "identity")
+                color, dash = ("#999", ' stroke-dasharray="4 3"') if skip else ("#1f77b4", "")
+                if x1 == x2:  # node to node in one column: bow out to the right
+                    cx, cy = x1 + 30 + 12 * abs(y2 - y1) / row, (y1 + y2) / 2
+                    body.append(f'<path d="M{x1 + r},{y1} Q{cx:.0f},{cy:.0f} {x2 + r},{y2}" '
+                                f'fill="none" stroke="{color}" stroke-width="1.4"{dash} '
+                                f'marker-end="url(#ah)"/>')
+                    lx, ly = cx + 2, cy
+                else:
+                    body.append(f'<line x1="{x1 + r}" y1="{y1}" x2="{x2 - r}" y2="{y2}" '
+                                f'stroke="{color}" stroke-width="1.4"{dash} '
+                                f'marker-end="url(#ah)"/>')
+                    # near the target, where a node's edges have spread apart
+                    lx, ly = x1 + 0.68 * (x2 - x1), y1 + 0.68 * (y2 - y1) - 3
+                body.append(f'<text x="{lx:.0f}" y="{ly:.0f}" text-anchor="middle" '
+                            f'fill="#333" font-size="9">{escape(op)}</text>')
+            body.append(f'<line x1="{x2 + r}" y1="{y2}" x2="{out_x - r}" y2="{out_y}" '
+                        f'stroke="#ccc" marker-end="url(#ah)"/>')
+        labels = {0: "c[k-2]", 1: "c[k-1]"}
+        for j, (x, y) in pos.items():
+            body.append(f'<circle cx="{x}" cy="{y}" r="{r}" fill="#fff" stroke="#333"/>'
+                        f'<text x="{x}" y="{y + 4}" text-anchor="middle" font-size="9">'
+                        f'{labels.get(j, str(j - 2))}</text>')
+        body.append(f'<circle cx="{out_x}" cy="{out_y}" r="{r}" fill="#d9ead3" stroke="#333"/>'
+                    f'<text x="{out_x}" y="{out_y + 4}" text-anchor="middle" font-size="9">out'
+                    f'</text>')
+        cell_h = 30 + row * max(min(n, 4), 2) + 4
+        y0 += cell_h
+        width = max(width, out_x + 40)
+    return _svg(int(width), int(y0), body)
