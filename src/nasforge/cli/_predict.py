@@ -120,15 +120,7 @@ def _predict_texts(model: Any, files: Sequence[Path], texts: list[str], top_k: i
             [(f"{p}:{i + 1}", t) for i, t in enumerate(got)]
     if not named:
         raise NasforgeError("give texts to predict: --text \"...\" or .txt/.csv files")
-    rows = model.predict([t for _, t in named]).top_k(top_k)
-    if as_json:
-        typer.echo(json.dumps([{"text": name, "label": tops[0].label,
-                                "probability": tops[0].probability,
-                                "top_k": [t._asdict() for t in tops]}
-                               for (name, _), tops in zip(named, rows, strict=True)], indent=2))
-        return
-    for (name, _), tops in zip(named, rows, strict=True):
-        typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+    _print_tops(named, model.predict([t for _, t in named]).top_k(top_k), "text", as_json)
 
 
 def _predict_rows(model: Any, tables: Sequence[Path], top_k: int, as_json: bool) -> None:
@@ -149,9 +141,14 @@ def _predict_rows(model: Any, tables: Sequence[Path], top_k: int, as_json: bool)
 
         _print_values(named, _All, as_json)
         return
-    rows = [tops for p in preds for tops in p.top_k(top_k)]
+    _print_tops(named, [tops for p in preds for tops in p.top_k(top_k)], "row", as_json)
+
+
+def _print_tops(named: Sequence[Any], rows: Sequence[Any], key: str, as_json: bool) -> None:
+    """One line (or JSON object, the input's name under ``key``) per input: its top-k
+    labels with probabilities."""
     if as_json:
-        typer.echo(json.dumps([{"row": name, "label": tops[0].label,
+        typer.echo(json.dumps([{key: name, "label": tops[0].label,
                                 "probability": tops[0].probability,
                                 "top_k": [t._asdict() for t in tops]}
                                for (name, _), tops in zip(named, rows, strict=True)], indent=2))

@@ -321,7 +321,7 @@ class SeqSpace(SearchSpace):
 
     def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise NasforgeError(f"seq: num_classes must be a positive integer, got "
+            raise NasforgeError(f"{self.name}: num_classes must be a positive integer, got "
                                 f"{num_classes!r:.50}")
         return self._build(arch, input_shape, num_classes)
 

@@ -174,12 +174,6 @@ class TextSpace(SeqSpace):
         return TextNet(emb, mods, ch, stride, str(arch["readout"]), float(arch["dropout"]),  # type: ignore[arg-type]
                        num_classes)
 
-    def build(self, arch: Arch, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise NasforgeError(f"text: num_classes must be a positive integer, got "
-                                f"{num_classes!r:.50}")
-        return self._build(arch, input_shape, num_classes)
-
     def build_backbone(self, arch: Arch, input_shape: Sequence[int]) -> Backbone:
         """Embedding and blocks without readout and head: one level, the last block's
         (N, W, L') features with padded positions zero."""
