@@ -26,7 +26,8 @@ from nasforge.errors import NasforgeError
 
 app = typer.Typer(
     name="nasforge",
-    help="Neural architecture search: find, train and export a small image classifier.",
+    help="Neural architecture search: find, train and export a network for your images, "
+         "tables, time series or texts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # bugs get a plain traceback

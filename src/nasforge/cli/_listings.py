@@ -50,7 +50,7 @@ def estimators_cmd() -> None:
 
 @app.command("datasets")
 def datasets_cmd() -> None:
-    """List the built-in data sets and the time series bundled with aeon (offline)."""
+    """List the data sets on hand (built-in, aeon's time series) and what you can bring by path."""
     from nasforge.data import dataset_names
     from nasforge.data.sequences import AEON_PREFIX, bundled
 

@@ -56,7 +56,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Classify images (or predict numbers, for a regression model) with a saved model."""
+    """Predict with a saved model: images, table rows, series or texts."""
     from nasforge.export import load
 
     model = load(model_dir)

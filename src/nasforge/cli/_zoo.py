@@ -19,9 +19,11 @@ def zoo_cmd(
                                         help="Cells (the papers' CIFAR-10: 20).")] = 20,
     classes: Annotated[int, typer.Option(min=1, help="Output classes.")] = 10,
 ) -> None:
-    """List the published cells (NASNet-A, AmoebaNet-A, ENAS, DARTS, PC-DARTS, ...): their
-    parameters (auxiliary head off, 32x32x3 inputs), the paper's figure, and how to use
-    them (the space options and the architecture string)."""
+    """List the published cells (NASNet-A, DARTS-V2, PC-DARTS, ...) and how to use them.
+
+    Each line: the parameters (auxiliary head off, 32x32x3 inputs), the paper's figure,
+    and the --space-opt values and architecture string that search or train it.
+    """
     from nasforge.spaces import darts
 
     for name, e in darts.GENOTYPES.items():
