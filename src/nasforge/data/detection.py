@@ -1,0 +1,404 @@
+"""Detection and segmentation data in the YOLO layout Ultralytics users already have.
+
+``data.yaml`` (``path``, ``train``/``val``/``test`` image folders or ``.txt`` lists,
+``names`` as a list or ``{id: name}``), images under ``.../images/...`` and one label file
+per image under the matching ``.../labels/...`` with a line ``class cx cy w h`` per object
+(normalized to the image; YOLO's polygon lines ``class x1 y1 x2 y2 ...`` are read as
+their bounding box). Segmentation adds one PNG mask per image under ``.../masks/...``:
+0 is background, ``k + 1`` is class ``k`` of ``names``, 255 is ignored.
+
+Images are letterboxed to a square (aspect kept, grey padding, as YOLO does), so
+targets come as arrays the rest of nasforge handles: detection ``y`` is ``(N, M, 5)``
+float32 rows ``class, x0, y0, x1, y1`` normalized to the letterboxed square, padded with
+class -1 to the most objects of any image; segmentation ``y`` is ``(N, S, S)`` int64
+class maps, 255 in the padding. Bad labels stop the load with the file and line (a
+silent skip would train on wrong boxes); an image with no label file, or an empty one,
+is a valid negative and is counted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasforge.data.dataset import Dataset, random_split
+from nasforge.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: a coordinate may exceed [0, 1] by this much (rounding in label tools) and is clipped
+COORD_TOLERANCE = 0.01
+IGNORE = 255
+PAD_VALUE = 114 / 255  # YOLO's letterbox grey
+MAX_OBJECTS = 1000  # per image: more is a broken label file, not a scene
+
+
+@dataclass(frozen=True)
+class Box:
+    """One labelled object: class id and normalized xyxy corners in [0, 1]."""
+
+    cls: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+def parse_label_line(line: str, n_classes: int, where: str) -> Box | None:
+    """One line of a YOLO label file (None for a blank line or a ``#`` comment).
+
+    ``where`` (``file:line``) starts every error message, so the user can open the line.
+    """
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    parts = text.split()
+    if len(parts) != 5 and not (len(parts) >= 7 and len(parts) % 2 == 1):
+        raise DataError(f"{where}: expected 5 fields 'class cx cy w h' (or a polygon "
+                        f"'class x1 y1 x2 y2 x3 y3 ...'), got {len(parts)}: {text[:80]!r}")
+    try:
+        cls_f = float(parts[0])
+        vals = [float(p) for p in parts[1:]]
+    except ValueError:
+        raise DataError(f"{where}: fields must be numbers, got {text[:80]!r}") from None
+    if not math.isfinite(cls_f) or cls_f != int(cls_f):
+        raise DataError(f"{where}: the class id must be an integer, got {parts[0]!r}")
+    cls = int(cls_f)
+    if not 0 <= cls < n_classes:
+        raise DataError(f"{where}: class id {cls} is out of range: data.yaml names "
+                        f"{n_classes} class(es), ids 0-{n_classes - 1}")
+    if not all(math.isfinite(v) for v in vals):
+        raise DataError(f"{where}: coordinates must be finite numbers, got {text[:80]!r}")
+    lo, hi = -COORD_TOLERANCE, 1 + COORD_TOLERANCE
+    if len(vals) == 4:
+        cx, cy, w, h = vals
+        if w <= 0 or h <= 0:
+            raise DataError(f"{where}: the box's width and height must be positive, "
+                            f"got w={w:g} h={h:g}")
+        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    else:
+        xs, ys = vals[0::2], vals[1::2]
+        x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        if x1 <= x0 or y1 <= y0:
+            raise DataError(f"{where}: the polygon has no area")
+    if not (lo <= x0 and lo <= y0 and x1 <= hi and y1 <= hi):
+        raise DataError(
+            f"{where}: the box ({x0:.3f}, {y0:.3f}) - ({x1:.3f}, {y1:.3f}) lies outside the "
+            "image: YOLO labels are 'class cx cy w h' normalized to [0, 1] by the image's "
+            "width and height (pixel coordinates?)")
+    c = lambda v: min(1.0, max(0.0, v))  # noqa: E731 - within the tolerance
+    return Box(cls, c(x0), c(y0), c(x1), c(y1))
+
+
+def read_label_file(path: Path, n_classes: int) -> list[Box]:
+    """Every object of one label file (an empty list for an empty file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (YOLO labels are lines of numbers)") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    boxes = []
+    for i, line in enumerate(text.splitlines(), 1):
+        b = parse_label_line(line, n_classes, f"{path}:{i}")
+        if b is not None:
+            boxes.append(b)
+            if len(boxes) > MAX_OBJECTS:
+                raise DataError(f"{path}: more than {MAX_OBJECTS} objects in one image")
+    return boxes
+
+
+# -- data.yaml -------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    """A parsed ``data.yaml``: class names and each split's image files."""
+
+    root: Path
+    names: list[str]
+    splits: dict[str, list[Path]]  # "train", "val", "test" (those given)
+    masks: bool
+
+
+def _names(doc: dict[str, Any], where: Path) -> list[str]:
+    names = doc.get("names")
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: 'names' keys must be class ids 0, 1, ...") from None
+        if keys != list(range(len(keys))):
+            raise DataError(f"{where}: 'names' must number the classes 0-{len(keys) - 1} "
+                            f"without gaps, got ids {keys[:10]}")
+        out = [str(names[k] if k in names else names[str(k)]) for k in keys]
+    elif isinstance(names, list):
+        out = [str(n) for n in names]
+    elif names is None and isinstance(doc.get("nc"), int) and doc["nc"] > 0:
+        out = [f"class {i}" for i in range(doc["nc"])]
+    else:
+        raise DataError(f"{where}: needs 'names' (a list, or {{0: name, ...}}) naming the classes")
+    if not out:
+        raise DataError(f"{where}: 'names' is empty: name at least one class")
+    if isinstance(doc.get("nc"), int) and doc["nc"] != len(out):
+        raise DataError(f"{where}: nc is {doc['nc']} but 'names' lists {len(out)} classes")
+    return out
+
+
+def _images_of(entry: Any, root: Path, where: Path, split: str) -> list[Path]:
+    """The image files a split entry names: folders (searched recursively), ``.txt``
+    lists of paths, single images, or a list of those."""
+    entries = entry if isinstance(entry, list) else [entry]
+    out: list[Path] = []
+    for e in entries:
+        if not isinstance(e, str) or not e.strip():
+            raise DataError(f"{where}: '{split}' must be a folder, a .txt list or a list of "
+                            f"those, got {e!r}")
+        p = Path(e).expanduser()
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                          and f.is_file())
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    out.append(q if q.is_absolute() else (p.parent / q))
+        elif p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{where}: the '{split}' entry {e!r} is not there ({p})")
+    return out
+
+
+def read_layout(path: str | os.PathLike[str]) -> Layout:
+    """Parse ``data.yaml`` (or the folder holding it)."""
+    import yaml
+
+    p = Path(path).expanduser()
+    yml = p if p.is_file() else next((p / n for n in ("data.yaml", "data.yml")
+                                      if (p / n).is_file()), None)
+    if yml is None:
+        raise DataError(f"{p}: no data.yaml here: a detection data set is a data.yaml with "
+                        "'train', 'val' and 'names' (the YOLO layout); make one with "
+                        "'nasforge datasets make detection DIR'")
+    try:
+        doc = yaml.safe_load(yml.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"{yml}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{yml}: expected a mapping with 'train', 'val' and 'names'")
+    root = Path(str(doc.get("path") or ".")).expanduser()
+    root = root if root.is_absolute() else (yml.parent / root)
+    names = _names(doc, yml)
+    if "train" not in doc:
+        raise DataError(f"{yml}: needs 'train' (the training images' folder)")
+    splits = {}
+    for split in ("train", "val", "test"):
+        if doc.get(split):
+            files = _images_of(doc[split], root, yml, split)
+            if not files:
+                raise DataError(f"{yml}: the '{split}' split has no images "
+                                f"({', '.join(IMAGE_SUFFIXES)})")
+            splits[split] = files
+    return Layout(root=root, names=names, splits=splits, masks=bool(doc.get("masks")))
+
+
+def _sibling(img: Path, folder: str, suffix: str) -> Path:
+    """YOLO's rule: the last ``images`` folder of the path becomes ``folder``."""
+    parts = list(img.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = folder
+            return Path(*parts).with_suffix(suffix)
+    return img.with_suffix(suffix)
+
+
+# -- images ------------------------------------------------------------------------------
+
+
+def letterbox_params(h: int, w: int, size: int) -> tuple[float, int, int, int, int]:
+    """Scale and placement of an ``h x w`` image in a ``size`` square: ``(scale, new_h,
+    new_w, top, left)``; what :func:`letterbox` does and what maps boxes back."""
+    s = size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    return s, nh, nw, (size - nh) // 2, (size - nw) // 2
+
+
+def letterbox(img: Any, size: int, resample: Any = None, fill: float | int = PAD_VALUE
+              ) -> np.ndarray:
+    """A PIL image resized to fit a ``size`` square, aspect kept, padded with ``fill``:
+    float32 (H, W, C) in [0, 1] for images, the raw values for masks (nearest)."""
+    from PIL import Image
+
+    w, h = img.size
+    _, nh, nw, top, left = letterbox_params(h, w, size)
+    r = img.resize((nw, nh), resample if resample is not None else Image.Resampling.BILINEAR)
+    arr = np.asarray(r)
+    if img.mode in ("L", "P", "I"):
+        out = np.full((size, size), fill, dtype=np.int64)
+        out[top:top + nh, left:left + nw] = arr
+        return out
+    out_f = np.full((size, size, arr.shape[2]), fill, dtype=np.float32)
+    out_f[top:top + nh, left:left + nw] = arr.astype(np.float32) / 255.0
+    return out_f
+
+
+def _open_rgb(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    from nasforge.data.folder import MAX_IMAGE_PIXELS
+
+    try:
+        im = Image.open(path)
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{path}: {im.width} x {im.height} pixels is more than nasforge "
+                            f"decodes ({MAX_IMAGE_PIXELS:,})")
+        return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def _default_size(files: Sequence[Path]) -> int:
+    """The training images' largest side, rounded up to a multiple of 32, at most 320
+    (CPU-sized; give ``image_size`` for more)."""
+    from PIL import Image
+
+    side = 0
+    for f in files[:50]:
+        try:
+            with Image.open(f) as im:
+                side = max(side, im.width, im.height)
+        except OSError:
+            continue
+    return int(min(320, max(32, 32 * math.ceil(side / 32))))
+
+
+def _read_split(files: list[Path], names: list[str], size: int, task: str
+                ) -> tuple[np.ndarray, Any, dict[str, int]]:
+    from PIL import Image
+
+    xs = np.empty((len(files), 3, size, size), dtype=np.float32)
+    ys: list[Any] = []
+    counts = {"images": len(files), "no_label_file": 0, "empty": 0, "objects": 0}
+    for i, f in enumerate(files):
+        im = _open_rgb(f)
+        xs[i] = letterbox(im, size).transpose(2, 0, 1)
+        s, nh, nw, top, left = letterbox_params(im.height, im.width, size)
+        if task == "segmentation":
+            mp = _sibling(f, "masks", ".png")
+            if not mp.is_file():
+                raise DataError(f"{f}: no mask {mp} (segmentation needs one PNG per image: "
+                                "0 background, k + 1 for class k)")
+            try:
+                m = Image.open(mp)
+                m.load()
+            except OSError as e:
+                raise DataError(f"cannot read mask {mp}: {e}") from None
+            if m.size != im.size:
+                raise DataError(f"{mp}: the mask is {m.width} x {m.height}, its image "
+                                f"{im.width} x {im.height}")
+            if m.mode not in ("L", "P"):
+                m = m.convert("L")
+            arr = letterbox(m, size, Image.Resampling.NEAREST, fill=IGNORE)
+            bad = (arr > len(names)) & (arr != IGNORE)
+            if bad.any():
+                raise DataError(f"{mp}: pixel value {int(arr[bad].max())} is not a class: "
+                                f"0 is background and 1-{len(names)} the classes of "
+                                "data.yaml (255 ignored)")
+            ys.append(arr)
+            continue
+        lp = _sibling(f, "labels", ".txt")
+        boxes = read_label_file(lp, len(names)) if lp.is_file() else None
+        if boxes is None:
+            counts["no_label_file"] += 1
+            boxes = []
+        elif not boxes:
+            counts["empty"] += 1
+        counts["objects"] += len(boxes)
+        # to the letterboxed square: x_px = x * w * s + left, normalized by size
+        rows = [(b.cls, (b.x0 * nw + left) / size, (b.y0 * nh + top) / size,
+                 (b.x1 * nw + left) / size, (b.y1 * nh + top) / size) for b in boxes]
+        ys.append(np.asarray(rows, np.float32).reshape(-1, 5))
+    if task == "segmentation":
+        return xs, np.stack(ys).astype(np.int64), counts
+    return xs, ys, counts
+
+
+def pad_boxes(rows: Sequence[np.ndarray], m: int | None = None) -> np.ndarray:
+    """Per-image ``(k, 5)`` boxes as one ``(N, M, 5)`` array padded with class -1."""
+    m = max([len(r) for r in rows] + [1]) if m is None else m
+    out = np.zeros((len(rows), m, 5), np.float32)
+    out[:, :, 0] = -1
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def load_detection(path: str | os.PathLike[str], *, task: str | None = None,
+                   image_size: int | None = None, val_fraction: float = 0.1,
+                   seed: int = 0, max_train: int | None = None,
+                   verbose: bool = True) -> Dataset:
+    """A YOLO-layout data set as a :class:`Dataset` (``task`` ``detection`` or
+    ``segmentation``; None: segmentation when data.yaml has ``masks``). A missing
+    ``val`` split is held out of ``train`` (``val_fraction``), a missing ``test`` split
+    is the validation split's images again (said when loading)."""
+    lay = read_layout(path)
+    task = task or ("segmentation" if lay.masks else "detection")
+    if task not in ("detection", "segmentation"):
+        raise DataError(f"a YOLO-layout data set is for detection or segmentation, not {task!r}")
+    size = int(image_size or _default_size(lay.splits["train"]))
+    if not 16 <= size <= 2048:
+        raise DataError(f"image_size must be from 16 to 2048, got {size}")
+    rng = np.random.default_rng(seed)
+    train = list(lay.splits["train"])
+    notes = []
+    if max_train is not None and len(train) > max_train:
+        train = [train[i] for i in sorted(rng.permutation(len(train))[:max_train])]
+    if "val" in lay.splits:
+        val = lay.splits["val"]
+    else:
+        keep, held = random_split(len(train), val_fraction, rng)
+        train, val = [train[i] for i in keep], [train[i] for i in held]
+        notes.append(f"no 'val' split: {len(val)} training images held out")
+    test = lay.splits.get("test")
+    if test is None:
+        test = val
+        notes.append("no 'test' split: the test scores are on the validation images")
+    parts = {}
+    counts = {}
+    for name, files in (("train", train), ("val", val), ("test", test)):
+        if not files:
+            raise DataError(f"the '{name}' split of {path} is empty")
+        x, y, counts[name] = _read_split(files, lay.names, size, task)
+        parts[name] = (x, y)
+    if task == "detection":
+        m = max(max((len(r) for r in y), default=0) for _, y in parts.values())
+        parts = {k: (x, pad_boxes(y, max(1, m))) for k, (x, y) in parts.items()}
+    x_tr = parts["train"][0]
+    mean = tuple(float(v) for v in x_tr.mean(axis=(0, 2, 3)))
+    std = tuple(float(max(v, 1e-3)) for v in x_tr.std(axis=(0, 2, 3)))
+    mu, sd = np.array(mean, np.float32)[:, None, None], np.array(std, np.float32)[:, None, None]
+    for x, _ in parts.values():
+        x -= mu
+        x /= sd
+    if verbose:
+        c = counts["train"]
+        what = (f"{c['objects']} objects" if task == "detection" else "masks")
+        extra = (f"; {c['no_label_file']} without a label file and {c['empty']} empty "
+                 "(read as images without objects)"
+                 if task == "detection" and (c["no_label_file"] or c["empty"]) else "")
+        print(f"{task} data {lay.root}: {len(train)} train / {len(val)} val / "
+              f"{len(test)} test images at {size} x {size}, {len(lay.names)} classes, "
+              f"{what} in train{extra}" + "".join(f"; {n}" for n in notes))
+    return Dataset(
+        name=str(lay.root), x_train=parts["train"][0], y_train=parts["train"][1],
+        x_val=parts["val"][0], y_val=parts["val"][1], x_test=parts["test"][0],
+        y_test=parts["test"][1],
+        classes=(["background"] + lay.names) if task == "segmentation" else lay.names,
+        mean=mean, std=std, task=task, input_kind="image")
