@@ -83,9 +83,9 @@ MAX_OPTIONS = 1024
 #: The first pools right after the stem, puts two 32-wide convolutions (the first with a
 #: skip) at 1/2 resolution and two 64-wide ones at 1/4, then an FC-128 head; it was the
 #: best of the final-length study's sample on Fashion-MNIST (94.13 % validation after
-#: 520 s, 0.7 points above the next) and on the 5-class image folder (100 s), and also
-#: the best after 26 s, so short trials find it
-#: (benchmarks/results/fidelity_rank_final_length.md). The second is a wider variant
+#: 520 s, 0.7 points above the next), and also the best after 26 s, so short trials find
+#: it (benchmarks/results/fidelity_rank_final_length.md); on a 5-class image folder it is
+#: within noise of the classic design (benchmarks/results/known_good_folder.md). The second is a wider variant
 #: (48/96, GAP head); the third is the classic VGG-style design (2 x [conv3x3-BN-ReLU x 2,
 #: 2x2 max pool, dropout], 32/64 channels, FC-128 head with dropout 0.3); the fourth spends
 #: its time on one strided conv, a pool and an FC head (4.5 MFLOPs, 3x the epochs of the
