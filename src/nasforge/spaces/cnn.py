@@ -78,19 +78,19 @@ MAX_KERNEL = 31
 MAX_EXPANSION = 64
 MAX_OPTIONS = 1024
 
-#: hand designs for small images (see :meth:`CNNSpace.known_good`), best first: the order
-#: matters when the budget affords only a few trials (``--trials 1`` trains the first).
-#: The first pools right after the stem, puts two 32-wide convolutions (the first with a
-#: skip) at 1/2 resolution and two 64-wide ones at 1/4, then an FC-128 head; it was the
-#: best of the final-length study's sample on Fashion-MNIST (94.13 % validation after
-#: 520 s, 0.7 points above the next), and also the best after 26 s, so short trials find
-#: it (benchmarks/results/fidelity_rank_final_length.md); on a 5-class image folder it is
-#: within noise of the classic design (benchmarks/results/known_good_folder.md). The second is a wider variant
-#: (48/96, GAP head); the third is the classic VGG-style design (2 x [conv3x3-BN-ReLU x 2,
-#: 2x2 max pool, dropout], 32/64 channels, FC-128 head with dropout 0.3); the fourth spends
-#: its time on one strided conv, a pool and an FC head (4.5 MFLOPs, 3x the epochs of the
-#: classic design in the same time). A tiny inverted-residual design (1.5 MFLOPs) was
-#: taken out: it wins trials of a few seconds and is last after the final training.
+#: hand designs for small images (see :meth:`CNNSpace.known_good`), best first: the order matters
+#: when the budget affords only a few trials (``--trials 1`` trains the first). The first pools
+#: right after the stem, puts two 32-wide convolutions (the first with a skip) at 1/2 resolution and
+#: two 64-wide ones at 1/4, then an FC-128 head; it was the best of the final-length study's sample
+#: on Fashion-MNIST (94.13 % validation after 520 s, 0.7 points above the next), and also the best
+#: after 26 s, so short trials find it (benchmarks/results/fidelity_rank_final_length.md); on a
+#: 5-class image folder it is within noise of the classic design
+#: (benchmarks/results/known_good_folder.md). The second is a wider variant (48/96, GAP head); the
+#: third is the classic VGG-style design (2 x [conv3x3-BN-ReLU x 2, 2x2 max pool, dropout], 32/64
+#: channels, FC-128 head with dropout 0.3); the fourth spends its time on one strided conv, a pool
+#: and an FC head (4.5 MFLOPs, 3x the epochs of the classic design in the same time). A tiny
+#: inverted-residual design (1.5 MFLOPs) was taken out: it wins trials of a few seconds and is last
+#: after the final training.
 KNOWN_GOOD: tuple[str, ...] = (
     "stem16|maxpool|conv-k3-w32-relu-skip|conv-k3-w32-relu|maxpool|conv-k3-w64-relu"
     "|conv-k3-w64-relu|fc128|drop0.1",
