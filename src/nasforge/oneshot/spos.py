@@ -64,8 +64,16 @@ def train_supernet(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    sampling: str = "uniform",
+    fixed: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train the shared weights, one uniformly sampled path per step (SPOS).
+
+    ``sampling="fair"``: FairNAS's strict fairness instead: each step accumulates the
+    gradients of ``NUM_OPS`` paths that use every op of every edge once
+    (:meth:`Supernet.fair_paths`), then takes one optimizer step; an epoch then costs
+    ``NUM_OPS`` times the forward/backward passes of a uniform one. ``fixed`` (edge ->
+    op) trains a few-shot sub-supernet: those edges always take that op.
 
     SGD with Nesterov momentum and a per-step cosine schedule, like ``train_model``.
     ``deadline`` (a ``time.monotonic()`` time) stops training early between steps;
@@ -80,6 +88,8 @@ def train_supernet(
     """
     if epochs < 1:
         raise NasforgeError(f"epochs must be >= 1, got {epochs}")
+    if sampling not in ("uniform", "fair"):
+        raise NasforgeError(f"sampling must be 'uniform' or 'fair', got {sampling!r}")
     if not 0.0 < data_fraction <= 1.0:
         raise NasforgeError(f"data_fraction must be in (0, 1], got {data_fraction}")
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool)
@@ -105,6 +115,8 @@ def train_supernet(
     recipe = {"method": "spos", "epochs": epochs, "n": n, "n_used": n_used, "batch_size": bs,
               "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
               "grad_clip": grad_clip, "data_fraction": data_fraction, "seed": seed}
+    if sampling != "uniform" or fixed:  # only then: older checkpoints stay continuable
+        recipe.update(sampling=sampling, fixed={str(k): int(v) for k, v in (fixed or {}).items()})
     curve: list[dict[str, float]] = []
     step = 0
     stopped = False
@@ -152,11 +164,18 @@ def train_supernet(
             for g in opt.param_groups:
                 g["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total))
             b = perm[i : i + bs]
-            loss = F.cross_entropy(supernet(x[b], supernet.sample_path(rng)), y[b])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"supernet training diverged at epoch {epoch} (lr {lr:g})")
+            paths = (supernet.fair_paths(rng, fixed) if sampling == "fair"
+                     else [supernet.sample_path(rng, fixed)])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total_loss = 0.0
+            for path in paths:  # fair: gradients of all paths summed, then one step
+                loss = F.cross_entropy(supernet(x[b], path), y[b])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"supernet training diverged at epoch {epoch} (lr {lr:g})")
+                loss.backward()
+                total_loss += float(loss.detach())
+            loss = torch.tensor(total_loss / len(paths))
             if grad_clip:
                 nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
             opt.step()

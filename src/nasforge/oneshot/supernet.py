@@ -20,7 +20,7 @@ serves every method:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,9 +212,29 @@ class Supernet(nn.Module):
         """Logits of the sub-network ``arch`` with the shared weights."""
         return self(x, path_indices(arch))
 
-    def sample_path(self, rng: np.random.Generator) -> tuple[int, ...]:
-        """A uniformly random path: each edge's op uniform and independent (SPOS)."""
-        return tuple(int(v) for v in rng.integers(NUM_OPS, size=NUM_EDGES))
+    def sample_path(self, rng: np.random.Generator,
+                    fixed: Mapping[int, int] | None = None) -> tuple[int, ...]:
+        """A uniformly random path: each edge's op uniform and independent (SPOS);
+        ``fixed`` maps edges to the op they always take (a few-shot sub-supernet)."""
+        path = [int(v) for v in rng.integers(NUM_OPS, size=NUM_EDGES)]
+        for e, o in (fixed or {}).items():
+            path[e] = int(o)
+        return tuple(path)
+
+    def fair_paths(self, rng: np.random.Generator,
+                   fixed: Mapping[int, int] | None = None) -> list[tuple[int, ...]]:
+        """``NUM_OPS`` paths that together use every op of every edge exactly once
+        (FairNAS's strict fairness, Chu et al. 2021): one random permutation per edge.
+
+        Uniform single-path sampling trains every op equally often only in expectation;
+        in a short CPU-budget training the ops that happen to be drawn more often pull
+        ahead, a bias in the inherited ranking that strict fairness removes. A ``fixed``
+        edge takes its op in every path.
+        """
+        perms = [rng.permutation(NUM_OPS) for _ in range(NUM_EDGES)]
+        fixed = fixed or {}
+        return [tuple(int(fixed.get(e, perms[e][i])) for e in range(NUM_EDGES))
+                for i in range(NUM_OPS)]
 
     # -- extraction --------------------------------------------------------------------
     def _shared_key(self, key: str, path: tuple[int, ...]) -> str:
