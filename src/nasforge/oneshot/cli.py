@@ -27,7 +27,8 @@ def register_cli(app: typer.Typer) -> None:
         strategy: Annotated[str, typer.Option(help="SPOS: evolution or random.")] = "evolution",
         order: Annotated[int, typer.Option(help="DARTS: 1 or 2 (second order).")] = 1,
         mitigation: Annotated[
-            str, typer.Option(help="DARTS/GDAS collapse mitigation: none, early-stop, darts-minus.")
+            str, typer.Option(help="DARTS/GDAS collapse mitigation: none, early-stop, darts-minus, "
+                             "beta-decay.")
         ] = "none",
         alpha_lr: Annotated[float, typer.Option(help="DARTS/GDAS: Adam lr of alpha.")] = 3e-4,
         final_epochs: Annotated[int, typer.Option(help="Epochs to retrain the winner.")] = 10,

@@ -27,7 +27,12 @@ mitigations are offered: ``"early-stop"`` (DARTS+-style: stop once the skip frac
 reaches ``skip_threshold`` and keep the architecture of the last epoch below it) and
 ``"darts-minus"`` (DARTS-: an auxiliary skip ``beta * x`` on every edge with ``beta``
 decaying linearly from 1 to 0, which takes over the "gradient highway" role that
-otherwise makes the learned skip weights win).
+otherwise makes the learned skip weights win) and ``"beta-decay"`` (beta-DARTS, Ye et al.
+2022: the architecture loss gets ``lambda * mean over edges of logsumexp(alpha_e)``, whose
+gradient ``lambda * softmax(alpha_e) / n_edges`` pulls every edge's largest weights down
+hardest, so the softmax stays flat enough that no op, skip included, runs away on the
+strength of its early gradient highway; ``lambda`` ramps up linearly from 0 to
+``beta_decay_weight`` over the search, as in the paper's schedule).
 
 **Resuming**: with ``checkpoint=``, :func:`darts_search` writes (atomically, see
 :mod:`~nasforge.oneshot.checkpoint`) everything the next epoch depends on at every epoch
@@ -70,7 +75,7 @@ if TYPE_CHECKING:
     from nasforge.data import Dataset
 
 METHODS = ("darts", "gdas")
-MITIGATIONS = ("early-stop", "darts-minus")
+MITIGATIONS = ("early-stop", "darts-minus", "beta-decay")
 SKIP = OP_NAMES.index("skip_connect")
 NONE = OP_NAMES.index("none")
 
@@ -316,6 +321,7 @@ def darts_search(
     tau_min: float = 0.1,
     mitigation: str | None = None,
     skip_threshold: float = 0.5,
+    beta_decay_weight: float = 5.0,
     exclude_none: bool = False,
     data_fraction: float = 1.0,
     max_val_eval: int | None = 1000,
@@ -361,6 +367,8 @@ def darts_search(
         raise NasforgeError(f"epochs must be >= 1, got {epochs}")
     if not 0.0 < data_fraction <= 1.0:
         raise NasforgeError(f"data_fraction must be in (0, 1], got {data_fraction}")
+    if not (math.isfinite(beta_decay_weight) and beta_decay_weight >= 0):
+        raise NasforgeError(f"beta_decay_weight must be >= 0, got {beta_decay_weight!r}")
     if len(data.y_val) < 2:
         raise NasforgeError("bilevel search needs a validation split of at least 2 examples")
 
@@ -403,6 +411,8 @@ def darts_search(
               "tau_max": tau_max, "tau_min": tau_min, "mitigation": mitigation,
               "skip_threshold": skip_threshold, "exclude_none": exclude_none,
               "data_fraction": data_fraction, "max_val_eval": max_val_eval, "seed": seed}
+    if mitigation == "beta-decay":  # only then: older checkpoints stay continuable
+        recipe["beta_decay_weight"] = beta_decay_weight
     history: list[dict[str, Any]] = []
     last_ok: Arch | None = None
     stopped = False
@@ -481,6 +491,11 @@ def darts_search(
             else:
                 g_alpha, lv_f = second_order_alpha_grad(model, opt_w, xt, yt, xv, yv, lr, beta)
                 model.alpha.grad = g_alpha
+            if mitigation == "beta-decay":  # d/dalpha of lambda * mean_e logsumexp(alpha_e)
+                lam = beta_decay_weight * step / max(1, total_steps - 1)
+                with torch.no_grad():
+                    model.alpha.grad = model.alpha.grad + lam * F.softmax(
+                        model.alpha, -1) / model.alpha.shape[0]
             opt_a.step()
 
             # -- weight step (training batch)
