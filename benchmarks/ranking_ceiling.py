@@ -1,0 +1,345 @@
+"""Supernet ranking against its noise ceiling on NAS-Bench-201 (small): SPOS, FairNAS, few-shot.
+
+A supernet is judged by how well its inherited accuracies rank architectures against
+their stand-alone accuracies; but at CPU budgets the stand-alone accuracies are noisy
+themselves. This benchmark measures that ceiling first and every supernet against it:
+
+1. ``standalone``: the same ``--archs`` uniformly sampled architectures trained from
+   scratch twice (seeds A and B) under each protocol (``--protocols``: epochs of
+   ``train_model``, SGD cosine, batch 64); Kendall tau between the two seeds is the noise
+   ceiling (no estimator can agree with one noisy run better than a second run does).
+2. ``supernet``: each method trains its supernet(s) and scores every architecture with
+   inherited weights after BN recalibration (8 training batches):
+   ``spos-E`` (uniform single path, E epochs), ``fair-E`` (FairNAS strict fairness: every
+   step trains all 5 ops of every edge once, so E epochs cost 5E uniform ones),
+   ``fewshot-E0+E1`` (Zhao et al. 2021: a uniform one-shot supernet of E0 epochs split on
+   edge ``--split-edge`` into 5 sub-supernets, each trained E1 more epochs on its paths).
+3. ``darts``: DARTS (first order) without mitigation, with DARTS- and with beta-DARTS on
+   the budget of ``weight_sharing.md`` (10 epochs on 30 % of the train split, alpha Adam
+   lr 3e-3); the derived cell is trained with both stand-alone seeds and placed among the
+   random architectures (does it beat the median one?), with its share of parameter-free
+   edges (the collapse).
+4. ``report``: tau of each method against the mean of the two stand-alone seeds (and
+   against each seed), absolutely and as a fraction of the ceiling; dead cells (no op
+   path from the cell's input to its output: output identically zero) reported apart.
+
+Accuracies for the ranking are taken on the full 10,000-image test set for both sides
+(a 450-image validation split alone has a standard error of ~2 points, which would
+bury the ranking in sampling noise); nothing here selects a model.
+
+Parts write JSON under ``--work`` and can run in parallel (one core each, ``taskset``):
+``python benchmarks/ranking_ceiling.py --part standalone --seed-index 0`` (and 1),
+``--part supernet --method spos-20``, ..., then ``--part report`` writes
+``benchmarks/results/ranking_ceiling.md`` and ``.json``. ``--part all`` runs everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasforge.data import load_dataset
+from nasforge.estimators.training import evaluate_model, train_model
+from nasforge.oneshot import InheritedWeightsEstimator, Supernet, train_supernet
+from nasforge.oneshot.fewshot import split_supernet, train_fewshot
+from nasforge.oneshot.supernet import path_indices
+from nasforge.spaces.nb201 import EDGES, OP_NAMES, NB201Space
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SETTINGS = {"image_size": 16, "max_train": 4500, "C": 8, "N": 1, "batch_size": 64,
+            "calib_batches": 8, "lr": 0.05}
+METHODS = ("spos-20", "spos-60", "fair-12", "fewshot-20+8")
+DARTS = {"darts-1": None, "darts-1-minus": "darts-minus", "darts-1-beta": "beta-decay"}
+PARAM_FREE = ("none", "skip_connect", "avg_pool_3x3")
+SEEDS = (1000, 2000)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _data(seed: int) -> Any:
+    data = load_dataset("fashion-mnist", image_size=SETTINGS["image_size"],
+                        max_train=SETTINGS["max_train"], seed=seed)
+    # rank on the 10k test images (see the module docstring), both sides alike
+    return dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test)
+
+
+def sample_archs(space: NB201Space, n: int, seed: int) -> list[Any]:
+    rng = np.random.default_rng([seed, 99])
+    archs: list[Any] = []
+    while len(archs) < n:
+        a = space.sample(rng)
+        if a not in archs:
+            archs.append(a)
+    return archs
+
+
+def is_dead(arch: Any) -> bool:
+    """No chain of non-``none`` ops from node 0 to node 3: the cell outputs zeros."""
+    path = path_indices(arch)
+    reach = {0}
+    for (j, i), op in zip(EDGES, path, strict=True):  # edges are in topological order
+        if i in reach and OP_NAMES[op] != "none":
+            reach.add(j)
+    return 3 not in reach
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b)[0])
+
+
+def part_standalone(args: argparse.Namespace, work: Path) -> None:
+    data, space = _data(args.seed), NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    archs = sample_archs(space, args.archs, args.seed)
+    seed = SEEDS[args.seed_index]
+    for epochs in args.protocols:
+        path = work / f"standalone-e{epochs}-s{args.seed_index}.json"
+        rows = json.loads(path.read_text()) if path.exists() else []
+        for i, a in enumerate(archs[len(rows):], start=len(rows)):
+            torch.manual_seed(seed + i)
+            model = space.build(a, data.input_shape, data.num_classes)
+            t0 = time.perf_counter()
+            train_model(model, data, epochs=epochs, batch_size=SETTINGS["batch_size"],
+                        lr=SETTINGS["lr"], seed=seed + i)
+            acc, _ = evaluate_model(model, data.x_test, data.y_test)
+            rows.append({"arch": a.text, "acc": acc, "train_s": time.perf_counter() - t0})
+            path.write_text(json.dumps(rows))  # after each: the part resumes where it was
+            _log(f"stand-alone {epochs} ep seed {args.seed_index}: {i + 1}/{len(archs)} "
+                 f"{acc:.4f}")
+
+
+def _supernet(space: NB201Space, data: Any, epochs: int, seed: int, **kw: Any) -> Supernet:
+    torch.manual_seed(seed)
+    sn = Supernet(space, data.input_shape, data.num_classes)
+    train_supernet(sn, data, epochs, batch_size=SETTINGS["batch_size"], lr=SETTINGS["lr"],
+                   seed=seed, **kw)
+    return sn
+
+
+def part_supernet(args: argparse.Namespace, work: Path) -> None:
+    data, space = _data(args.seed), NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    archs = sample_archs(space, args.archs, args.seed)
+    method = args.method
+    kind, _, spec = method.partition("-")
+    t0 = time.perf_counter()
+    if kind in ("spos", "fair"):
+        net: Any = _supernet(space, data, int(spec), args.seed,
+                             sampling="fair" if kind == "fair" else "uniform")
+        passes = int(spec) * (len(OP_NAMES) if kind == "fair" else 1)
+    elif kind == "fewshot":
+        e0, e1 = (int(v) for v in spec.split("+"))
+        net = split_supernet(_supernet(space, data, e0, args.seed), args.split_edge)
+        train_fewshot(net, train_supernet, data=data, epochs=e1,
+                      batch_size=SETTINGS["batch_size"], lr=SETTINGS["lr"], seed=args.seed)
+        passes = e0 + len(OP_NAMES) * e1
+    else:
+        raise SystemExit(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+    train_s = time.perf_counter() - t0
+    est = InheritedWeightsEstimator(net, data, calib_batches=SETTINGS["calib_batches"],
+                                    batch_size=128, seed=args.seed)
+    t1 = time.perf_counter()
+    scores = [est.score(a)[0] for a in archs]
+    out = {"method": method, "train_s": train_s, "score_s": time.perf_counter() - t1,
+           "uniform_epoch_equivalents": passes, "scores": scores,
+           "archs": [a.text for a in archs]}
+    (work / f"supernet-{method}.json").write_text(json.dumps(out))
+    _log(f"{method}: trained {train_s:.0f} s, scored {len(archs)} archs")
+
+
+def _train_standalone(space: NB201Space, arch: Any, data: Any, epochs: int, seed: int
+                      ) -> float:
+    torch.manual_seed(seed)
+    model = space.build(arch, data.input_shape, data.num_classes)
+    train_model(model, data, epochs=epochs, batch_size=SETTINGS["batch_size"],
+                lr=SETTINGS["lr"], seed=seed)
+    return float(evaluate_model(model, data.x_test, data.y_test)[0])
+
+
+def part_darts(args: argparse.Namespace, work: Path) -> None:
+    from nasforge.oneshot import darts_search
+
+    # the bilevel search needs its own validation split (not the test set)
+    raw = load_dataset("fashion-mnist", image_size=SETTINGS["image_size"],
+                       max_train=SETTINGS["max_train"], seed=args.seed)
+    space = NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    for label, mitigation in DARTS.items():
+        path = work / f"darts-{label}.json"
+        if path.exists():
+            continue
+        t0 = time.perf_counter()
+        res = darts_search(space, raw, epochs=args.darts_epochs, data_fraction=0.3, batch_size=64,
+                           alpha_lr=3e-3, mitigation=mitigation, seed=args.seed)
+        search_s = time.perf_counter() - t0
+        arch = res.arch
+        ops = [OP_NAMES[i] for i in path_indices(arch)]
+        accs = {e: [_train_standalone(space, arch, raw, e, SEEDS[k] + 777) for k in (0, 1)]
+                for e in args.protocols}
+        path.write_text(json.dumps({
+            "label": label, "mitigation": mitigation, "arch": arch.text,
+            "search_s": search_s, "param_free": sum(o in PARAM_FREE for o in ops) / len(ops),
+            "acc": {str(e): v for e, v in accs.items()}}))
+        _log(f"{label}: {arch.text} in {search_s:.0f} s, stand-alone {accs}")
+
+
+def _tau_block(x: list[float], truth: list[float], keep: list[bool]) -> tuple[float, float]:
+    xs = [v for v, k in zip(x, keep, strict=True) if k]
+    ts = [v for v, k in zip(truth, keep, strict=True) if k]
+    return kendall(x, truth), kendall(xs, ts)
+
+
+def part_report(args: argparse.Namespace, work: Path) -> None:
+    space = NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    archs = sample_archs(space, args.archs, args.seed)
+    alive = [not is_dead(a) for a in archs]
+    out: dict[str, Any] = {"settings": SETTINGS, "archs": [a.text for a in archs],
+                           "dead": [not k for k in alive], "protocols": {}, "methods": {}}
+    lines = ["# Supernet ranking against the noise ceiling (NAS-Bench-201, small)", "",
+             f"Generated by `benchmarks/ranking_ceiling.py` ({time.strftime('%Y-%m-%d')}): "
+             f"{len(archs)} uniformly sampled architectures of `nb201` (C={SETTINGS['C']}, "
+             f"N={SETTINGS['N']}), Fashion-MNIST at {SETTINGS['image_size']}x"
+             f"{SETTINGS['image_size']}, a stratified pool of {SETTINGS['max_train']} "
+             "training images (90 % train), accuracies on the 10,000 test images; one "
+             "torch thread per part, each part pinned to one core of a 2-core machine "
+             "that had other jobs on its other core. "
+             f"{sum(not k for k in alive)} of the {len(archs)} cells are dead (no op path "
+             "from input to output); 'alive' columns leave them out.", ""]
+    truth: dict[int, list[float]] = {}
+    lines += ["## 1. The noise ceiling: two stand-alone trainings of the same architectures",
+              "", "| protocol | tau seed A vs B (all) | tau (alive) | median acc | "
+              "median train s |", "|---|--:|--:|--:|--:|"]
+    for e in args.protocols:
+        runs = []
+        for s in (0, 1):
+            p = work / f"standalone-e{e}-s{s}.json"
+            rows = json.loads(p.read_text()) if p.exists() else []
+            runs.append(rows)
+        if any(len(r) < len(archs) for r in runs):
+            lines.append(f"| {e} epochs | (incomplete: {[len(r) for r in runs]}) | | | |")
+            continue
+        a, b = ([r["acc"] for r in rows] for rows in runs)
+        t_all, t_alive = _tau_block(a, b, alive)
+        truth[e] = [(x + y) / 2 for x, y in zip(a, b, strict=True)]
+        secs = [r["train_s"] for rows in runs for r in rows]
+        out["protocols"][e] = {"seed_a": a, "seed_b": b, "tau": t_all, "tau_alive": t_alive}
+        lines.append(f"| {e} epochs | {t_all:.3f} | {t_alive:.3f} | "
+                     f"{np.median(a + b):.4f} | {np.median(secs):.1f} |")
+    lines += ["", "The ceiling for a method judged against the *mean* of both seeds is "
+              "higher than the seed-vs-seed tau (the mean is less noisy than one run); "
+              "the fraction below divides by the seed-vs-seed tau, the conservative "
+              "(generous to the method) reading.", ""]
+    if not truth:
+        (RESULTS / "ranking_ceiling.md").write_text("\n".join(lines) + "\n")
+        return
+    ref = max(truth)
+    ceil = out["protocols"][ref]
+    lines += [f"## 2. Supernets against the {ref}-epoch stand-alone accuracies", "",
+              "| method | uniform-epoch equivalents | supernet train s | tau vs mean (all) "
+              "| tau vs mean (alive) | fraction of ceiling (alive) | tau vs seed A / B "
+              "(alive) |", "|---|--:|--:|--:|--:|--:|--:|"]
+    for m in args.methods:
+        p = work / f"supernet-{m}.json"
+        if not p.exists():
+            lines.append(f"| {m} | (not run) | | | | | |")
+            continue
+        r = json.loads(p.read_text())
+        t_all, t_alive = _tau_block(r["scores"], truth[ref], alive)
+        ta = _tau_block(r["scores"], ceil["seed_a"], alive)[1]
+        tb = _tau_block(r["scores"], ceil["seed_b"], alive)[1]
+        frac = t_alive / ceil["tau_alive"] if ceil["tau_alive"] > 0 else float("nan")
+        out["methods"][m] = {**r, "tau": t_all, "tau_alive": t_alive, "fraction": frac}
+        lines.append(f"| {m} | {r['uniform_epoch_equivalents']} | {r['train_s']:.0f} | "
+                     f"{t_all:.3f} | {t_alive:.3f} | {frac:.2f} | {ta:.3f} / {tb:.3f} |")
+    lines += _darts_lines(work, args, truth, out)
+    best = max(out["methods"].items(), key=lambda kv: kv[1]["tau_alive"], default=None)
+    lines += ["", "## Goals (issue #17: tau >= 0.5 absolute and >= 0.8 of the ceiling)", ""]
+    if best is not None:
+        m, r = best
+        lines.append(f"- Best method: `{m}`, tau {r['tau_alive']:.3f} on the alive cells "
+                     f"({r['fraction']:.2f} of the ceiling {ceil['tau_alive']:.3f}): "
+                     f"absolute goal {'met' if r['tau_alive'] >= 0.5 else 'NOT met'}, "
+                     f"ceiling goal {'met' if r['fraction'] >= 0.8 else 'NOT met'}.")
+    out["machine"] = {"python": platform.python_version(), "torch": torch.__version__}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ranking_ceiling.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / "ranking_ceiling.md").write_text("\n".join(lines) + "\n")
+    _log(f"wrote {RESULTS / 'ranking_ceiling.md'}")
+
+
+def _darts_lines(work: Path, args: argparse.Namespace, truth: dict[int, list[float]],
+                 out: dict[str, Any]) -> list[str]:
+    rows = [json.loads(p.read_text()) for label in DARTS
+            if (p := work / f"darts-{label}.json").exists()]
+    if not rows:
+        return []
+    lines = ["", "## 3. DARTS against the random architectures (collapse)", "",
+             "Each derived cell trained from scratch with both stand-alone seeds (mean); "
+             "'beats random' is the share of the random architectures (mean of their two "
+             "seeds) it beats under the same protocol.", "",
+             "| method | derived cell | param-free edges | search s | "
+             + " | ".join(f"{e}-epoch acc (beats random)" for e in sorted(truth)) + " |",
+             "|---|---|--:|--:|" + "--:|" * len(truth)]
+    out["darts"] = {}
+    for r in rows:
+        cells = []
+        for e in sorted(truth):
+            acc = float(np.mean(r["acc"][str(e)]))
+            beats = float(np.mean(np.array(truth[e]) < acc))
+            cells.append(f"{acc:.4f} ({beats:.0%})")
+            r.setdefault("beats", {})[str(e)] = beats
+        out["darts"][r["label"]] = r
+        lines.append(f"| {r['label']} | `{r['arch']}` | {r['param_free']:.2f} | "
+                     f"{r['search_s']:.0f} | " + " | ".join(cells) + " |")
+    med = {e: float(np.median(truth[e])) for e in sorted(truth)}
+    lines.append("")
+    lines.append("Median random architecture: " + ", ".join(
+        f"{v:.4f} ({e} epochs)" for e, v in med.items()) + ".")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=("standalone", "supernet", "darts", "report", "all"),
+                    default="all")
+    ap.add_argument("--seed-index", type=int, choices=(0, 1), default=0)
+    ap.add_argument("--method", default="spos-20", help=f"one of {', '.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(METHODS), help="(report, all)")
+    ap.add_argument("--protocols", default="3,10", help="stand-alone epochs, comma list")
+    ap.add_argument("--archs", type=int, default=50)
+    ap.add_argument("--split-edge", type=int, default=0)
+    ap.add_argument("--darts-epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=str(HERE.parent / "runs" / "ranking-ceiling"))
+    args = ap.parse_args()
+    args.protocols = [int(v) for v in args.protocols.split(",")]
+    args.methods = [m for m in args.methods.split(",") if m]
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.part in ("standalone", "all"):
+        for s in ((0, 1) if args.part == "all" else (args.seed_index,)):
+            args.seed_index = s
+            part_standalone(args, work)
+    if args.part in ("supernet", "all"):
+        for m in (args.methods if args.part == "all" else [args.method]):
+            args.method = m
+            part_supernet(args, work)
+    if args.part in ("darts", "all"):
+        part_darts(args, work)
+    if args.part in ("report", "all"):
+        part_report(args, work)
+
+
+if __name__ == "__main__":
+    main()
