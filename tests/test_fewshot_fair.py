@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from nasforge.errors import NasforgeError
-from nasforge.oneshot import InheritedWeightsEstimator, Supernet, train_supernet
+from nasforge.oneshot import InheritedWeightsEstimator, Supernet, run_oneshot, train_supernet
 from nasforge.oneshot.fewshot import FewShotSupernet, split_supernet, train_fewshot
 from nasforge.oneshot.supernet import NUM_EDGES, NUM_OPS, path_to_arch
 from nasforge.spaces.nb201 import NB201Space
@@ -84,3 +86,16 @@ def test_fewshot_split_dispatches_on_the_edge_and_trains_parts_apart():
     assert 0.0 <= acc <= 1.0 and np.isfinite(loss)
     with pytest.raises(NasforgeError, match="edge"):
         FewShotSupernet(list(fs.parts), edge=NUM_EDGES)
+
+
+def test_run_oneshot_fair_sampling_is_stored_and_bad_values_refused(tmp_path):
+    from nasforge.store import RunStore
+
+    data = _tiny_data()
+    res = run_oneshot("spos", data, out=tmp_path / "run", C=4, N=1, epochs=1, candidates=3,
+                      batch_size=32, sampling="fair", final_epochs=1, onnx=False)
+    assert res.arch
+    with RunStore.open(tmp_path / "run") as store:
+        assert "fair" in json.dumps(store.meta())
+    with pytest.raises(NasforgeError, match="sampling"):
+        run_oneshot("spos", data, out=tmp_path / "bad", C=4, N=1, epochs=1, sampling="greedy")

@@ -219,6 +219,7 @@ def run_oneshot(
     strategy: str = "evolution",
     calib_batches: int = 8,
     max_val: int | None = None,
+    sampling: str = "uniform",
     # DARTS / GDAS
     order: int = 1,
     mitigation: str | None = None,
@@ -241,7 +242,9 @@ def run_oneshot(
     weights' learning rate (default 0.05 for SPOS, 0.025 for DARTS/GDAS). SPOS then
     tries ``candidates`` sub-networks with ``strategy`` (``evolution`` or ``random``),
     each scored with inherited weights after BN recalibration on ``calib_batches``
-    training batches. The winner is trained for ``final_epochs`` from scratch
+    training batches; ``sampling="fair"`` trains the supernet with FairNAS's strict
+    fairness (every op of every edge once per step) instead of one uniform path. The
+    winner is trained for ``final_epochs`` from scratch
     (``final_init="scratch"``) or, for SPOS, fine-tuned from its inherited weights
     (``"inherited"``), tested once on the test split, and exported to ``out/best``
     (with ``model.onnx`` unless ``onnx=False``).
@@ -284,6 +287,10 @@ def run_oneshot(
     if method == "spos":
         settings.update(candidates=candidates, strategy=strategy, calib_batches=calib_batches,
                         max_val=max_val)  # fmt: skip
+        if sampling not in ("uniform", "fair"):
+            raise NasforgeError(f"sampling must be 'uniform' or 'fair', not {sampling!r}")
+        if sampling != "uniform":  # only then: runs stored before keep resuming
+            settings["sampling"] = sampling
     else:
         settings.update(order=order, mitigation=mitigation, skip_threshold=skip_threshold,
                         alpha_lr=alpha_lr, exclude_none=exclude_none)  # fmt: skip
@@ -360,7 +367,7 @@ def _run_spos(
         data_fraction=s["data_fraction"], seed=seed, device=s["device"],
         on_epoch=lambda e, r: say(f"  epoch {e}: train loss {r['train_loss']:.3f}"),
         checkpoint=ckpt, checkpoint_every=checkpoint_every,
-        resume=cont,
+        resume=cont, sampling=s.get("sampling", "uniform"),
     )  # fmt: skip
     res.supernet_history = hist
     store.set_meta(supernet={k: v for k, v in hist.items()})

@@ -25,6 +25,9 @@ def register_cli(app: typer.Typer) -> None:
         ] = 10,
         candidates: Annotated[int, typer.Option(help="SPOS: sub-networks to score.")] = 50,
         strategy: Annotated[str, typer.Option(help="SPOS: evolution or random.")] = "evolution",
+        sampling: Annotated[str, typer.Option(
+            help="SPOS supernet paths: uniform (one per step) or fair (FairNAS: every op "
+                 "of every edge once per step).")] = "uniform",
         order: Annotated[int, typer.Option(help="DARTS: 1 or 2 (second order).")] = 1,
         mitigation: Annotated[
             str, typer.Option(help="DARTS/GDAS collapse mitigation: none, early-stop, darts-minus, "
@@ -53,7 +56,7 @@ def register_cli(app: typer.Typer) -> None:
 
         res = run_oneshot(
             method, dataset, out=out, C=C, N=N, epochs=epochs, candidates=candidates,
-            strategy=strategy, order=order,
+            strategy=strategy, order=order, sampling=sampling.lower(),
             mitigation=None if mitigation.lower() == "none" else mitigation,
             alpha_lr=alpha_lr, final_epochs=final_epochs, image_size=image_size,
             max_train=max_train, batch_size=batch_size, data_dir=data_dir, seed=seed,
