@@ -444,6 +444,8 @@ def scale_model(
     out: str | os.PathLike[str] | None = None,
     dataset: str | None = None,
     train: bool = True,
+    seed: int | None = None,
+    onnx: bool = True,
     repeats: int = 20,
     say: Callable[[str], Any] | None = None,
 ) -> ScaleResult:
@@ -454,7 +456,8 @@ def scale_model(
     ``coefficients`` (``Coefficients``, ``"1.2,1.1,1.15"``, ``"paper"``, ``"width"``)
     skips the grid search; else each grid point is trained ``grid_time`` seconds (0: the
     paper's coefficients, no search). ``train=False`` stops after choosing (nothing is
-    written).
+    written). ``seed``: of the initialization and the training (default: the run's).
+    ``onnx=False`` leaves ``model.onnx`` out (benchmarks).
     """
     from nasforge.objectives import parse_constraints
     from nasforge.run.finalize import finish_model, served_tta
@@ -471,6 +474,10 @@ def scale_model(
     if train and time_budget <= 0:
         raise NasforgeError("the time budget of the scaled model's training must be positive")
     base = load_base(path, dataset)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise NasforgeError(f"seed must be a non-negative integer, got {seed!r}")
+        base.seed = seed
     target = Path(out) if out is not None else base.model_dir.parent / "scaled"
     if target.resolve() == base.model_dir.resolve():
         raise NasforgeError(f"--out {target} is the model being scaled; choose another folder")
@@ -527,7 +534,7 @@ def scale_model(
         tta=served_tta(base.recipe.get("augment"), base.data),
         extra={"scaling": info, "run_dir": None if base.run_dir is None else str(base.run_dir)},
         summary={"scaling": info, "constraints": [str(c) for c in cons]},
-        onnx=True, device=str(base.recipe.get("device", "cpu")), say=say,
+        onnx=onnx, device=str(base.recipe.get("device", "cpu")), say=say,
     )
     final["scale_time_s"] = time.perf_counter() - t0
     return ScaleResult(co, grid_rows, cands, chosen, final, where)

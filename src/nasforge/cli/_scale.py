@@ -34,6 +34,8 @@ def scale_cmd(
         "--out", "-o", help="Where the scaled model goes (default RUN_DIR/scaled).")] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="The data to train on (default: the run's).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", min=0, help="Seed of the training (default: the run's).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the candidates and the choice; train nothing.")] = False,
 ) -> None:
@@ -50,7 +52,8 @@ def scale_cmd(
         model_dir, max_latency_ms=max_latency_ms, max_flops=max_flops, max_params=max_params,
         time_budget=_duration(time_budget) or 0.0,
         coefficients=coefficients, grid_time=_duration(grid_time, "--grid-time") or 0.0,
-        phi_step=phi_step, out=out, dataset=dataset, train=not dry_run, say=say)
+        phi_step=phi_step, out=out, dataset=dataset, train=not dry_run, seed=seed,
+        say=say)
     if res.out is None:
         _out(f"chosen: phi = {res.chosen.phi:g} ({res.chosen.arch.text}); dry run, nothing "
              "trained")
