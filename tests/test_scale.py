@@ -227,3 +227,68 @@ def test_grid_search_trains_each_point_and_ranks_them(run_dir):
     assert {r["coefficients"] for r in rows} == set(pts)
     scores = [r["val_accuracy"] for r in rows]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+
+def test_a_model_dir_outside_a_run_scales_with_its_data_and_default_recipe(tmp_path, capsys):
+    """A mobile model directory with no run beside it: the data set named in arch.json."""
+    from nasforge.data import load_dataset
+    from nasforge.export import save_best
+
+    data = load_dataset("digits", seed=0)
+    sp = spaces.get("mobile", width_mult=0.5, depths=[1, 2], stem_stride=1)
+    arch = sp.smallest()
+    net = sp.build(arch, data.input_shape, data.num_classes)
+    save_best(tmp_path / "m" / "best", net, arch, sp, data, {}, onnx=False)
+    base = scaling.load_base(tmp_path / "m" / "best")
+    assert base.run_dir is None and base.data.name == "digits"
+    budget = 3 * count_flops(net, DIGITS)
+    code, out, err = run(["scale", tmp_path / "m" / "best", "--max-flops", str(budget),
+                          "--coefficients", "1.2,1.1,1.15", "--time-budget", "1s",
+                          "--out", tmp_path / "big"], capsys)
+    assert code == 0, err
+    model = nasforge.load(tmp_path / "big")
+    assert model.space.name == "mobile" and model.arch != arch
+    assert json.loads((tmp_path / "big" / "summary.json").read_text())["metrics"][
+        "flops"] <= budget
+
+
+@pytest.fixture(scope="module")
+def resized_dir(tmp_path_factory):
+    """A model directory of a cnn built for 12x12, behind an InputResize from 8x8."""
+    from nasforge.data import load_dataset
+    from nasforge.export import InputResize, save_best
+
+    data = load_dataset("digits", seed=0)
+    sp = spaces.get("cnn")
+    arch = sp.parse(CNN_ARCH)
+    torch.manual_seed(0)
+    net = InputResize(sp.build(arch, (1, 12, 12), 10), (12, 12))
+    d = save_best(tmp_path_factory.mktemp("rs") / "best", net, arch, sp, data, {}, onnx=True)
+    return d, net
+
+
+def test_an_input_resize_round_trips_through_the_model_directory(resized_dir):
+    d, net = resized_dir
+    doc = json.loads((d / "arch.json").read_text())
+    assert doc["input_resize"] == [12, 12] and doc["input_shape"] == [1, 8, 8]
+    assert json.loads((d / "summary.json").read_text())["onnx"]["error"] is None
+    model = nasforge.load(d)
+    x = torch.rand(3, 1, 8, 8)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.module(x), net(x))
+
+
+@pytest.mark.parametrize("bad", [[9], [9, 9.5], "9x9", [0, 9], [100000, 9], [True, 9]])
+def test_a_tampered_input_resize_is_refused_on_load(resized_dir, tmp_path, bad):
+    import shutil
+
+    from nasforge.errors import RunDirError
+
+    dst = tmp_path / "m"
+    shutil.copytree(resized_dir[0], dst)
+    doc = json.loads((dst / "arch.json").read_text())
+    doc["input_resize"] = bad
+    (dst / "arch.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match="input_resize|input_shape"):
+        nasforge.load(dst)
