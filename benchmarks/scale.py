@@ -26,6 +26,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+#: the report's hand-written verdict follows this line; a re-run keeps it
+MARK = "<!-- VERDICT: hand-written below, kept when the script writes the report again -->"
 
 
 def base_run(run_dir: Path, args: argparse.Namespace) -> Path:
@@ -117,7 +119,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     state["wall_s"] = state.get("wall_s", 0.0) + time.monotonic() - t_start
     args.journal.write_text(json.dumps(state, indent=1))
-    args.out.write_text(report(state, budgets, plan, args))
+    text = report(state, budgets, plan, args)
+    if args.out.is_file() and MARK in args.out.read_text():  # keep the written verdict
+        text = text.split(MARK)[0] + MARK + args.out.read_text().split(MARK, 1)[1]
+    args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(state, indent=1))
     print(f"wrote {args.out}")
 
@@ -201,7 +206,7 @@ def report(state: dict[str, Any], budgets: list[Any], plan: list[Any],
     ref = means.get(("unscaled", "-"))
     if ref is not None:
         out.append(f"- unscaled base, same training time: {ref:.4f}")
-    out += ["", "<!-- VERDICT -->", ""]
+    out += ["", MARK, ""]
     return "\n".join(out) + "\n"
 
 
