@@ -100,9 +100,9 @@ def test_cnn_scaling_repeats_convs_per_stage_and_widens_to_multiples_of_8():
 def test_random_cnn_and_mobile_archs_scale_to_buildable_networks():
     rng = np.random.default_rng(0)
     sp = spaces.get("cnn", max_blocks=5)
-    cases = [(sp, sp.sample(rng), (1, 12, 12)) for _ in range(6)]
+    cases = [(sp, sp.sample(rng), (1, 12, 12)) for _ in range(4)]
     msp, _ = _mobile()
-    cases += [(msp, msp.sample(rng), (3, 16, 16)) for _ in range(3)]
+    cases += [(msp, msp.sample(rng), (3, 16, 16)) for _ in range(2)]
     for space, arch, shape in cases:
         for d, w in ((1.4, 1.0), (1.0, 1.3), (1.7, 1.5)):
             s2, a2 = space.scale(arch, d, w)
@@ -247,9 +247,9 @@ def test_a_model_dir_outside_a_run_scales_with_its_data_and_default_recipe(tmp_p
                           "--out", tmp_path / "big"], capsys)
     assert code == 0, err
     model = nasforge.load(tmp_path / "big")
-    assert model.space.name == "mobile" and model.arch != arch
-    assert json.loads((tmp_path / "big" / "summary.json").read_text())["metrics"][
-        "flops"] <= budget
+    summary = json.loads((tmp_path / "big" / "summary.json").read_text())
+    assert model.space.name == "mobile" and summary["scaling"]["phi"] > 0
+    assert count_flops(net, DIGITS) < summary["metrics"]["flops"] <= budget
 
 
 @pytest.fixture(scope="module")
