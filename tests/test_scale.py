@@ -191,6 +191,14 @@ def test_scale_end_to_end_exports_a_loadable_model(run_dir, tmp_path, capsys):
     assert code == 0 and out.startswith(f"{png}: "), err
 
 
+def test_grid_time_0_means_the_papers_coefficients(run_dir, capsys):
+    code, out, err = run(["scale", run_dir / "best", "--max-flops", "3M", "--grid-time", "0",
+                          "--dry-run"], capsys)
+    assert code == 0, err
+    assert "alpha=1.2 beta=1.1 gamma=1.15" in out and "dry run" in out
+    assert not (run_dir / "dry").exists()
+
+
 def test_scale_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys):
     cases = [
         ([tmp_path / "nope", "--max-flops", "1M"], "no such file"),

@@ -10,6 +10,13 @@ import typer
 from nasforge.cli._app import _duration, _metrics_line, _out, app
 
 
+def _grid_seconds(value: str) -> float:
+    """``--grid-time``: a duration, or 0 (also ``0s``, ``off``, ``none``) for no search."""
+    if value.strip().lower() in ("0", "0s", "0.0", "off", "none", "no"):
+        return 0.0
+    return _duration(value, "--grid-time") or 0.0
+
+
 @app.command("scale")
 def scale_cmd(
     model_dir: Annotated[Path, typer.Argument(
@@ -51,7 +58,7 @@ def scale_cmd(
     res = scale_model(
         model_dir, max_latency_ms=max_latency_ms, max_flops=max_flops, max_params=max_params,
         time_budget=_duration(time_budget) or 0.0,
-        coefficients=coefficients, grid_time=_duration(grid_time, "--grid-time") or 0.0,
+        coefficients=coefficients, grid_time=_grid_seconds(grid_time),
         phi_step=phi_step, out=out, dataset=dataset, train=not dry_run, seed=seed,
         say=say)
     if res.out is None:
