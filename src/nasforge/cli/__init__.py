@@ -9,7 +9,7 @@ Adding a command from another module: give ``nasforge/foo.py`` a function
 ``"nasforge.foo"`` to :data:`COMMAND_MODULES`; :func:`main` then offers ``nasforge foo``.
 
 The package is laid out one module per command: :mod:`nasforge.cli._app` holds the app,
-the shared option parsing and :func:`main`; ``_search``, ``_show``, ``_predict`` and
+the shared option parsing and :func:`main`; ``_search``, ``_show``, ``_predict``, ``_scale`` and
 ``_listings`` each register their commands on it when imported below (in the order
 ``nasforge --help`` lists them). The modules are private so that the command functions
 keep their old names here (``nasforge.cli.search`` is the command, not a module).
@@ -23,7 +23,7 @@ import typer
 
 # isort: off
 # importing a command module registers its commands; this order is `nasforge --help`'s
-from nasforge.cli import _search, _show, _predict, _listings, _zoo, _dashboard  # noqa: F401
+from nasforge.cli import _search, _show, _predict, _scale, _listings, _zoo, _dashboard  # noqa: F401,E501
 # isort: on
 from nasforge.cli._app import (
     MAX_CONFIG_BYTES,

@@ -36,6 +36,7 @@ from nasforge.export._format import (
 from nasforge.export.modeldir import (
     TTA,
     FlipTTA,
+    InputResize,
     _jsonable,
     _read_arch_doc,
     _sha256,
@@ -79,6 +80,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FlipTTA",
     "ImageInput",
+    "InputResize",
     "LoadedModel",
     "MIN_OPSET",
     "ONNX_ATOL",

@@ -7,13 +7,14 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from nasforge.errors import NasforgeError, RunDirError
 from nasforge.export._format import (
@@ -96,6 +97,41 @@ class FlipTTA(nn.Module):
         return torch.log(p * 0.5), plain
 
 
+class InputResize(nn.Module):
+    """Bilinear resize of the input images to ``size`` (H, W), then ``inner``.
+
+    What a compound-scaled model (``nasforge scale``) puts in front of its network: the
+    network was scaled to a higher resolution, but the model keeps taking the data's own
+    input shape (the same images, files and ONNX input as the unscaled model), so it is a
+    drop-in replacement. The resize is the one ``train_model(resolution=...)`` does
+    (``align_corners=False``, no antialias); a model directory declares it in ``arch.json``
+    (``"input_resize": [H, W]``) and its weights are those of ``inner`` alone.
+    """
+
+    def __init__(self, inner: nn.Module, size: Sequence[int]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.size = (int(size[0]), int(size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.inner(x)
+
+
+def check_resize(size: Any, input_shape: Sequence[int]) -> tuple[int, int]:
+    """``size`` as (H, W) for an image model of ``input_shape``, else a clear error (what a
+    hostile ``arch.json`` says is bounded like any input shape)."""
+    from nasforge.spaces.base import check_input_shape
+
+    if len(input_shape) != 3:
+        raise NasforgeError(f"an input resize applies to images (C, H, W), not inputs of "
+                            f"shape {tuple(input_shape)}")
+    if not isinstance(size, list | tuple) or len(size) != 2:
+        raise NasforgeError(f"input_resize must be [height, width], got {size!r:.100}")
+    _, h, w = check_input_shape([int(input_shape[0]), *size])
+    return h, w
+
+
 #: test-time augmentations a model directory can declare (``arch.json`` "tta")
 TTA = {"flip": FlipTTA}
 
@@ -127,6 +163,8 @@ def save_best(
 
     ``tta``: the test-time augmentation the model is served with (``"flip"``); the
     weights stay those of the bare network, the ONNX graph and :func:`load` include it.
+    A ``model`` that is an :class:`InputResize` is stored as its inner network's weights
+    and an ``input_resize`` entry, and loads as the same wrapper.
 
     An ONNX failure is recorded in ``summary.json`` (``onnx.error``) instead of losing
     the weights that took a search to find.
@@ -163,8 +201,9 @@ def save_best(
     weights = out / WEIGHTS_FILE
     from safetensors.torch import save_file
 
+    bare = model.inner if isinstance(model, InputResize) else model
     tmp = weights.with_name(weights.name + ".tmp")
-    save_file(_state_tensors(model), str(tmp), metadata={"format": FORMAT})
+    save_file(_state_tensors(bare), str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, weights)
 
     doc = {
@@ -198,6 +237,8 @@ def save_best(
             "raw rows: the columns encoded as in 'preprocessing' (features named in "
             "'preprocessing.features'), then standardized with its 'mean' and 'std'; "
             "nasforge.load(dir).preprocess(rows) computes it")
+    if isinstance(model, InputResize):
+        doc["input_resize"] = list(check_resize(list(model.size), input_shape))
     if tta is not None:
         with_tta(model, tta)  # an unknown name fails before anything is written
         doc["tta"] = tta
@@ -330,8 +371,15 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
         raise RunDirError(f"{d / ARCH_FILE}: {e}") from None
     except TypeError as e:  # a space_config key the space does not take
         raise RunDirError(f"{d / ARCH_FILE}: bad space_config {cfg}: {e}") from None
+    resize = None
+    if doc.get("input_resize") is not None:
+        try:
+            resize = check_resize(doc["input_resize"], input_shape)
+        except NasforgeError as e:
+            raise RunDirError(f"{d / ARCH_FILE} is corrupt: {e}") from None
+    built_shape = input_shape if resize is None else (input_shape[0], *resize)
     try:
-        module = space.build(arch, input_shape, n_out)
+        module = space.build(arch, built_shape, n_out)
     except NasforgeError as e:
         raise RunDirError(f"{d}: cannot build {arch.text}: {e}") from None
 
@@ -368,6 +416,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
         raise RunDirError(
             f"{wfile.name} does not fit the architecture in {ARCH_FILE} ({arch.text}): {msg[:600]}"
         ) from None
+    if resize is not None:
+        module = InputResize(module, resize)
     tta = doc.get("tta")
     if tta is not None:
         try:

@@ -272,6 +272,49 @@ def _guarded_backbone(build_backbone: Any) -> Any:
     return checked
 
 
+#: channels of a scaled network are multiples of this (EfficientNet's ``round_filters``)
+SCALE_DIVISOR = 8
+
+
+def scale_channels(width: int, mult: float, divisor: int = SCALE_DIVISOR) -> int:
+    """``width * mult`` rounded to a multiple of ``divisor`` as EfficientNet's
+    ``round_filters`` does (nearest, never more than 10 % below the exact value), and
+    never below ``width`` when ``mult >= 1``; ``mult == 1`` keeps ``width`` exactly, so
+    phi = 0 is the unscaled network. Non-decreasing in ``mult``."""
+    if mult == 1:
+        return int(width)
+    exact = width * mult
+    new = max(divisor, int(exact + divisor / 2) // divisor * divisor)
+    if new < 0.9 * exact:
+        new += divisor
+    return max(new, int(width)) if mult >= 1 else new
+
+
+def scale_repeats(n: int, mult: float) -> int:
+    """``n * mult`` layers, rounded to the nearest (half up), at least 1 (and at least ``n``
+    when ``mult >= 1``). EfficientNet rounds up (``ceil``); with the 1-4 layers per stage
+    of CPU-sized networks that would add a layer per stage for any phi > 0, so the
+    depth coefficient would act at full strength from the first step."""
+    if mult == 1 or n <= 0:
+        return int(n)
+    new = max(1, int(n * mult + 0.5))
+    return max(new, int(n)) if mult >= 1 else new
+
+
+def _check_multipliers(space: str, depth: Any, width: Any) -> tuple[float, float]:
+    """``(depth, width)`` as positive finite floats, else the one-line error."""
+    from nasforge.errors import NasforgeError
+
+    out = []
+    for name, v in (("depth", depth), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (
+                math.isfinite(v) and 0 < v <= 64):
+            raise NasforgeError(f"{space}: the {name} multiplier must be a number in (0, 64], "
+                                f"got {v!r}")
+        out.append(float(v))
+    return out[0], out[1]
+
+
 class SearchSpace(ABC):
     """Base class of all search spaces (see module docstring).
 
@@ -348,6 +391,26 @@ class SearchSpace(ABC):
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this space with ``spaces.get(name, **config)``."""
         return {}
+
+    # -- compound scaling (EfficientNet; see nasforge.scaling) --------------------------
+    #: whether :meth:`scale` is implemented: ``nasforge scale`` asks this, never the name
+    can_scale: ClassVar[bool] = False
+
+    def scale(self, arch: Arch, depth: float, width: float) -> tuple[SearchSpace, Arch]:
+        """``arch`` with ``depth`` times the layers per stage and ``width`` times the
+        channels, and the space that holds it (a scaled network may need more blocks or
+        wider options than this space's, so the space is returned with its options
+        widened; its ``config()`` is what a model directory stores). Resolution is not
+        the space's business: :mod:`nasforge.scaling` puts an input resize in front.
+
+        Spaces that cannot scale keep this default, which says so in one line."""
+        from nasforge.errors import NasforgeError
+        from nasforge.spaces import registry
+
+        able = [n for n in registry.names() if getattr(registry.factory(n), "can_scale", False)]
+        raise NasforgeError(
+            f"space {self.name!r} does not support compound scaling; spaces that do: "
+            f"{', '.join(able) or 'none'}")
 
     # -- hooks for conditional spaces --------------------------------------------------
     def canonicalize(self, values: dict[str, Value]) -> dict[str, Value]:

@@ -29,6 +29,7 @@ shrunk below 1x1 (see :meth:`CNNSpace.trace`). Inputs smaller than 8x8 are rejec
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -46,6 +47,9 @@ from nasforge.spaces.base import (
     Level,
     SearchSpace,
     Value,
+    _check_multipliers,
+    scale_channels,
+    scale_repeats,
 )
 
 BLOCK_TYPES: tuple[str, ...] = ("conv", "sepconv", "mbconv", "pool", "maxpool", "avgpool")
@@ -326,6 +330,66 @@ class CNNSpace(SearchSpace):
                     for i, bv in enumerate(chain):
                         vals.update({f"b{i}_{f}": v for f, v in bv.items()})
                     yield self.make(vals)
+
+    # -- compound scaling -----------------------------------------------------------------
+    can_scale = True
+
+    def stages(self, arch: Arch) -> list[list[int]]:
+        """Block indices of ``arch`` grouped by resolution: a new stage starts at each block
+        that halves it (a ``-down`` block or a 2x2 pool), whatever the input size."""
+        out: list[list[int]] = [[]]
+        for i, b in enumerate(self.blocks(arch)):
+            if (b.down or b.type in HALVING_POOLS) and out[-1]:
+                out.append([])
+            out[-1].append(i)
+        return [st for st in out if st]
+
+    def scale(self, arch: Arch, depth: float, width: float) -> tuple[SearchSpace, Arch]:
+        """EfficientNet's depth and width scaling of a chain.
+
+        Depth: in each stage (see :meth:`stages`) the ``n`` convolution blocks become
+        ``round(n * depth)``; the new ones are copies of the stage's last convolution,
+        inserted after it, without its downsample and with a residual connection (same
+        shape, so an identity skip: EfficientNet's repeated blocks). Pools are kept as they
+        are. Width: every convolution's width, the stem's and an FC head's hidden units are
+        multiplied and rounded to a multiple of 8 (:func:`scale_channels`). The returned
+        space is this one with its options widened (more blocks, new widths and heads)."""
+        depth, width = _check_multipliers(self.name, depth, width)
+        arch = self._check(arch)
+        if depth == 1 and width == 1:
+            return self, arch
+        blocks = self.blocks(arch)
+        order: list[Block] = []
+        for st in self.stages(arch):
+            convs = [i for i in st if blocks[i].type not in POOL_TYPES]
+            extra = scale_repeats(len(convs), depth) - len(convs) if convs else 0
+            for i in st:
+                order.append(blocks[i])
+                if convs and i == convs[-1]:
+                    copy = dataclasses.replace(blocks[i], down=False, skip=True)
+                    order.extend([copy] * extra)
+        order = [b if b.type in POOL_TYPES else
+                 dataclasses.replace(b, width=scale_channels(b.width, width))
+                 for b in order]
+        stem = scale_channels(int(arch["stem_width"]), width)
+        head = str(arch["head"])
+        if head != "gap":
+            head = f"fc{scale_channels(int(head[2:]), width)}"
+        cfg = self.config()
+        cfg.update(
+            max_blocks=max(self.max_blocks, len(order)),
+            widths=sorted({*self.widths, *(b.width for b in order
+                                          if b.type not in POOL_TYPES)}),
+            stem_widths=sorted({*self.stem_widths, stem}),
+            heads=list(dict.fromkeys([*self.heads, head])),
+        )
+        space = type(self)(**cfg)
+        vals: dict[str, Value] = dict(space._first)
+        vals.update(n_blocks=len(order), stem_width=stem, head=head,
+                    dropout=arch["dropout"])
+        for i, b in enumerate(order):
+            vals.update({f"b{i}_{f}": getattr(b, f) for f in FIELDS})
+        return space, space.make(vals)
 
     # -- designs worth trying first -------------------------------------------------------
     def known_good(self) -> list[Arch]:

@@ -39,8 +39,11 @@ from nasforge.spaces.base import (
     Level,
     SearchSpace,
     Value,
+    _check_multipliers,
     last_level,
     no_head,
+    scale_channels,
+    scale_repeats,
 )
 from nasforge.spaces.cnn import ACTIVATIONS
 
@@ -346,6 +349,36 @@ class MobileSpace(SearchSpace):
         """Min depth, kernel and expansion everywhere (the cheapest network)."""
         blk = (self.kernels[0], self.expansions[0])
         return self.from_stages([[blk] * self.depths[0] for _ in range(self.num_stages)])
+
+    # -- compound scaling ----------------------------------------------------------------------
+    can_scale = True
+
+    def scale(self, arch: Arch, depth: float, width: float) -> tuple[SearchSpace, Arch]:
+        """EfficientNet's depth and width scaling (the space it was written for).
+
+        Depth: each stage's ``d`` blocks become ``round(d * depth)``; the new ones repeat
+        the stage's last block (kernel and expansion), stride 1 with the residual, as
+        EfficientNet repeats its stages' blocks. Width: every stage's width, the stem's
+        and the head conv's are multiplied and rounded to a multiple of 8
+        (:func:`scale_channels`, from the widths after ``width_mult``). The returned space
+        holds them as its ``widths``/``stem_width``/``head_width`` with ``width_mult`` 1 and
+        its ``depths`` widened to the new stage depths."""
+        depth, width = _check_multipliers(self.name, depth, width)
+        arch = self._check(arch)
+        if depth == 1 and width == 1:
+            return self, arch
+        stages = [cfg + [cfg[-1]] * (scale_repeats(len(cfg), depth) - len(cfg))
+                  for cfg in self.stage_config(arch)]
+        cfg = self.config()
+        cfg.update(
+            widths=[scale_channels(w, width) for w in self.stage_widths],
+            stem_width=scale_channels(self.stem_channels, width),
+            head_width=scale_channels(self.head_channels, width),
+            width_mult=1.0,
+            depths=sorted({*self.depths, *(len(st) for st in stages)}),
+        )
+        space = type(self)(**cfg)
+        return space, space.from_stages(stages)
 
     # -- string form ---------------------------------------------------------------------------
     def format(self, arch: Arch) -> str:
