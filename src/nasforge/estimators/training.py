@@ -408,7 +408,7 @@ class TrainingEstimator(Estimator):
                                     f"data have input shape {shape}")
             shape = (shape[0], r, r)
         torch.manual_seed(seed)
-        model = space.build(arch, shape, data.n_outputs)
+        model = data.build_network(space, arch, shape)
         if self.early_stopping and "metric" not in self.early_stopping_options and \
                 data.task != "classification" and not self.stopper.curves:
             # the curve to watch is the task's primary metric (val_rmse falls), unless

@@ -156,9 +156,9 @@ def save_best(
             )
     else:
         classes = []
-        if task.n_outputs() != num_classes:
+        if task.raw_width() != num_classes:
             raise NasforgeError(f"the model has {num_classes} outputs but the {data.task} "
-                                f"task needs {task.n_outputs()}")
+                                f"task needs {task.raw_width()}")
 
     weights = out / WEIGHTS_FILE
     from safetensors.torch import save_file
@@ -331,7 +331,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
     except TypeError as e:  # a space_config key the space does not take
         raise RunDirError(f"{d / ARCH_FILE}: bad space_config {cfg}: {e}") from None
     try:
-        module = space.build(arch, input_shape, n_out)
+        module = task.build_network(space, arch, input_shape, n_out)
     except NasforgeError as e:
         raise RunDirError(f"{d}: cannot build {arch.text}: {e}") from None
 

@@ -420,6 +420,10 @@ def _task_defaults(dataset: Any, task: str | None, dataset_options: Any, objecti
         name = dataset.task
     else:
         opts = dict(dataset_options or {})
+        from nasforge.data.detection import is_yolo_layout, layout_task
+
+        if task is None and opts.get("task") is None and is_yolo_layout(dataset):
+            task = layout_task(dataset)  # a data.yaml says what it is for
         if task is not None:
             if opts.get("task", task) != task:
                 raise NasforgeError(f"task={task!r} conflicts with dataset option "

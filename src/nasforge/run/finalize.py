@@ -291,7 +291,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
             break
         arch = space.parse(rec.arch)
         torch.manual_seed(seed)
-        model = space.build(arch, data.input_shape, data.n_outputs)
+        model = data.build_network(space, arch)
         if constraints:
             pre = {**rec.metrics, **_cost_metrics(model, data.input_shape, onnx=onnx_bound)}
             bad = _broken(pre, constraints)

@@ -14,9 +14,10 @@ import numpy as np
 
 from nasforge.tasks.base import Task, register, registry
 from nasforge.tasks.classification import Classification
+from nasforge.tasks.detection import Detection
 from nasforge.tasks.regression import Regression
 
-__all__ = ["Classification", "Regression", "Task", "get", "infer", "names", "register",
+__all__ = ["Classification", "Detection", "Regression", "Task", "get", "infer", "names", "register",
            "registry"]
 
 
