@@ -247,7 +247,7 @@ def finish_model(
     _write_json(staging / SUMMARY_FILE, doc)
     _install(staging, target)
     primary = f"test_{data.make_task().primary}"
-    say(f"{primary.replace('_', ' ')} {tested[primary]:.4f}; tested and exported to "
+    say(f"{primary.replace('_', ' ', 1)} {tested[primary]:.4f}; tested and exported to "
         f"{target} in {time.perf_counter() - t_post:.0f} s")
     return final, target
 

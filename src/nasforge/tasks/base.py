@@ -41,6 +41,9 @@ class Task(ABC):
     #: layout is read); a letterboxing task's :meth:`decode` is given every image's
     #: original size (``sizes``) so it answers in the original pixels
     image_fit: ClassVar[str] = "resize"
+    #: training options this task wants when the user gives none (given to an estimator
+    #: that takes them, before the time budget's recipe): e.g. detection's small batches
+    train_defaults: ClassVar[dict[str, Any]] = {}
     #: whether the targets move with the image (boxes, masks): a horizontal flip must
     #: flip them too (:meth:`flip_targets`), and flip test-time augmentation (averaging
     #: the outputs of an image and its mirror) does not apply

@@ -37,7 +37,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -576,6 +576,9 @@ class Detection(Task):
     output_names = ("detections",)
     image_fit = "letterbox"
     spatial = True
+    # a few hundred large images: small batches give more steps in the same CPU time;
+    # label smoothing is a classification recipe (the focal loss has its own weighting)
+    train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "label_smoothing": 0.0}
 
     def __init__(self, classes: list[str] | None = None, n_classes: int = 0,
                  fpn_width: int = 64, fpn_depth: int = 1, head_depth: int = 2,
