@@ -268,6 +268,7 @@ def test_onnx_matches_torch_on_generated_images(model_dir, scenes):
     with torch.no_grad():
         want = model.module(torch.from_numpy(x)).numpy()
     sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["detections"]
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     assert got.shape == want.shape and np.allclose(got, want, atol=1e-4)
     for (b1, s1, c1), (b2, s2, c2) in zip(D.postprocess(got, conf=0.05),

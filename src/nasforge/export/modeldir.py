@@ -208,7 +208,7 @@ def save_best(
         try:
             # the task's post-processing (e.g. de-standardization) is part of the graph
             done = export_onnx(task.serve(with_tta(model, tta)), input_shape,
-                               out / ONNX_FILE)
+                               out / ONNX_FILE, output_name=task.output_names[0])
             onnx_info = {**done.to_json(), "error": None}
         except Exception as e:  # noqa: BLE001 - keep the rest of the model directory
             onnx_info = {"file": None, "error": f"{type(e).__name__}: {e}"}
