@@ -311,3 +311,39 @@ def test_a_tiny_detection_search_from_the_cli(scenes, tmp_path, capsys):
     assert summary["onnx"]["error"] is None
     doc = json.loads((run / "best" / "arch.json").read_text())
     assert doc["task"]["task"] == "detection" and doc["task"]["n_classes"] == 10
+
+
+# -- segmentation --------------------------------------------------------------------------
+
+
+def test_segmentation_metrics_on_a_hand_case():
+    from nasforge.tasks.segmentation import mask_metrics
+
+    target = torch.tensor([[[0, 0, 1, 2, 2, 2, 255]]])
+    assert mask_metrics(target.clone(), target, 4) == {"miou": 1.0, "dice": 1.0}
+    pred = torch.tensor([[[0, 0, 1, 1, 2, 2, 0]]])  # the ignored pixel does not count
+    m = mask_metrics(pred, target, 4)
+    # IoU: background 1, class 1 1/2, class 2 2/3 (class 3 absent: left out)
+    assert m["miou"] == pytest.approx((1 + 0.5 + 2 / 3) / 3)
+    assert m["dice"] == pytest.approx((1 + 2 / 3 + 0.8) / 3)
+
+
+def test_segmentation_builds_trains_and_decodes_to_the_original_size():
+    task = tasks.get("segmentation", classes=["background", "a", "b"])
+    space = spaces.get("cnn")
+    net = task.build_network(space, space.known_good()[0], (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.randint(0, 3, (2, 32, 32))
+    y[:, :4] = 255
+    out = net(x)
+    assert out.shape == (2, 3, 32, 32)
+    task.loss()(out, y).backward()
+    assert torch.equal(task.flip_targets(y, torch.tensor([True, False]))[0], y[0].flip(-1))
+    prob = np.zeros((1, 3, 32, 32), np.float32)
+    prob[0, 0] = 1
+    _, nh, nw, top, left = letterbox_params(20, 40, 32)
+    prob[0, 2, top:top + nh, left + nw // 2:left + nw] = 2  # the right half is class "b"
+    res = task.decode(prob, sizes=[(20, 40)], input_shape=(3, 32, 32))
+    assert res[0].mask.shape == (20, 40)
+    assert (res[0].mask[:, 22:] == 2).all() and (res[0].mask[:, :18] == 0).all()
+    assert set(res[0].to_json()["classes"]) == {"background", "b"}

@@ -98,7 +98,8 @@ def predict(
     options = {k: v for k, v in (("conf", conf), ("iou", iou)) if v is not None}
     pred = model.predict([v for _, v in named if v is not None], **options)
     if save is not None and not (len(pred) and hasattr(pred[0], "save")):
-        raise NasforgeError("--save draws a detector's boxes; this model predicts no boxes")
+        raise NasforgeError("--save draws a detector's boxes or a segmenter's masks; this "
+                            "model predicts neither")
     if len(pred) != len(named):
         raise NasforgeError(f"{len(named)} images named but {len(pred)} predicted; give "
                             ".npy arrays of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
@@ -127,8 +128,8 @@ def predict(
 
 
 def _print_boxes(named: Sequence[Any], pred: Any, as_json: bool, save: Path | None) -> None:
-    """A detector's results: one line per image (``name: K objects: label score [x0, y0,
-    x1, y1] ...``) or JSON; ``save`` writes each image with its boxes drawn."""
+    """Per-image results that draw themselves (a detector's boxes, a segmenter's masks):
+    one line per image (their ``describe()``) or JSON; ``save`` writes each drawing."""
     saved: list[str | None] = []
     if save is not None:
         used: set[str] = set()
@@ -144,16 +145,14 @@ def _print_boxes(named: Sequence[Any], pred: Any, as_json: bool, save: Path | No
     else:
         saved = [None] * len(named)
     if as_json:
+        docs = [det.to_json() for det in pred]
         typer.echo(json.dumps([{"image": name, **({"saved": out} if out else {}),
-                                "detections": det.to_json()}
-                               for (name, _), det, out in zip(named, pred, saved, strict=True)],
+                                **(doc if isinstance(doc, dict) else {"detections": doc})}
+                               for (name, _), doc, out in zip(named, docs, saved, strict=True)],
                               indent=2))
         return
     for (name, _), det, out in zip(named, pred, saved, strict=True):
-        objs = ", ".join(f"{d['label']} {d['score']:.2f} "
-                         f"[{', '.join(f'{v:.1f}' for v in d['box'])}]" for d in det.to_json())
-        typer.echo(f"{name}: {len(det)} object(s)" + (f": {objs}" if objs else "")
-                   + (f" -> {out}" if out else ""))
+        typer.echo(f"{name}: {det.describe()}" + (f" -> {out}" if out else ""))
 
 
 def _predict_texts(model: Any, files: Sequence[Path], texts: list[str], top_k: int,

@@ -382,11 +382,11 @@ def _report(result: Any) -> None:
         kind = getattr(result, "input_kind", "image")
         example = {"tabular": "DATA.csv", "sequence": "SERIES.npy",
                    "text": '--text "some text"'}.get(kind, "IMAGE.png")
-        boxes = any(k.startswith("test_map") for k in result.test_metrics)
+        boxes = any(k.startswith(("test_map", "test_miou")) for k in result.test_metrics)
         if boxes:  # a detector: per image boxes, drawn with --save / .save()
             _out(f"  nasforge predict {md} {example} --save drawn/")
             _out(f"  python3 -c \"import nasforge; r = nasforge.load('{md}')('{example}')[0]; "
-                 f"print(r.labels, r.boxes); r.save('out.png')\"")
+                 f"print(r.to_json()); r.save('out.png')\"")
             _out(f"  nasforge show {run_dir}")
             return
         _out(f"  nasforge predict {md} {example}")

@@ -144,9 +144,9 @@ def save_best(
         dev = torch.device("cpu")
     with torch.no_grad():
         probe = torch.zeros(2, *input_shape, device=dev)
-        num_classes = int(model(probe).shape[-1])
+        task = data.make_task()
+        num_classes = int(model(probe).shape[getattr(task, "output_axis", -1)])
     model.train(was_training)
-    task = data.make_task()
     if data.task == "classification":
         classes = [str(c) for c in data.classes] or [str(i) for i in range(num_classes)]
         if len(classes) != num_classes:

@@ -24,14 +24,11 @@ def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
     """``plan`` made again with a probe: the speed of the space's first known-good design
     (else a seeded draw) on these data; ``plan`` unchanged if the network cannot be built
     or timed (the first trial then says why)."""
-    import time
-
     import numpy as np
     import torch
 
     from nasforge.run.budget import measure_probe, plan_job
 
-    t0 = time.monotonic()
     space = setup.space
     known = space.known_good()
     try:
@@ -42,9 +39,9 @@ def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
         probe = measure_probe(net, data, batch_size=bs)
     except Exception:  # noqa: BLE001 - planning falls back to the fixed guesses
         return plan
-    # the probe's own time is spent too (seconds on large images: a detector's probe)
-    return plan_job(plan.total_s, plan.spent_s + (time.monotonic() - t0), probe=probe,
-                    tta=_flips(setup))
+    # (the probe's own time, like the loading's, comes off the search's share when the
+    # search starts: nasforge.run.api._session)
+    return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup))
 
 
 def _flips(setup: _Setup) -> bool:

@@ -41,6 +41,9 @@ class Task(ABC):
     #: layout is read); a letterboxing task's :meth:`decode` is given every image's
     #: original size (``sizes``) so it answers in the original pixels
     image_fit: ClassVar[str] = "resize"
+    #: the axis of the raw output whose width is :meth:`raw_width` (segmentation: the
+    #: class axis of ``(N, K, H, W)``)
+    output_axis: ClassVar[int] = -1
     #: training options this task wants when the user gives none (given to an estimator
     #: that takes them, before the time budget's recipe): e.g. detection's small batches
     train_defaults: ClassVar[dict[str, Any]] = {}

@@ -493,6 +493,12 @@ class Detections:
                 for b, s, c, lab in zip(self.boxes, self.scores, self.class_ids, self.labels,
                                         strict=True)]
 
+    def describe(self) -> str:
+        """One line: ``K object(s): label score [x0, y0, x1, y1], ...``."""
+        objs = ", ".join(f"{d['label']} {d['score']:.2f} "
+                         f"[{', '.join(f'{v:.1f}' for v in d['box'])}]" for d in self.to_json())
+        return f"{len(self)} object(s)" + (f": {objs}" if objs else "")
+
     def draw(self, image: Any = None) -> Any:
         """A copy of the image (the original, or ``image``) with the boxes drawn (PIL)."""
         from PIL import ImageDraw
