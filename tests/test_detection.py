@@ -347,3 +347,35 @@ def test_segmentation_builds_trains_and_decodes_to_the_original_size():
     assert res[0].mask.shape == (20, 40)
     assert (res[0].mask[:, 22:] == 2).all() and (res[0].mask[:, :18] == 0).all()
     assert set(res[0].to_json()["classes"]) == {"background", "b"}
+
+
+# -- data routing --------------------------------------------------------------------------
+
+
+def test_a_data_yaml_or_its_folder_loads_as_detection(scenes):
+    import os
+
+    from nasforge.errors import DataError
+
+    for src in (scenes, os.path.dirname(scenes)):
+        d = load_dataset(src, verbose=False)
+        assert d.task == "detection" and d.y_train.ndim == 3 and d.y_train.shape[-1] == 5
+    with pytest.raises(DataError, match="not for task 'classification'"):
+        load_dataset(scenes, task="classification", verbose=False)
+    with pytest.raises(DataError, match="reads the YOLO layout"):
+        load_dataset("digits", task="detection", verbose=False)
+
+
+def test_no_data_set_generates_a_cached_one_and_says_so(tmp_path, monkeypatch, capsys):
+    import nasforge.data.detection as DD
+
+    monkeypatch.setenv("NASFORGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(DD, "GENERATED", {**DD.GENERATED, "n_images": 10, "size": 32,
+                                          "min_px": 8, "max_px": 16})
+    d = load_dataset("auto", task="detection")
+    first = capsys.readouterr().out
+    assert "no data set given: generated detection data set (10 images of 32 x 32, seed 0)" \
+        in first and str(tmp_path) in first
+    assert d.task == "detection" and d.input_shape == (3, 32, 32)
+    load_dataset("auto", task="detection")
+    assert "using the generated" in capsys.readouterr().out

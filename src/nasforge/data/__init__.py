@@ -199,10 +199,10 @@ def load_dataset(
     if key == "auto" and task in SPATIAL_TASKS:  # no data given: generated scenes
         name_or_path = str(generated_scenes(task, verbose=verbose))
     if is_yolo_layout(name_or_path):  # data.yaml, or a folder holding one
-        if task not in (None, "classification", *SPATIAL_TASKS):
+        if task not in (None, *SPATIAL_TASKS):
             raise DataError(f"{name_or_path} is a detection/segmentation data set (the YOLO "
                             f"layout), not for task {task!r}")
-        return load_detection(name_or_path, task=task if task in SPATIAL_TASKS else None,
+        return load_detection(name_or_path, task=task,
                               image_size=image_size, val_fraction=val_fraction, seed=seed,
                               max_train=max_train, verbose=verbose,
                               task_options=task_options)
