@@ -379,3 +379,21 @@ def test_no_data_set_generates_a_cached_one_and_says_so(tmp_path, monkeypatch, c
     assert d.task == "detection" and d.input_shape == (3, 32, 32)
     load_dataset("auto", task="detection")
     assert "using the generated" in capsys.readouterr().out
+
+
+def test_a_missing_metrics_library_fails_before_training(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def none(name, *a, **k):
+        if name.startswith(("faster_coco_eval", "pycocotools", "torchmetrics")):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", none)
+    y = np.zeros((2, 1, 5), np.float32)
+    with pytest.raises(NasforgeError, match=r"pip install 'nasforge\[detection\]'"):
+        tasks.get("detection", n_classes=2).fit(y)
+    with pytest.raises(NasforgeError, match=r"pip install 'nasforge\[segmentation\]'"):
+        tasks.get("segmentation", n_classes=3).fit(np.zeros((2, 4, 4), np.int64))

@@ -613,6 +613,7 @@ class Detection(Task):
                 "size_range": self.size_range}
 
     def fit(self, y_train: np.ndarray) -> Detection:
+        _coco_api()  # a missing evaluator fails here, before any training, in one line
         if not self.n_classes:
             y = np.asarray(y_train)
             self.n_classes = int(y[..., 0].max()) + 1 if y.size else 0

@@ -90,16 +90,22 @@ class Probabilities(nn.Module):
         return torch.softmax(self.inner(x), dim=1)
 
 
-def mask_metrics(pred: torch.Tensor, target: torch.Tensor, n_classes: int
-                 ) -> dict[str, float]:
-    """``miou`` and ``dice`` (torchmetrics, macro over the classes present, background
-    included) of class maps ``pred`` against ``target`` over every pixel whose target is
-    not :data:`IGNORE`."""
+def _metrics_api() -> tuple[Any, Any]:
+    """``(MeanIoU, DiceScore)`` of torchmetrics; missing: one line saying what to install."""
     try:
         from torchmetrics.segmentation import DiceScore, MeanIoU
     except ImportError:
         raise NasforgeError(f"segmentation metrics need torchmetrics: {METRICS_INSTALL}"
                             ) from None
+    return MeanIoU, DiceScore
+
+
+def mask_metrics(pred: torch.Tensor, target: torch.Tensor, n_classes: int
+                 ) -> dict[str, float]:
+    """``miou`` and ``dice`` (torchmetrics, macro over the classes present, background
+    included) of class maps ``pred`` against ``target`` over every pixel whose target is
+    not :data:`IGNORE`."""
+    MeanIoU, DiceScore = _metrics_api()
     keep = target != IGNORE
     p, t = pred[keep].reshape(1, -1).long(), target[keep].reshape(1, -1).long()
     if t.numel() == 0:
@@ -191,6 +197,7 @@ class Segmentation(Task):
         self.decoder_width, self.decoder_depth = decoder_width, decoder_depth
 
     def fit(self, y_train: np.ndarray) -> Segmentation:
+        _metrics_api()  # a missing torchmetrics fails here, before any training
         if not self.n_classes:
             y = np.asarray(y_train)
             y = y[y != IGNORE]
