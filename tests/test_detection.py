@@ -95,6 +95,26 @@ def test_the_detector_trains_a_step_on_padded_targets(data, net):
     net.eval()
 
 
+def test_the_training_loop_flips_boxes_with_their_images(data, monkeypatch):
+    from nasforge import training
+
+    seen = []
+    real = training._augment
+
+    def spy(x, gen, flip, shift, flips=None):
+        out = real(x, gen, flip, shift, flips)
+        seen.append((shift, None if flips is None else flips[0].clone()))
+        return out
+
+    monkeypatch.setattr(training, "_augment", spy)
+    space = spaces.get("cnn", max_blocks=2, widths=[16], stem_widths=[16])
+    torch.manual_seed(0)
+    net = data.build_network(space, space.sample(np.random.default_rng(1)))
+    hist = training.train_model(net, data, epochs=1, batch_size=8, augment="flip+shift")
+    assert math.isfinite(hist["train_loss"]) and seen
+    assert all(shift == 0 and f is not None for shift, f in seen)  # no shift for boxes
+
+
 def test_flipping_targets_mirrors_the_boxes_of_flipped_images_only():
     y = torch.tensor([[[0, 0.1, 0.2, 0.3, 0.4], [-1, 0, 0, 0, 0]],
                       [[1, 0.1, 0.2, 0.3, 0.4], [-1, 0, 0, 0, 0]]])
