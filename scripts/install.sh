@@ -2,7 +2,8 @@
 # Set up a fresh machine for nasforge (idempotent: safe to run again).
 #  1. torch 2.13.0, the CPU build (pinned here only; the package itself accepts a range)
 #  2. nasforge itself, editable, with the test tools, Ray (the ray executor), pyarrow
-#     (.parquet tables), the dashboard, the loggers, selenium and tokenizers (text)
+#     (.parquet tables), the dashboard, the loggers, selenium, tokenizers (text) and the
+#     COCO evaluation (detection), torchmetrics (segmentation)
 #  3. the timeseries extra (aeon --no-deps: see pyproject.toml)
 #  4. Fashion-MNIST from Debian's dataset-fashion-mnist package when we are root and apt
 #     works; never fatal: without it the default search uses scikit-learn's digits.
@@ -13,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "nasforge install: torch (CPU), nasforge[test,ray,tabular,dashboard,tensorboard,mlflow,browser,text] and aeon ..."
+echo "nasforge install: torch (CPU), nasforge[test,ray,tabular,dashboard,tensorboard,mlflow,browser,text,detection,segmentation] and aeon ..."
 "$PY" -m pip install -q torch==2.13.0
 # ray: the Ray executor and its test (tests/test_executors.py) run in CI too;
 # tabular: pyarrow for .parquet tables (tests/test_tabular.py reads one);
@@ -26,6 +27,11 @@ echo "nasforge install: torch (CPU), nasforge[test,ray,tabular,dashboard,tensorb
 "$PY" -m pip install -q tokenizers==0.23.3 huggingface_hub==1.16.1 click==8.4.0 typer==0.29.2 \
   torch==2.13.0
 "$PY" -m pip install -q -e ".[test,ray,tabular,dashboard,tensorboard,mlflow,browser,text]" torch==2.13.0
+# detection extra: the COCO evaluation (mAP) of `--task detection`; pinned to the versions
+# the tests ran with
+"$PY" -m pip install -q faster-coco-eval==1.8.0 pycocotools==2.0.11 torch==2.13.0
+# segmentation extra: torchmetrics' mIoU and Dice
+"$PY" -m pip install -q torchmetrics==1.9.0 lightning-utilities==0.15.3 torch==2.13.0
 # timeseries extra: aeon's own pins would downgrade numpy and pandas, so its runtime
 # dependencies come first (torch pinned) and aeon itself without them
 "$PY" -m pip install -q numba Deprecated torch==2.13.0

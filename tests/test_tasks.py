@@ -34,8 +34,10 @@ def digits_xy() -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------- registry, infer
-def test_registry_lists_both_tasks_with_their_defaults():
-    assert tasks.names() == ["classification", "regression"]
+def test_registry_lists_the_tasks_with_their_defaults():
+    assert tasks.names() == ["classification", "detection", "regression", "segmentation"]
+    det = tasks.get("detection")
+    assert (det.objective, det.mode) == ("val_map50_95", "max")
     assert tasks.get("classification").objective == "val_accuracy"
     reg = tasks.get("regression")
     assert (reg.objective, reg.mode) == ("val_rmse", "min")
@@ -198,7 +200,8 @@ def _cli(argv, capsys):
 def test_cli_lists_tasks(capsys):
     code, out, _ = _cli(["tasks"], capsys)
     assert code == 0
-    assert [ln.split()[0] for ln in out.splitlines()] == ["classification", "regression"]
+    assert [ln.split()[0] for ln in out.splitlines()] == ["classification", "detection",
+                                                          "regression", "segmentation"]
 
 
 def test_cli_unknown_task_is_one_line_and_exit_2(capsys, tmp_path):

@@ -37,12 +37,16 @@ def _as_tensor(a: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return t.to(dtype)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, shift: int) -> torch.Tensor:
+def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, shift: int,
+             flips: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Random horizontal flips (per example) and one random shift of up to ``shift``
-    pixels (per batch, zero padded): cheap on CPU, and what small image sets need."""
+    pixels (per batch, zero padded): cheap on CPU, and what small image sets need.
+    ``flips`` (a list) receives the per-example flip mask, for targets that move too."""
     if flip:
         f = torch.rand(len(x), generator=gen) < 0.5
         x = torch.where(f.to(x.device)[:, None, None, None], x.flip(3), x)
+        if flips is not None:
+            flips.append(f.to(x.device))
     if shift:
         h, w = x.shape[-2:]
         dy, dx = torch.randint(0, 2 * shift + 1, (2,), generator=gen).tolist()
@@ -270,7 +274,11 @@ def train_model(
     steps_per_epoch = math.ceil(n_used / bs)
     total_steps = epochs * steps_per_epoch
     flip = augment.startswith("flip") and x.dim() == 4
-    shift = 2 if augment == "flip+shift" and x.dim() == 4 and min(x.shape[-2:]) > 8 else 0
+    # a spatial task's targets (boxes, masks) are flipped with the image; shifts are not
+    # applied to them (a 2-pixel shift would move every box off its object)
+    spatial = bool(getattr(task, "spatial", False))
+    shift = 2 if augment == "flip+shift" and x.dim() == 4 and min(x.shape[-2:]) > 8 \
+        and not spatial else 0
     t_sched = time.monotonic()
 
     def progress(step: int) -> float:
@@ -317,7 +325,10 @@ def train_model(
             b = perm[i : i + bs]
             xb, yb = x[b], y[b]
             if flip or shift:
-                xb = _augment(xb, gen, flip, shift)
+                flips: list[torch.Tensor] = []
+                xb = _augment(xb, gen, flip, shift, flips if spatial else None)
+                if flips:
+                    yb = task.flip_targets(yb, flips[0])
             xb = xb.contiguous(memory_format=fmt)
             loss = loss_fn(model(xb), yb)
             if not torch.isfinite(loss):

@@ -243,6 +243,7 @@ def _execution(
 # ------------------------------------------------------------------------------ output
 #: the metrics a one-line summary shows (search's report and `nasforge show`), in order
 _SHOWN = ("test_accuracy", "val_accuracy", "test_rmse", "test_r2", "val_rmse", "val_r2",
+          "test_map50_95", "test_map50", "val_map50_95", "val_map50",
           "val_loss", "params", "flops", "latency_ms", "train_time_s")  # fmt: skip
 
 

@@ -55,8 +55,24 @@ def predict(
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    save: Annotated[
+        Path | None,
+        typer.Option("--save", help="Detection: write every image with its boxes drawn "
+                     "into this folder (same file names).")
+    ] = None,
+    conf: Annotated[
+        float | None,
+        typer.Option("--conf", min=0.0, max=1.0, help="Detection: the lowest score kept "
+                     "(default 0.25).")
+    ] = None,
+    iou: Annotated[
+        float | None,
+        typer.Option("--iou", min=0.0, max=1.0, help="Detection: the NMS IoU threshold "
+                     "(default 0.6).")
+    ] = None,
 ) -> None:
-    """Predict with a saved model: images, table rows, series or texts."""
+    """Predict with a saved model: images, table rows, series or texts; a detector prints
+    (or --json) its boxes in each image's own pixels and --save draws them."""
     from nasforge.export import load
 
     model = load(model_dir)
@@ -79,10 +95,17 @@ def predict(
                  for i, s in enumerate(series_rows(p, model.input_shape[0] - 1))]
     else:
         named = _expand_images(images)
-    pred = model.predict([v for _, v in named if v is not None])
+    options = {k: v for k, v in (("conf", conf), ("iou", iou)) if v is not None}
+    pred = model.predict([v for _, v in named if v is not None], **options)
+    if save is not None and not (len(pred) and hasattr(pred[0], "save")):
+        raise NasforgeError("--save draws a detector's boxes or a segmenter's masks; this "
+                            "model predicts neither")
     if len(pred) != len(named):
         raise NasforgeError(f"{len(named)} images named but {len(pred)} predicted; give "
                             ".npy arrays of shape (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    if hasattr(pred, "to_json") and not hasattr(pred, "top_k"):  # boxes per image
+        _print_boxes(named, pred, as_json, save)
+        return
     if not hasattr(pred, "top_k"):  # a regressor: numbers, one per target
         _print_values(named, pred, as_json)
         return
@@ -102,6 +125,34 @@ def predict(
         return
     for (name, _), tops in zip(named, rows, strict=True):
         typer.echo(f"{name}: " + ", ".join(f"{t.label} ({t.probability:.3f})" for t in tops))
+
+
+def _print_boxes(named: Sequence[Any], pred: Any, as_json: bool, save: Path | None) -> None:
+    """Per-image results that draw themselves (a detector's boxes, a segmenter's masks):
+    one line per image (their ``describe()``) or JSON; ``save`` writes each drawing."""
+    saved: list[str | None] = []
+    if save is not None:
+        used: set[str] = set()
+        for (name, _), det in zip(named, pred, strict=True):
+            stem = Path(name.split("[")[0]).stem
+            base = f"{stem}_{name.split('[')[1].rstrip(']')}" if "[" in name else stem
+            fname, k = f"{base}.png", 1
+            while fname in used:
+                k += 1
+                fname = f"{base}_{k}.png"
+            used.add(fname)
+            saved.append(str(det.save(save / fname)))
+    else:
+        saved = [None] * len(named)
+    if as_json:
+        docs = [det.to_json() for det in pred]
+        typer.echo(json.dumps([{"image": name, **({"saved": out} if out else {}),
+                                **(doc if isinstance(doc, dict) else {"detections": doc})}
+                               for (name, _), doc, out in zip(named, docs, saved, strict=True)],
+                              indent=2))
+        return
+    for (name, _), det, out in zip(named, pred, saved, strict=True):
+        typer.echo(f"{name}: {det.describe()}" + (f" -> {out}" if out else ""))
 
 
 def _predict_texts(model: Any, files: Sequence[Path], texts: list[str], top_k: int,

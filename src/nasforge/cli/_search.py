@@ -382,6 +382,13 @@ def _report(result: Any) -> None:
         kind = getattr(result, "input_kind", "image")
         example = {"tabular": "DATA.csv", "sequence": "SERIES.npy",
                    "text": '--text "some text"'}.get(kind, "IMAGE.png")
+        boxes = any(k.startswith(("test_map", "test_miou")) for k in result.test_metrics)
+        if boxes:  # a detector: per image boxes, drawn with --save / .save()
+            _out(f"  nasforge predict {md} {example} --save drawn/")
+            _out(f"  python3 -c \"import nasforge; r = nasforge.load('{md}')('{example}')[0]; "
+                 f"print(r.to_json()); r.save('out.png')\"")
+            _out(f"  nasforge show {run_dir}")
+            return
         _out(f"  nasforge predict {md} {example}")
         given = {"tabular": f"'{example}'", "sequence": f"numpy.load('{example}')",
                  "text": "['some text']"}.get(

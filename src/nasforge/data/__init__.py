@@ -188,7 +188,28 @@ def load_dataset(
     if target is not None:
         raise DataError(f"target names a column of a table; {name_or_path!r} is not a "
                         ".csv/.tsv/.parquet file")
+    from nasforge.data.detection import (
+        SPATIAL_TASKS,
+        generated_scenes,
+        is_yolo_layout,
+        load_detection,
+    )
+
     key = _ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
+    if key == "auto" and task in SPATIAL_TASKS:  # no data given: generated scenes
+        name_or_path = str(generated_scenes(task, verbose=verbose))
+    if is_yolo_layout(name_or_path):  # data.yaml, or a folder holding one
+        if task not in (None, *SPATIAL_TASKS):
+            raise DataError(f"{name_or_path} is a detection/segmentation data set (the YOLO "
+                            f"layout), not for task {task!r}")
+        return load_detection(name_or_path, task=task,
+                              image_size=image_size, val_fraction=val_fraction, seed=seed,
+                              max_train=max_train, verbose=verbose,
+                              task_options=task_options)
+    if task in SPATIAL_TASKS:
+        raise DataError(f"task {task!r} reads the YOLO layout: give --dataset "
+                        f"path/to/data.yaml (or its folder), or no data set for generated "
+                        f"scenes; {name_or_path!r} is not one")
     if key == "auto":
         key = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
     if key == "digits":

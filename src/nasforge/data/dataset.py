@@ -66,11 +66,20 @@ class Dataset:
         from nasforge import tasks
 
         opts = dict(self.task_options)
-        if self.task == "classification":
+        if self.task == "classification" or "classes" in \
+                tasks.registry.accepted_options(self.task)[0]:
             opts.setdefault("classes", list(self.classes))
         elif "target_names" in tasks.registry.accepted_options(self.task)[0]:
             opts.setdefault("target_names", list(self.target_names))
         return tasks.get(self.task, **opts).fit(self.y_train)
+
+    def build_network(self, space: Any, arch: Any,
+                      input_shape: tuple[int, ...] | None = None) -> Any:
+        """The network a trial (or the final training) trains for ``arch``: built by this
+        data's task (:meth:`~nasforge.tasks.Task.build_network`), at ``input_shape`` (the
+        data's own by default; a resolution fidelity gives another)."""
+        shape = tuple(input_shape or self.input_shape)
+        return self.make_task().build_network(space, space_arch(space, arch), shape)
 
     @property
     def n_outputs(self) -> int:
@@ -83,6 +92,11 @@ class Dataset:
         """Sorted indices of a seeded ``fraction`` of targets ``y``: stratified for
         classification, uniform at random otherwise."""
         return subset_indices(y, fraction, seed, self.stratify)
+
+
+def space_arch(space: Any, arch: Any) -> Any:
+    """``arch`` itself, or parsed when given as its text."""
+    return space.parse(arch) if isinstance(arch, str) else arch
 
 
 def stratified_split(

@@ -35,6 +35,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COORD_TOLERANCE = 0.01
 IGNORE = 255
 PAD_VALUE = 114 / 255  # YOLO's letterbox grey
+#: the tasks that read this layout
+SPATIAL_TASKS = ("detection", "segmentation")
 MAX_OBJECTS = 1000  # per image: more is a broken label file, not a scene
 
 
@@ -209,6 +211,75 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
     return Layout(root=root, names=names, splits=splits, masks=bool(doc.get("masks")))
 
 
+def is_yolo_layout(path: Any) -> bool:
+    """Whether ``path`` is a ``data.yaml`` (``.yml``) file or a folder holding one: the
+    YOLO layout, read by :func:`load_detection` (cheap: nothing is parsed)."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    p = Path(path).expanduser()
+    if p.suffix.lower() in (".yaml", ".yml"):
+        return True
+    return p.is_dir() and any((p / n).is_file() for n in ("data.yaml", "data.yml"))
+
+
+def layout_task(path: Any) -> str:
+    """``segmentation`` when the layout's data.yaml has ``masks``, else ``detection``."""
+    try:
+        return "segmentation" if read_layout(path).masks else "detection"
+    except DataError:
+        return "detection"  # the load itself says what is wrong
+
+
+#: the data set a detection or segmentation search generates when none is given: small
+#: enough to make in seconds and train on one core (``generated_scenes``)
+GENERATED = {"n_images": 600, "size": 96, "seed": 0, "min_px": 12, "max_px": 48,
+             "max_objects": 4}
+
+
+def cache_dir() -> Path:
+    """Where generated data sets are kept: ``$NASFORGE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/nasforge`` (``~/.cache/nasforge``)."""
+    env = os.environ.get("NASFORGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nasforge"
+
+
+def generated_scenes(kind: str = "detection", verbose: bool = True) -> Path:
+    """The ``data.yaml`` of the generated :data:`GENERATED` scenes of ``kind``, made once
+    under :func:`cache_dir` (a fixed seed: every search without a data set sees the same
+    images, and a resumed run finds them again). Written to a temporary folder first and
+    renamed, so an interrupted generation leaves nothing half made."""
+    import shutil
+    import tempfile
+
+    from nasforge.data.scenes import make_scenes
+
+    g = GENERATED
+    root = cache_dir() / "scenes"
+    out = root / f"{kind}-{g['size']}px-{g['n_images']}-seed{g['seed']}"
+    if not (out / "data.yaml").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=root))
+        try:
+            make_scenes(tmp / "d", kind=kind, **g)
+            try:
+                (tmp / "d").rename(out)
+            except OSError:  # another process made it first: use theirs
+                if not (out / "data.yaml").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        made = "generated"
+    else:
+        made = "using the generated"
+    if verbose:
+        print(f"no data set given: {made} {kind} data set ({g['n_images']} images of "
+              f"{g['size']} x {g['size']}, seed {g['seed']}) in {out}; give --dataset "
+              "data.yaml for yours")
+    return out / "data.yaml"
+
+
 def _sibling(img: Path, folder: str, suffix: str) -> Path:
     """YOLO's rule: the last ``images`` folder of the path becomes ``folder``."""
     parts = list(img.parts)
@@ -343,11 +414,13 @@ def pad_boxes(rows: Sequence[np.ndarray], m: int | None = None) -> np.ndarray:
 def load_detection(path: str | os.PathLike[str], *, task: str | None = None,
                    image_size: int | None = None, val_fraction: float = 0.1,
                    seed: int = 0, max_train: int | None = None,
-                   verbose: bool = True) -> Dataset:
+                   verbose: bool = True,
+                   task_options: dict[str, Any] | None = None) -> Dataset:
     """A YOLO-layout data set as a :class:`Dataset` (``task`` ``detection`` or
     ``segmentation``; None: segmentation when data.yaml has ``masks``). A missing
     ``val`` split is held out of ``train`` (``val_fraction``), a missing ``test`` split
-    is the validation split's images again (said when loading)."""
+    is the validation split's images again (said when loading). ``task_options`` go to
+    the task (e.g. the detection neck's ``fpn_width``)."""
     lay = read_layout(path)
     task = task or ("segmentation" if lay.masks else "detection")
     if task not in ("detection", "segmentation"):
@@ -401,4 +474,5 @@ def load_detection(path: str | os.PathLike[str], *, task: str | None = None,
         x_val=parts["val"][0], y_val=parts["val"][1], x_test=parts["test"][0],
         y_test=parts["test"][1],
         classes=(["background"] + lay.names) if task == "segmentation" else lay.names,
-        mean=mean, std=std, task=task, input_kind="image")
+        mean=mean, std=std, task=task, input_kind="image",
+        task_options=dict(task_options or {}))

@@ -174,6 +174,14 @@ def _check_device(device: str) -> str:
     return str(device)
 
 
+def _task_metrics() -> frozenset[str]:
+    """``val_<metric>`` of every registered task (detection's ``val_map50_95`` ...)."""
+    from nasforge import tasks
+
+    return frozenset(f"val_{m}" for n in tasks.names()
+                     for m in getattr(tasks.registry.factory(n), "metric_names", ()))
+
+
 @register("train")
 class TrainingEstimator(Estimator):
     """Train each candidate for a few epochs and score it on the validation split.
@@ -196,7 +204,7 @@ class TrainingEstimator(Estimator):
         "params", "flops", "peak_memory_mb", "train_time_s",
         "epochs", "data_fraction", "latency_ms", "latency_threads", "latency_ms_b32",
         "onnx_latency_ms", "onnx_latency_ms_b32", "early_stopped",
-    })
+    } | _task_metrics())
 
     def __init__(
         self,
@@ -408,7 +416,7 @@ class TrainingEstimator(Estimator):
                                     f"data have input shape {shape}")
             shape = (shape[0], r, r)
         torch.manual_seed(seed)
-        model = space.build(arch, shape, data.n_outputs)
+        model = data.build_network(space, arch, shape)
         if self.early_stopping and "metric" not in self.early_stopping_options and \
                 data.task != "classification" and not self.stopper.curves:
             # the curve to watch is the task's primary metric (val_rmse falls), unless

@@ -182,9 +182,9 @@ def save_best(
         dev = torch.device("cpu")
     with torch.no_grad():
         probe = torch.zeros(2, *input_shape, device=dev)
-        num_classes = int(model(probe).shape[-1])
+        task = data.make_task()
+        num_classes = int(model(probe).shape[getattr(task, "output_axis", -1)])
     model.train(was_training)
-    task = data.make_task()
     if data.task == "classification":
         classes = [str(c) for c in data.classes] or [str(i) for i in range(num_classes)]
         if len(classes) != num_classes:
@@ -194,9 +194,9 @@ def save_best(
             )
     else:
         classes = []
-        if task.n_outputs() != num_classes:
+        if task.raw_width() != num_classes:
             raise NasforgeError(f"the model has {num_classes} outputs but the {data.task} "
-                                f"task needs {task.n_outputs()}")
+                                f"task needs {task.raw_width()}")
 
     weights = out / WEIGHTS_FILE
     from safetensors.torch import save_file
@@ -249,7 +249,7 @@ def save_best(
         try:
             # the task's post-processing (e.g. de-standardization) is part of the graph
             done = export_onnx(task.serve(with_tta(model, tta)), input_shape,
-                               out / ONNX_FILE)
+                               out / ONNX_FILE, output_name=task.output_names[0])
             onnx_info = {**done.to_json(), "error": None}
         except Exception as e:  # noqa: BLE001 - keep the rest of the model directory
             onnx_info = {"file": None, "error": f"{type(e).__name__}: {e}"}
@@ -379,7 +379,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Lo
             raise RunDirError(f"{d / ARCH_FILE} is corrupt: {e}") from None
     built_shape = input_shape if resize is None else (input_shape[0], *resize)
     try:
-        module = space.build(arch, built_shape, n_out)
+        module = task.build_network(space, arch, built_shape, n_out)
     except NasforgeError as e:
         raise RunDirError(f"{d}: cannot build {arch.text}: {e}") from None
 

@@ -118,7 +118,33 @@ class LoadedModel:
             (x - mean[None, :, None, None]) / std[None, :, None, None], dtype=np.float32
         )
 
-    def predict(self, images: ImageInput, batch_size: int = 256) -> Any:
+    def _letterboxed(self, images: ImageInput) -> tuple[np.ndarray, dict[str, Any]]:
+        """Images -> the normalized letterboxed input of a task with ``image_fit =
+        "letterbox"`` (as the YOLO-layout loader reads them), and what its ``decode`` needs
+        to answer in each original image's pixels: sizes, the model's input shape and
+        the RGB originals (to draw on)."""
+        from nasforge.data.detection import letterbox
+
+        c, h, w = self.input_shape
+        if c != 3 or h != w:
+            raise NasforgeError(f"a letterboxing model takes square RGB input, this one "
+                                f"{self.input_shape}")
+        pils = _to_pil_list(images)
+        x = np.empty((len(pils), c, h, w), np.float32)
+        for i, im in enumerate(pils):
+            x[i] = letterbox(im, h).transpose(2, 0, 1)
+        mean = np.asarray(self.mean, np.float32).reshape(-1)
+        std = np.asarray(self.std, np.float32).reshape(-1)
+        x = (x - mean[None, :, None, None]) / std[None, :, None, None]
+        return np.ascontiguousarray(x, np.float32), {
+            "sizes": [(im.height, im.width) for im in pils],
+            "input_shape": self.input_shape, "images": pils}
+
+    def __call__(self, images: ImageInput, **options: Any) -> Any:
+        """``model(images)`` is :meth:`predict` (``nasforge.load(dir)(image)``)."""
+        return self.predict(images, **options)
+
+    def predict(self, images: ImageInput, batch_size: int = 256, **options: Any) -> Any:
         """Predict for ``images``: a numpy array ((H,W), (N,H,W), (N,H,W,C), (N,C,H,W) or
         one (H,W,C) image; uint8 0..255 or float 0..1), a path or list of paths to image
         files, or PIL images (or a list mixing paths and PIL images). A tabular model takes
@@ -129,10 +155,17 @@ class LoadedModel:
 
         Returns what the model's task returns: a :class:`Prediction` (classes and
         probabilities) for a classifier, :class:`~nasforge.tasks.regression.Values`
-        (numbers in the training targets' units) for a regressor."""
+        (numbers in the training targets' units) for a regressor, one
+        :class:`~nasforge.tasks.detection.Detections` per image for a detector (boxes in
+        the original image's pixels; ``options`` ``conf``, ``iou``, ``max_det`` go to the
+        task's decoding)."""
         if batch_size < 1:
             raise NasforgeError(f"batch_size must be at least 1, got {batch_size}")
-        x = self.preprocess(images)
+        context: dict[str, Any] = {}
+        if getattr(self.task, "image_fit", "resize") == "letterbox":
+            x, context = self._letterboxed(images)
+        else:
+            x = self.preprocess(images)
         try:
             device = next(self.module.parameters()).device
         except StopIteration:
@@ -144,12 +177,19 @@ class LoadedModel:
                 outs.append(self.module(torch.from_numpy(x[i : i + batch_size]).to(device))
                             .float().cpu().numpy())
         out = np.concatenate(outs)
-        if self.task is None or self.task.name == "classification":
+        if (self.task is None or self.task.name == "classification") and not options:
             logits = torch.from_numpy(out).double()
             p = torch.softmax(logits, dim=-1).numpy()
             ids = p.argmax(axis=1).astype(np.int64)
             return Prediction(ids, p, [self.classes[i] for i in ids], list(self.classes))
-        return self.task.decode(out)
+        import inspect
+
+        takes = inspect.signature(self.task.decode).parameters if self.task else {}
+        unknown = sorted(set(options) - set(takes))
+        if unknown:
+            raise NasforgeError(f"predict options {unknown} do not apply to a "
+                                f"{getattr(self.task, 'name', 'classification')} model")
+        return self.task.decode(out, **context, **options)
 
     def to(self, device: str | torch.device) -> LoadedModel:
         self.module.to(device)
@@ -303,6 +343,44 @@ def _resize_unit(x: np.ndarray, h: int, w: int) -> np.ndarray:
             im = Image.fromarray(np.ascontiguousarray(x[i, c], np.float32), mode="F")
             out[i, c] = np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), np.float32)
     return np.clip(out, 0.0, 1.0)
+
+
+def _to_pil_list(images: ImageInput) -> list[Any]:
+    """Any accepted input -> one RGB PIL image per image, at its own size (a letterboxing
+    model keeps the original sizes to map its boxes back)."""
+    from PIL import Image
+
+    if _is_pathlike(images) or _is_pil(images):
+        images = [images]
+    if isinstance(images, np.ndarray):
+        items: list[Any] = [images]
+    elif isinstance(images, Sequence) or hasattr(images, "__iter__"):
+        items = list(images)
+        if items and not any(_is_pathlike(v) or _is_pil(v) or isinstance(v, np.ndarray)
+                             for v in items):
+            items = [np.asarray(items)]  # nested lists of numbers: one array
+    else:
+        raise NasforgeError(f"cannot use {type(images).__name__} as images: give a numpy "
+                            "array, file path(s) or PIL image(s)")
+    if not items:
+        raise NasforgeError("no images given (empty list)")
+    out: list[Any] = []
+    for v in items:
+        if _is_pil(v):
+            out.append(v.convert("RGB"))
+        elif _is_pathlike(v):
+            out.append(_open_image(v).convert("RGB"))
+        elif isinstance(v, np.ndarray):
+            if v.size == 0:
+                raise NasforgeError(f"no images given (array of shape {v.shape})")
+            x = _convert_channels(_array_to_unit(_array_to_nchw(v, 3)), 3)
+            for img in x:
+                u8 = (np.clip(img, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+                out.append(Image.fromarray(np.ascontiguousarray(u8)))
+        else:
+            raise NasforgeError(f"cannot use {type(v).__name__} as an image: give file "
+                                "paths, PIL images or numpy arrays")
+    return out
 
 
 def _to_model_input(images: ImageInput, shape: tuple[int, int, int]) -> np.ndarray:

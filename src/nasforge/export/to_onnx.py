@@ -72,16 +72,17 @@ def _max_opset() -> int:
 
 
 def _export_once(
-    model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool
+    model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool,
+    output_name: str = "logits",
 ) -> None:
     kw: dict[str, Any] = dict(
-        input_names=["input"], output_names=["logits"], opset_version=opset, dynamo=dynamo
+        input_names=["input"], output_names=[output_name], opset_version=opset, dynamo=dynamo
     )
     if dynamo:
         kw["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
         kw["external_data"] = False  # one self-contained file
     else:
-        kw["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
+        kw["dynamic_axes"] = {"input": {0: "batch"}, output_name: {0: "batch"}}
     with _quiet_export():
         torch.onnx.export(model, (example,), str(path), **kw)
 
@@ -114,6 +115,7 @@ def export_onnx(
     *,
     check: bool = True,
     atol: float = ONNX_ATOL,
+    output_name: str = "logits",
 ) -> OnnxExport:
     """Export ``model`` (on CPU, eval mode) to ONNX with a dynamic batch axis.
 
@@ -121,6 +123,7 @@ def export_onnx(
     with ``check`` the file is run with onnxruntime and compared with torch, so a
     silently wrong export counts as a failure. Raises ``RuntimeError`` naming every
     exporter's error if none worked. The model's device and train/eval mode are restored.
+    ``output_name`` names the graph's output (the task's ``output_names``).
     """
     path = Path(path)
     if opset is not None:
@@ -150,7 +153,7 @@ def export_onnx(
             name = "dynamo" if dynamo else "torchscript"
             try:
                 path.unlink(missing_ok=True)
-                _export_once(model, example, path, opset, dynamo)
+                _export_once(model, example, path, opset, dynamo, output_name)
                 diff = _onnx_check(model, path, example) if check else None
                 if diff is not None and not diff <= atol:
                     raise RuntimeError(f"ONNX output differs from torch by {diff:.3g} > {atol}")

@@ -248,6 +248,8 @@ def search(
 
         space = spaces.default_for(input_kind_of(dataset))
     dataset_options, objectives = _task_defaults(dataset, task, dataset_options, objectives)
+    estimator_options = _task_train_defaults(dataset, dataset_options, estimator,
+                                             estimator_options)
     budget = _budget(trials, time_budget)
     estimator_options = _space_train_defaults(space, estimator, estimator_options,
                                               planned=budget["time_budget"] is not None)
@@ -331,6 +333,26 @@ def search(
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=final_epochs, progress=progress, executor=execution,
                     t_call=t_call, callbacks=callbacks)
+
+
+def _task_train_defaults(dataset: Any, dataset_options: Any, estimator: str | Estimator,
+                         options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``options`` with the task's :attr:`~nasforge.tasks.Task.train_defaults` the user
+    did not give, for an estimator given by name that takes them."""
+    from nasforge import tasks
+    from nasforge.data import Dataset
+
+    name = dataset.task if isinstance(dataset, Dataset) else \
+        (dict(dataset_options or {}).get("task") or "classification")
+    wanted = dict(getattr(tasks.registry.factory(name), "train_defaults", {}) or {})
+    if not wanted or not isinstance(estimator, str):
+        return None if options is None else dict(options)
+    names, var_kw = estimators.registry.accepted_options(estimator)
+    opts = dict(options or {})
+    for k, v in wanted.items():
+        if (k in names or var_kw) and k not in opts:
+            opts[k] = v
+    return opts or None
 
 
 def _space_train_defaults(space: str | SearchSpace, estimator: str | Estimator,
@@ -420,6 +442,10 @@ def _task_defaults(dataset: Any, task: str | None, dataset_options: Any, objecti
         name = dataset.task
     else:
         opts = dict(dataset_options or {})
+        from nasforge.data.detection import is_yolo_layout, layout_task
+
+        if task is None and opts.get("task") is None and is_yolo_layout(dataset):
+            task = layout_task(dataset)  # a data.yaml says what it is for
         if task is not None:
             if opts.get("task", task) != task:
                 raise NasforgeError(f"task={task!r} conflicts with dataset option "
@@ -597,7 +623,7 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
         shown = next((k for k in ("test_accuracy", "test_rmse") if k in test_metrics), None)
         if shown is not None:
             display.print(f"best model: {model_dir or '(not exported)'}  "
-                          f"{shown.replace('_', ' ')} {float(test_metrics[shown]):.4f}")
+                          f"{shown.replace('_', ' ', 1)} {float(test_metrics[shown]):.4f}")
         result = SearchResult(
             run_dir=store.run_dir,
             best_arch=None if best is None else setup.space.parse(best.arch),

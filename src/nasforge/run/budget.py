@@ -105,7 +105,9 @@ def measure_probe(net: Any, data: Any, batch_size: int = 128, steps: int = 3) ->
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times[1:]))
     net.eval()
-    xe = torch.as_tensor(np.asarray(data.x_train[: min(n, 512)]), dtype=torch.float32)
+    # at most 4 training batches' worth: 512 examples at the default batch of 128, fewer
+    # for a task that trains in small batches of large inputs (detection)
+    xe = torch.as_tensor(np.asarray(data.x_train[: min(n, 512, 4 * bs)]), dtype=torch.float32)
     xe = xe.contiguous(memory_format=fmt)
     with torch.no_grad():
         net(xe)

@@ -247,7 +247,7 @@ def finish_model(
     _write_json(staging / SUMMARY_FILE, doc)
     _install(staging, target)
     primary = f"test_{data.make_task().primary}"
-    say(f"{primary.replace('_', ' ')} {tested[primary]:.4f}; tested and exported to "
+    say(f"{primary.replace('_', ' ', 1)} {tested[primary]:.4f}; tested and exported to "
         f"{target} in {time.perf_counter() - t_post:.0f} s")
     return final, target
 
@@ -291,7 +291,7 @@ def _final_train(store: RunStore, setup: _Setup, data: Dataset, cands: list[Tria
             break
         arch = space.parse(rec.arch)
         torch.manual_seed(seed)
-        model = space.build(arch, data.input_shape, data.n_outputs)
+        model = data.build_network(space, arch)
         if constraints:
             pre = {**rec.metrics, **_cost_metrics(model, data.input_shape, onnx=onnx_bound)}
             bad = _broken(pre, constraints)

@@ -147,7 +147,7 @@ class Run:
         t0 = time.perf_counter()
         shape = self.data.input_shape
         try:
-            net = self.setup.space.build(sugg.arch, shape, self.data.n_outputs)
+            net = self.data.build_network(self.setup.space, sugg.arch, shape)
         except NasforgeError:
             return None  # the estimator reports a network that cannot be built
         have = {"params": float(M.count_params(net)), "flops": float(M.count_flops(net, shape))}

@@ -34,11 +34,13 @@ def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
     try:
         arch = known[0] if known else space.sample(np.random.default_rng(0))
         torch.manual_seed(0)
-        net = space.build(arch, data.input_shape, data.n_outputs)
+        net = data.build_network(space, arch)
         bs = int(setup.estimator.config().get("batch_size") or 128)
         probe = measure_probe(net, data, batch_size=bs)
     except Exception:  # noqa: BLE001 - planning falls back to the fixed guesses
         return plan
+    # (the probe's own time, like the loading's, comes off the search's share when the
+    # search starts: nasforge.run.api._session)
     return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup))
 
 
@@ -57,8 +59,7 @@ def _winner_reserve(setup: _Setup, data: Dataset, rec: TrialRecord, planned: flo
 
     try:
         torch.manual_seed(0)
-        net = setup.space.build(setup.space.parse(rec.arch), data.input_shape,
-                                data.n_outputs)
+        net = data.build_network(setup.space, rec.arch)
         probe = measure_probe(net, data, steps=1)
     except Exception:  # noqa: BLE001 - keep the plan's figure
         return planned

@@ -136,7 +136,8 @@ def _build(
         p = Path(name).expanduser()
         from nasforge.data.tabular import is_table_path
 
-        if p.is_dir() or (is_table_path(p) and p.is_file()):
+        if p.is_dir() or (is_table_path(p) and p.is_file()) or (
+                p.suffix.lower() in (".yaml", ".yml") and p.is_file()):
             # a folder of images or a table: store where it is, wherever we resume from
             name = str(p.resolve())
         ds = {"name": name, "in_memory": False, "data_dir": data_dir,

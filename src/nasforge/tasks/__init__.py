@@ -14,10 +14,12 @@ import numpy as np
 
 from nasforge.tasks.base import Task, register, registry
 from nasforge.tasks.classification import Classification
+from nasforge.tasks.detection import Detection
 from nasforge.tasks.regression import Regression
+from nasforge.tasks.segmentation import Segmentation
 
-__all__ = ["Classification", "Regression", "Task", "get", "infer", "names", "register",
-           "registry"]
+__all__ = ["Classification", "Detection", "Regression", "Segmentation", "Task", "get", "infer",
+           "names", "register", "registry"]
 
 
 def get(name: str, **options: Any) -> Task:

@@ -36,6 +36,21 @@ class Task(ABC):
     stratify: ClassVar[bool] = True
     #: the names of the ONNX graph's outputs
     output_names: ClassVar[tuple[str, ...]] = ("output",)
+    #: how ``predict`` fits an image to the input size: ``"resize"`` (stretch, as the
+    #: image-folder loader does) or ``"letterbox"`` (aspect kept, padded, as the YOLO
+    #: layout is read); a letterboxing task's :meth:`decode` is given every image's
+    #: original size (``sizes``) so it answers in the original pixels
+    image_fit: ClassVar[str] = "resize"
+    #: the axis of the raw output whose width is :meth:`raw_width` (segmentation: the
+    #: class axis of ``(N, K, H, W)``)
+    output_axis: ClassVar[int] = -1
+    #: training options this task wants when the user gives none (given to an estimator
+    #: that takes them, before the time budget's recipe): e.g. detection's small batches
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    #: whether the targets move with the image (boxes, masks): a horizontal flip must
+    #: flip them too (:meth:`flip_targets`), and flip test-time augmentation (averaging
+    #: the outputs of an image and its mirror) does not apply
+    spatial: ClassVar[bool] = False
 
     @property
     def objective(self) -> str:
@@ -50,6 +65,26 @@ class Task(ABC):
     @abstractmethod
     def n_outputs(self) -> int:
         """The width of the head's output."""
+
+    def raw_width(self) -> int:
+        """The last dimension of the network's raw output (:meth:`n_outputs` unless the
+        task's head adds more, e.g. box regression next to the class scores)."""
+        return self.n_outputs()
+
+    def build_network(self, space: Any, arch: Any, input_shape: tuple[int, ...],
+                      n_outputs: int | None = None) -> nn.Module:
+        """The trainable network for ``arch`` of ``space``: by default the space's own
+        network with a head of :meth:`n_outputs` (``n_outputs`` overrides it); a task with
+        its own head (detection's neck and box head) attaches it to
+        ``space.build_backbone`` instead. Every trial, the final model and ``load`` build
+        through here, so they all get the same network."""
+        return space.build(arch, tuple(input_shape),
+                           self.n_outputs() if n_outputs is None else int(n_outputs))
+
+    def flip_targets(self, y: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+        """Targets ``y`` of a batch whose images ``flipped`` (bool per example) were
+        mirrored left-right; unchanged unless the task is :attr:`spatial`."""
+        return y
 
     @abstractmethod
     def encode(self, y: np.ndarray | torch.Tensor) -> torch.Tensor:
