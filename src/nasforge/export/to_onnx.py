@@ -119,7 +119,9 @@ def export_onnx(
 ) -> OnnxExport:
     """Export ``model`` (on CPU, eval mode) to ONNX with a dynamic batch axis.
 
-    Tries the torch.export-based exporter first and the TorchScript one if that fails;
+    Tries the TorchScript exporter first and the torch.export-based one if that fails
+    (measured here: a detector with in-graph box decoding exports in 0.9 s by the first,
+    11 s by the second; a time-budgeted job pays this inside its budget);
     with ``check`` the file is run with onnxruntime and compared with torch, so a
     silently wrong export counts as a failure. Raises ``RuntimeError`` naming every
     exporter's error if none worked. The model's device and train/eval mode are restored.
@@ -149,7 +151,7 @@ def export_onnx(
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     errors: list[str] = []
     try:
-        for dynamo in (True, False):
+        for dynamo in (False, True):
             name = "dynamo" if dynamo else "torchscript"
             try:
                 path.unlink(missing_ok=True)
