@@ -417,3 +417,12 @@ def test_a_missing_metrics_library_fails_before_training(monkeypatch):
         tasks.get("detection", n_classes=2).fit(y)
     with pytest.raises(NasforgeError, match=r"pip install 'nasforge\[segmentation\]'"):
         tasks.get("segmentation", n_classes=3).fit(np.zeros((2, 4, 4), np.int64))
+
+
+def test_compound_scaling_refuses_a_detector_in_one_line(model_dir, scenes, capsys):
+    from nasforge.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["scale", str(model_dir), "--max-flops", "1G", "--dataset", scenes])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "neck and head" in err

@@ -474,6 +474,13 @@ def scale_model(
     if train and time_budget <= 0:
         raise NasforgeError("the time budget of the scaled model's training must be positive")
     base = load_base(path, dataset)
+    from nasforge.tasks.base import Task
+
+    task = base.data.make_task()
+    if type(task).build_network is not Task.build_network:  # the task owns its head
+        raise NasforgeError(f"compound scaling scales the space's own network; a "
+                            f"{task.name} model puts the task's neck and head on it, which "
+                            "nasforge scale does not scale yet")
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise NasforgeError(f"seed must be a non-negative integer, got {seed!r}")
