@@ -109,6 +109,9 @@ class Run:
         if self.trials_budget is not None and \
                 self.n_done + len(self.in_flight) + extra_in_flight >= self.trials_budget:
             return False
+        if self.time_budget is not None and self.n_done == 0 and not self.in_flight \
+                and not extra_in_flight:
+            return True  # the job needs one candidate, even if loading ate the search's time
         return not (self.time_budget is not None and self.elapsed() >= self.time_budget)
 
     def progress(self) -> float:
