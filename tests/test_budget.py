@@ -237,7 +237,7 @@ def test_a_job_whose_loading_ate_the_search_still_trains_one_candidate(tmp_path,
         return p
 
     monkeypatch.setattr(api, "_probed_plan", starved)
-    res = nasforge.search(_tiny(200), time_budget=30, out=tmp_path / "r",
+    res = nasforge.search(_tiny(200), time_budget=25, out=tmp_path / "r",
                           space_options={"max_blocks": 3, "widths": [8, 16],
                                          "stem_widths": [8]})
     assert len(res.trials) == 1 and res.trials[0].ok
