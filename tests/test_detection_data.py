@@ -230,3 +230,55 @@ def test_datasets_make_on_the_command_line(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["datasets"])
     assert e.value.code in (0, None) and "DIR/data.yaml" in capsys.readouterr().out
+
+
+# -- COCO JSON ----------------------------------------------------------------------------
+
+
+def _to_coco(root, split: str, names: list[str], cat_offset: int = 1) -> dict:
+    """The YOLO labels of ``root``'s ``split`` as a COCO instances document (pixels)."""
+    images, anns = [], []
+    for i, f in enumerate(sorted((root / "images" / split).iterdir())):
+        with Image.open(f) as im:
+            w, h = im.size
+        images.append({"id": i + 10, "file_name": f.name, "width": w, "height": h})
+        for b in read_label_file(root / "labels" / split / f"{f.stem}.txt", len(names)):
+            anns.append({"id": len(anns), "image_id": i + 10,
+                         "category_id": b.cls + cat_offset, "iscrowd": 0,
+                         "bbox": [b.x0 * w, b.y0 * h, (b.x1 - b.x0) * w, (b.y1 - b.y0) * h]})
+    cats = [{"id": k + cat_offset, "name": n} for k, n in enumerate(names)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def test_coco_json_splits_load_like_the_yolo_labels(tmp_path):
+    import json
+
+    root = make_scenes(tmp_path / "s", n_images=12, seed=2, size=64, fashion=False).parent
+    yolo = load_detection(root, verbose=False)
+    names = read_layout(root).names
+    (root / "annotations").mkdir()
+    for split in ("train", "val", "test"):
+        (root / "annotations" / f"{split}.json").write_text(json.dumps(
+            _to_coco(root, split, names)))
+    # no names: the COCO categories name the classes (ids 1.. mapped to 0..)
+    (root / "coco.yaml").write_text("train: annotations/train.json\n"
+                                    "val: annotations/val.json\ntest: annotations/test.json\n")
+    coco = load_detection(root / "coco.yaml", verbose=False)
+    assert coco.classes == names
+    assert np.allclose(coco.x_train, yolo.x_train)
+    assert np.allclose(coco.y_train, yolo.y_train, atol=1e-5)
+    assert np.allclose(coco.y_test, yolo.y_test, atol=1e-5)
+    # a crowd box is skipped, a box outside its image and an unknown category are refused
+    doc = _to_coco(root, "train", names)
+    doc["annotations"][0]["iscrowd"] = 1
+    (root / "annotations" / "train.json").write_text(json.dumps(doc))
+    crowd = load_detection(root / "coco.yaml", verbose=False)
+    assert (crowd.y_train[..., 0] >= 0).sum() == (yolo.y_train[..., 0] >= 0).sum() - 1
+    for key, val, msg in (("bbox", [60.0, 60.0, 20.0, 20.0], "not inside"),
+                          ("category_id", 99, "category_id 99")):
+        bad = _to_coco(root, "train", names)
+        bad["annotations"][0][key] = val
+        (root / "annotations" / "train.json").write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=msg) as e:
+            load_detection(root / "coco.yaml", verbose=False)
+        assert "annotations[0]" in str(e.value)

@@ -1,11 +1,13 @@
 """Detection and segmentation data in the YOLO layout Ultralytics users already have.
 
-``data.yaml`` (``path``, ``train``/``val``/``test`` image folders or ``.txt`` lists,
-``names`` as a list or ``{id: name}``), images under ``.../images/...`` and one label file
-per image under the matching ``.../labels/...`` with a line ``class cx cy w h`` per object
-(normalized to the image; YOLO's polygon lines ``class x1 y1 x2 y2 ...`` are read as
-their bounding box). Segmentation adds one PNG mask per image under ``.../masks/...``:
-0 is background, ``k + 1`` is class ``k`` of ``names``, 255 is ignored.
+``data.yaml`` (``path``, ``train``/``val``/``test`` image folders or ``.txt`` lists, or
+COCO instances ``.json`` files (:func:`read_coco`; ``names`` then defaults to their
+categories), ``names`` as a list or ``{id: name}``), images under ``.../images/...`` and
+one label file per image under the matching ``.../labels/...`` with a line
+``class cx cy w h`` per object (normalized to the image; YOLO's polygon lines
+``class x1 y1 x2 y2 ...`` are read as their bounding box). Segmentation adds one PNG mask
+per image under ``.../masks/...``: 0 is background, ``k + 1`` is class ``k`` of
+``names``, 255 is ignored.
 
 Images are letterboxed to a square (aspect kept, grey padding, as YOLO does), so
 targets come as arrays the rest of nasforge handles: detection ``y`` is ``(N, M, 5)``
@@ -126,6 +128,8 @@ class Layout:
     names: list[str]
     splits: dict[str, list[Path]]  # "train", "val", "test" (those given)
     masks: bool
+    #: boxes per image of the splits given as COCO JSON files (else from label files)
+    coco: dict[Path, list[Box]] | None = None
 
 
 def _names(doc: dict[str, Any], where: Path) -> list[str]:
@@ -150,6 +154,80 @@ def _names(doc: dict[str, Any], where: Path) -> list[str]:
     if isinstance(doc.get("nc"), int) and doc["nc"] != len(out):
         raise DataError(f"{where}: nc is {doc['nc']} but 'names' lists {len(out)} classes")
     return out
+
+
+def read_coco(path: Path, root: Path, split: str, names: list[str] | None
+              ) -> tuple[list[str], list[Path], dict[Path, list[Box]]]:
+    """A COCO instances file: the class names (its categories, in id order, unless
+    ``names`` is given), the images it lists and their boxes (normalized xyxy).
+
+    ``file_name`` is found under ``root/images/<split>/``, ``root/images/``, ``root/<split>/``
+    or the JSON's own folder, in that order (the layouts COCO exports come in). Crowd
+    annotations are skipped (COCO's own evaluation ignores them); a box outside its image,
+    an unknown category or a missing image stops the load naming the file and the entry.
+    """
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable COCO JSON file: {str(e)[:200]}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
+            not isinstance(doc.get("annotations"), list):
+        raise DataError(f"{path}: a COCO file needs 'images' and 'annotations' lists")
+    cats = doc.get("categories") or []
+    try:
+        cat_ids = sorted({int(c["id"]): str(c.get("name", c["id"])) for c in cats}.items())
+    except (TypeError, KeyError, ValueError):
+        raise DataError(f"{path}: every category needs an integer 'id'") from None
+    if names is None:
+        names = [n for _, n in cat_ids]
+        if not names:
+            raise DataError(f"{path}: no 'categories': name the classes in data.yaml")
+    index = {cid: i for i, (cid, _) in enumerate(cat_ids)}
+    dirs = [root / "images" / split, root / "images", root / split, path.parent]
+    images: dict[int, tuple[Path, int, int]] = {}
+    for k, im in enumerate(doc["images"]):
+        try:
+            iid, fname = int(im["id"]), str(im["file_name"])
+            w, h = int(im["width"]), int(im["height"])
+        except (TypeError, KeyError, ValueError):
+            raise DataError(f"{path}: images[{k}] needs 'id', 'file_name', 'width' and "
+                            "'height'") from None
+        f = next((d / fname for d in dirs if (d / fname).is_file()), None)
+        if f is None:
+            raise DataError(f"{path}: images[{k}] {fname!r} is in none of "
+                            f"{', '.join(str(d) for d in dirs)}")
+        if w < 1 or h < 1:
+            raise DataError(f"{path}: images[{k}] has size {w} x {h}")
+        images[iid] = (f, w, h)
+    boxes: dict[Path, list[Box]] = {f: [] for f, _, _ in images.values()}
+    for k, a in enumerate(doc["annotations"]):
+        where = f"{path}: annotations[{k}]"
+        if not isinstance(a, dict):
+            raise DataError(f"{where} is not an object")
+        if a.get("iscrowd"):
+            continue
+        try:
+            iid, cid = int(a["image_id"]), int(a["category_id"])
+            x, y, bw, bh = (float(v) for v in a["bbox"])
+        except (TypeError, KeyError, ValueError):
+            raise DataError(f"{where} needs 'image_id', 'category_id' and 'bbox' [x, y, w, "
+                            "h]") from None
+        if iid not in images:
+            raise DataError(f"{where}: image_id {iid} is not in 'images'")
+        if cid not in index or index[cid] >= len(names):
+            raise DataError(f"{where}: category_id {cid} is not one of the "
+                            f"{len(names)} categories")
+        f, w, h = images[iid]
+        vals = (x / w, y / h, (x + bw) / w, (y + bh) / h)
+        if not all(math.isfinite(v) for v in vals) or bw <= 0 or bh <= 0 or \
+                min(vals) < -COORD_TOLERANCE or max(vals) > 1 + COORD_TOLERANCE:
+            raise DataError(f"{where}: bbox {[x, y, bw, bh]} is not inside its {w} x {h} "
+                            "image")
+        x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in vals)
+        boxes[f].append(Box(index[cid], x0, y0, x1, y1))
+    return names, list(boxes), boxes
 
 
 def _images_of(entry: Any, root: Path, where: Path, split: str) -> list[Path]:
@@ -197,18 +275,33 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
         raise DataError(f"{yml}: expected a mapping with 'train', 'val' and 'names'")
     root = Path(str(doc.get("path") or ".")).expanduser()
     root = root if root.is_absolute() else (yml.parent / root)
-    names = _names(doc, yml)
     if "train" not in doc:
         raise DataError(f"{yml}: needs 'train' (the training images' folder)")
-    splits = {}
+    coco_entries = {k: doc[k] for k in ("train", "val", "test")
+                    if isinstance(doc.get(k), str) and doc[k].lower().endswith(".json")}
+    names = _names(doc, yml) if doc.get("names") is not None or doc.get("nc") or \
+        not coco_entries else None
+    splits: dict[str, list[Path]] = {}
+    coco: dict[Path, list[Box]] = {}
+    for split, entry in coco_entries.items():
+        jp = Path(entry).expanduser()
+        jp = jp if jp.is_absolute() else root / jp
+        if not jp.is_file():
+            raise DataError(f"{yml}: the '{split}' entry {entry!r} is not there ({jp})")
+        names, splits[split], b = read_coco(jp, root, split, names)
+        coco.update(b)
+        if not splits[split]:
+            raise DataError(f"{jp}: the '{split}' split lists no images")
+    assert names is not None
     for split in ("train", "val", "test"):
-        if doc.get(split):
+        if doc.get(split) and split not in splits:
             files = _images_of(doc[split], root, yml, split)
             if not files:
                 raise DataError(f"{yml}: the '{split}' split has no images "
                                 f"({', '.join(IMAGE_SUFFIXES)})")
             splits[split] = files
-    return Layout(root=root, names=names, splits=splits, masks=bool(doc.get("masks")))
+    return Layout(root=root, names=names, splits=splits, masks=bool(doc.get("masks")),
+                  coco=coco or None)
 
 
 def is_yolo_layout(path: Any) -> bool:
@@ -350,7 +443,8 @@ def _default_size(files: Sequence[Path]) -> int:
     return int(min(320, max(32, 32 * math.ceil(side / 32))))
 
 
-def _read_split(files: list[Path], names: list[str], size: int, task: str
+def _read_split(files: list[Path], names: list[str], size: int, task: str,
+                coco: dict[Path, list[Box]] | None = None
                 ) -> tuple[np.ndarray, Any, dict[str, int]]:
     from PIL import Image
 
@@ -384,8 +478,11 @@ def _read_split(files: list[Path], names: list[str], size: int, task: str
                                 "data.yaml (255 ignored)")
             ys.append(arr)
             continue
-        lp = _sibling(f, "labels", ".txt")
-        boxes = read_label_file(lp, len(names)) if lp.is_file() else None
+        if coco is not None and f in coco:
+            boxes: list[Box] | None = coco[f]
+        else:
+            lp = _sibling(f, "labels", ".txt")
+            boxes = read_label_file(lp, len(names)) if lp.is_file() else None
         if boxes is None:
             counts["no_label_file"] += 1
             boxes = []
@@ -448,7 +545,7 @@ def load_detection(path: str | os.PathLike[str], *, task: str | None = None,
     for name, files in (("train", train), ("val", val), ("test", test)):
         if not files:
             raise DataError(f"the '{name}' split of {path} is empty")
-        x, y, counts[name] = _read_split(files, lay.names, size, task)
+        x, y, counts[name] = _read_split(files, lay.names, size, task, lay.coco)
         parts[name] = (x, y)
     if task == "detection":
         m = max(max((len(r) for r in y), default=0) for _, y in parts.values())
