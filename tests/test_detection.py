@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import nasforge
 from nasforge import spaces, tasks
 from nasforge.cli import main
 from nasforge.data import load_dataset
@@ -426,3 +427,21 @@ def test_compound_scaling_refuses_a_detector_in_one_line(model_dir, scenes, caps
         main(["scale", str(model_dir), "--max-flops", "1G", "--dataset", scenes])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "neck and head" in err
+
+
+def test_map_and_latency_make_a_pareto_front_under_a_params_bound(scenes, tmp_path):
+    """Latency and params work for a detector as for a classifier: objectives, bounds."""
+    from nasforge.store import RunStore
+
+    res = nasforge.search(scenes, task="detection", trials=3, final_epochs=1,
+                          estimator_options={"epochs": 1},
+                          objectives=["val_map50_95:max", "latency_ms:min"],
+                          constraints=["params<=400k"], out=tmp_path / "r", progress=False,
+                          space_options={"max_blocks": 3, "widths": [16, 32],
+                                         "stem_widths": [16]})
+    ok = [t for t in res.trials if t.ok]
+    assert ok and all(t.metrics["params"] <= 400_000 for t in ok)
+    assert all("latency_ms" in t.metrics and "val_map50_95" in t.metrics for t in ok)
+    with RunStore.open(tmp_path / "r") as store:
+        assert store.trials()
+    assert res.model_dir is not None
