@@ -76,6 +76,28 @@ def shim_torchvision() -> None:
     torchvision.extension._has_ops = lambda: True  # type: ignore[attr-defined]
 
 
+def torch_flops(net: torch.nn.Module, imgsz: int) -> int:
+    """FLOPs of one forward at batch 1 by torch's own counter (2 per multiply-add of the
+    convolutions and matmuls), the counter the driver applies to every system."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = copy.deepcopy(net).float().eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        m(torch.zeros(1, 3, imgsz, imgsz))
+    return int(counter.get_total_flops())
+
+
+def _quiet_integrations() -> None:
+    """No MLflow/TensorBoard/W&B... logging (MLflow is installed in the shared env)."""
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({k: False for k in ("mlflow", "tensorboard", "wandb", "comet", "clearml",
+                                        "dvc", "neptune", "raytune", "hub") if k in SETTINGS})
+
+
 def _offline_env(out: Path) -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     cfg = out.parent / "ultralytics_config"
@@ -142,6 +164,8 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
         res["gflops_ul"] = float(get_flops(model.model, args.imgsz))
     except Exception as e:  # noqa: BLE001
         res["flops_error"] = f"{type(e).__name__}: {e}"
+    res["flops"] = torch_flops(model.model, args.imgsz)
+    res["params"] = sum(p.numel() for p in model.model.parameters())
     try:
         onnx = model.export(format="onnx", imgsz=args.imgsz, dynamic=False, simplify=False,
                             opset=17, device="cpu")
@@ -181,6 +205,7 @@ def main() -> None:
     else:
         _offline_env(Path(args.json).parent / "x")
     shim_torchvision()
+    _quiet_integrations()
     res = train(args) if args.cmd == "train" else predict(args)
     print("RESULT " + json.dumps(res), flush=True)
 
