@@ -397,7 +397,7 @@ def render(journal: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
                 "status") == "failed":
             tail = tr.get("error_tail") or steps.get(f"score_{sysname}", {}).get("error_tail")
             lines += [f"### {sysname} failed", "", "```", str(tail), "```", ""]
-    lines += ["## Set-up", ""]
+    lines += ["## Set-up", "", f"- driver: `{meta.get('command', '')}`"]
     for sysname in SYSTEMS:
         tr = steps.get(f"train_{sysname}", {})
         if tr.get("cmd"):
@@ -546,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             save_journal(jpath, journal)
             print(f"[{time.strftime('%H:%M:%S')}] {s}: scored {sc.get('map50_95')}", flush=True)
     meta = {"cpu": _cpu(), "python": platform.python_version(), "torch": torch.__version__,
-            "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": "python benchmarks/detection.py " + " ".join(argv or sys.argv[1:])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(render(journal, meta))
