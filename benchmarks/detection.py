@@ -96,11 +96,17 @@ def run_job(cmd: list[str], core: int, log: Path, kill_s: float,
     with open(log, "w") as f:
         f.write("$ " + " ".join(full) + "\n")
         f.flush()
+        proc = subprocess.Popen(full, stdout=f, stderr=subprocess.STDOUT, env=e, cwd=ROOT)
         try:
-            rc = subprocess.run(full, stdout=f, stderr=subprocess.STDOUT, env=e, cwd=ROOT,
-                                timeout=kill_s).returncode
+            rc = proc.wait(timeout=kill_s)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             rc = -9
+        finally:  # a stopped driver (SIGTERM, Ctrl-C) takes its job with it
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     wall = time.monotonic() - t0
     result = None
     for line in log.read_text(errors="replace").splitlines():
@@ -487,7 +493,14 @@ def plot(journal: Mapping[str, Any], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def _stop(signum: int, _frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}; rerun with --resume to continue")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=480.0, help="seconds per system")
     ap.add_argument("--images", type=int, default=3000)
