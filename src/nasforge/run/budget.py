@@ -40,6 +40,12 @@ EXPORT_FIXED_S = 6.0
 TRIAL_FIXED_S = 0.7
 #: a bracket wider than 6 only when every rung-0 trial still gets this many epochs
 WIDE_BRACKET_EPOCHS = 3.0
+#: with a probe: no search when the longest planned trial would see less than this many
+#: epochs. Measured (benchmarks/results/detection.md): 13-38-s detection trials of a
+#: 40-s epoch all scored val mAP 0.003-0.009, the search picked by noise and its pick got
+#: 5.3 final epochs (test mAP 0.25) where the first known-good design trained the whole
+#: budget got 10.2 (0.46)
+MIN_RANKING_EPOCHS = 1.0
 #: the recipe used by trials and the final training alike, chosen by measurement
 #: (benchmarks/results/fashion_mnist.md): AdamW beat SGD-Nesterov on the same network
 #: and budget, label smoothing and a short warm-up help short schedules
@@ -272,7 +278,29 @@ def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL
             if promoted == 1:
                 _single_rung(plan, n, trial_overhead_s)
             break
-    if plan.n_configs == 1:
-        plan.notes.append("the budget allows a single trial: the best known-good design is "
-                          "checked and trained (give more time for a real search)")
+    if probe is not None and plan.n_configs > 1 and \
+            plan.max_trial_s < MIN_RANKING_EPOCHS * probe.epoch_s:
+        _prior_only(plan, trial_overhead_s, floor,
+                    f"trials of {plan.max_trial_s:.0f} s would see under "
+                    f"{MIN_RANKING_EPOCHS:g} epoch (~{probe.epoch_s:.0f} s here), too little to "
+                    "rank networks: the first known-good design is checked in a short trial "
+                    "and trained with the search's time too (give more time for a search)")
+    elif plan.n_configs == 1:
+        _prior_only(plan, trial_overhead_s, floor,
+                    "the budget allows a single trial: the first known-good design is "
+                    "checked in a short trial and trained (give more time for a real search)")
     return plan
+
+
+def _prior_only(plan: JobPlan, overhead_s: float, floor: float, note: str) -> None:
+    """No search worth its time: one short trial (does the first known-good design train
+    on these data?) and the rest of the search's share to the final training, which is
+    what a single candidate's choice depends on anyway."""
+    trial = max(floor, min(MIN_TRIAL_S, plan.min_trial_s or MIN_TRIAL_S))
+    search = trial + max(overhead_s, TRIAL_OVERHEAD_S) + TRIAL_OVERHEAD_S
+    if search < plan.search_s:
+        plan.final_s += plan.search_s - search
+        plan.search_s = search
+    plan.n_configs = 1
+    plan.min_trial_s = plan.max_trial_s = trial
+    plan.notes = [n for n in plan.notes if not n.startswith("one rung of")] + [note]
