@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nasforge
-from nasforge import spaces, strategies
+from nasforge import spaces, strategies, tasks
 from nasforge.budget import JobPlan, Probe, measure_probe, plan_job
 from nasforge.data import from_arrays
 from nasforge.errors import NasforgeError
@@ -250,9 +250,11 @@ def test_no_search_when_trials_would_see_under_an_epoch():
     """Measured on detection (benchmarks/results/detection.md): sub-epoch trials rank by
     noise, and their time is worth more to the final training of the first design."""
     slow = Probe(step_s=0.25, infer_s=8e-4, n_train=54_000, n_val=6_000, n_test=10_000)
-    p = plan_job(900.0, 5.0, probe=slow, tta=True)
-    searched = plan_job(900.0, 5.0, probe=Probe(step_s=0.066, infer_s=8e-4, n_train=54_000,
-                                                n_val=6_000, n_test=10_000), tta=True)
+    p = plan_job(900.0, 5.0, probe=slow, tta=True, min_ranking_epochs=1.0)
+    searched = plan_job(900.0, 5.0, probe=slow, tta=True)  # classification: rule off
+    assert searched.n_configs == 6
+    assert tasks.get("detection").min_ranking_epochs == 1.0
+    assert tasks.get("classification").min_ranking_epochs == 0.0
     assert p.n_configs == 1 and p.min_trial_s == p.max_trial_s <= 3.0
     assert p.final_s > searched.final_s + 200  # the search's share goes to the final model
     assert p.search_s < 15

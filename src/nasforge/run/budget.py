@@ -40,12 +40,13 @@ EXPORT_FIXED_S = 6.0
 TRIAL_FIXED_S = 0.7
 #: a bracket wider than 6 only when every rung-0 trial still gets this many epochs
 WIDE_BRACKET_EPOCHS = 3.0
-#: with a probe: no search when the longest planned trial would see less than this many
-#: epochs. Measured (benchmarks/results/detection.md): 13-38-s detection trials of a
-#: 40-s epoch all scored val mAP 0.003-0.009, the search picked by noise and its pick got
-#: 5.3 final epochs (test mAP 0.25) where the first known-good design trained the whole
-#: budget got 10.2 (0.46)
-MIN_RANKING_EPOCHS = 1.0
+#: with a probe: no search when the longest planned trial would see fewer epochs than
+#: the task's ``min_ranking_epochs``. Measured (benchmarks/results/detection.md): 13-38-s
+#: detection trials of a 40-s epoch all scored val mAP 0.003-0.009, the search picked by
+#: noise and its pick got 5.3 final epochs (test mAP 0.25) where the first known-good
+#: design trained the whole budget got 10.2 (0.46); classification trials of about an
+#: epoch do rank (0 by default: the rule is off)
+MIN_RANKING_EPOCHS = 0.0
 #: the recipe used by trials and the final training alike, chosen by measurement
 #: (benchmarks/results/fashion_mnist.md): AdamW beat SGD-Nesterov on the same network
 #: and budget, label smoothing and a short warm-up help short schedules
@@ -218,7 +219,7 @@ def _single_rung(plan: JobPlan, n: int, overhead_s: float) -> None:
 def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL_SHARE,
              trial_overhead_s: float = TRIAL_OVERHEAD_S, eta: int = 3,
              search_only: bool = False, probe: Probe | None = None,
-             tta: bool = False) -> JobPlan:
+             tta: bool = False, min_ranking_epochs: float = MIN_RANKING_EPOCHS) -> JobPlan:
     """Split ``total_s`` (of which ``spent_s`` are gone) into search, final and reserve.
 
     The search is one successive-halving bracket whose size fits its share: ``n``
@@ -279,10 +280,10 @@ def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL
                 _single_rung(plan, n, trial_overhead_s)
             break
     if probe is not None and plan.n_configs > 1 and \
-            plan.max_trial_s < MIN_RANKING_EPOCHS * probe.epoch_s:
+            plan.max_trial_s < min_ranking_epochs * probe.epoch_s:
         _prior_only(plan, trial_overhead_s, floor,
                     f"trials of {plan.max_trial_s:.0f} s would see under "
-                    f"{MIN_RANKING_EPOCHS:g} epoch (~{probe.epoch_s:.0f} s here), too little to "
+                    f"{min_ranking_epochs:g} epoch (~{probe.epoch_s:.0f} s here), too little to "
                     "rank networks: the first known-good design is checked in a short trial "
                     "and trained with the search's time too (give more time for a search)")
     elif plan.n_configs == 1:

@@ -41,7 +41,8 @@ def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
         return plan
     # (the probe's own time, like the loading's, comes off the search's share when the
     # search starts: nasforge.run.api._session)
-    return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup))
+    return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup),
+                    min_ranking_epochs=data.make_task().min_ranking_epochs)
 
 
 def _flips(setup: _Setup) -> bool:

@@ -36,6 +36,10 @@ class Task(ABC):
     stratify: ClassVar[bool] = True
     #: the names of the ONNX graph's outputs
     output_names: ClassVar[tuple[str, ...]] = ("output",)
+    #: a time-budgeted job searches only when its longest trial sees at least this many
+    #: epochs (:data:`nasforge.run.budget.MIN_RANKING_EPOCHS`); 0: any trial length ranks
+    #: (classification: 1-epoch Fashion-MNIST trials ranked with Spearman 0.78)
+    min_ranking_epochs: ClassVar[float] = 0.0
     #: how ``predict`` fits an image to the input size: ``"resize"`` (stretch, as the
     #: image-folder loader does) or ``"letterbox"`` (aspect kept, padded, as the YOLO
     #: layout is read); a letterboxing task's :meth:`decode` is given every image's

@@ -176,6 +176,8 @@ class Segmentation(Task):
     is ``val_miou``."""
 
     primary = "miou"
+    #: as detection (a dense-prediction head learns as slowly; not measured separately)
+    min_ranking_epochs = 1.0
     mode = "max"
     metric_names = ("miou", "dice", "loss")
     stratify = False
