@@ -253,7 +253,7 @@ def test_no_search_when_trials_would_see_under_an_epoch():
     p = plan_job(900.0, 5.0, probe=slow, tta=True, min_ranking_epochs=1.0)
     searched = plan_job(900.0, 5.0, probe=slow, tta=True)  # classification: rule off
     assert searched.n_configs == 6
-    assert tasks.get("detection").min_ranking_epochs == 1.0
+    assert tasks.get("detection").min_ranking_epochs >= 1.0
     assert tasks.get("classification").min_ranking_epochs == 0.0
     assert p.n_configs == 1 and p.min_trial_s == p.max_trial_s <= 3.0
     assert p.final_s > searched.final_s + 200  # the search's share goes to the final model

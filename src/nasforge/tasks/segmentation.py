@@ -177,7 +177,7 @@ class Segmentation(Task):
 
     primary = "miou"
     #: as detection (a dense-prediction head learns as slowly; not measured separately)
-    min_ranking_epochs = 1.0
+    min_ranking_epochs = 3.0
     mode = "max"
     metric_names = ("miou", "dice", "loss")
     stratify = False
