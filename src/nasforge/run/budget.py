@@ -283,7 +283,8 @@ def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL
             plan.max_trial_s < min_ranking_epochs * probe.epoch_s:
         _prior_only(plan, trial_overhead_s, floor,
                     f"trials of {plan.max_trial_s:.0f} s would see under "
-                    f"{min_ranking_epochs:g} epoch (~{probe.epoch_s:.0f} s here), too little to "
+                    f"{min_ranking_epochs:g} epoch{'' if min_ranking_epochs == 1 else 's'} "
+                    f"(one ~{probe.epoch_s:.0f} s here), too little to "
                     "rank networks: the first known-good design is checked in a short trial "
                     "and trained with the search's time too (give more time for a search)")
     elif plan.n_configs == 1:
