@@ -53,6 +53,8 @@ RESULTS = HERE / "results"
 PEERS = HERE / "peers"
 if str(ROOT / "src") not in sys.path:  # score with this checkout's nasforge, as the jobs run
     sys.path.insert(0, str(ROOT / "src"))
+from _common import cpu_name  # noqa: E402 - benchmarks/ is the script's folder
+
 SYSTEMS = ("nasforge", "yolo", "hand")
 LABELS = {"nasforge": "nasforge search (--task detection)",
           "yolo": "Ultralytics YOLOv8n from scratch",
@@ -558,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                 journal["steps"][key]["epochs"] = _yolo_epochs(work)
             save_journal(jpath, journal)
             print(f"[{time.strftime('%H:%M:%S')}] {s}: scored {sc.get('map50_95')}", flush=True)
-    meta = {"cpu": _cpu(), "python": platform.python_version(), "torch": torch.__version__,
+    meta = {"cpu": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": "python benchmarks/detection.py " + " ".join(argv or sys.argv[1:])}
     out = Path(args.out)
@@ -577,16 +579,6 @@ def _yolo_epochs(work: Path) -> int | None:
         return max(0, len(csv.read_text().strip().splitlines()) - 1)
     except OSError:
         return None
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

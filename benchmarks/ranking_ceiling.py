@@ -67,11 +67,13 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _data(seed: int) -> Any:
+def _data(seed: int) -> tuple[Any, Any]:
+    """The data as loaded (what training and a bilevel search use) and the same data
+    whose validation split is the 10k test images (what the ranking is scored on, both
+    sides alike: see the module docstring)."""
     data = load_dataset("fashion-mnist", image_size=SETTINGS["image_size"],
                         max_train=SETTINGS["max_train"], seed=seed)
-    # rank on the 10k test images (see the module docstring), both sides alike
-    return dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test)
+    return data, dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test)
 
 
 def sample_archs(space: NB201Space, n: int, seed: int) -> list[Any]:
@@ -101,19 +103,16 @@ def kendall(a: list[float], b: list[float]) -> float:
 
 
 def part_standalone(args: argparse.Namespace, work: Path) -> None:
-    data, space = _data(args.seed), NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    _, data = _data(args.seed)
+    space = NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
     archs = sample_archs(space, args.archs, args.seed)
     seed = SEEDS[args.seed_index]
     for epochs in args.protocols:
         path = work / f"standalone-e{epochs}-s{args.seed_index}.json"
         rows = json.loads(path.read_text()) if path.exists() else []
         for i, a in enumerate(archs[len(rows):], start=len(rows)):
-            torch.manual_seed(seed + i)
-            model = space.build(a, data.input_shape, data.num_classes)
             t0 = time.perf_counter()
-            train_model(model, data, epochs=epochs, batch_size=SETTINGS["batch_size"],
-                        lr=SETTINGS["lr"], seed=seed + i)
-            acc, _ = evaluate_model(model, data.x_test, data.y_test)
+            acc = _train_standalone(space, a, data, epochs, seed + i)
             rows.append({"arch": a.text, "acc": acc, "train_s": time.perf_counter() - t0})
             path.write_text(json.dumps(rows))  # after each: the part resumes where it was
             _log(f"stand-alone {epochs} ep seed {args.seed_index}: {i + 1}/{len(archs)} "
@@ -129,7 +128,8 @@ def _supernet(space: NB201Space, data: Any, epochs: int, seed: int, **kw: Any) -
 
 
 def part_supernet(args: argparse.Namespace, work: Path) -> None:
-    data, space = _data(args.seed), NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    raw, data = _data(args.seed)
+    space = NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
     archs = sample_archs(space, args.archs, args.seed)
     method = args.method
     kind, _, spec = method.partition("-")
@@ -160,8 +160,6 @@ def part_supernet(args: argparse.Namespace, work: Path) -> None:
     found = spos_search(net, est, strategy="evolution", num_candidates=args.candidates,
                         seed=args.seed)
     search_s = time.perf_counter() - t2
-    raw = load_dataset("fashion-mnist", image_size=SETTINGS["image_size"],
-                       max_train=SETTINGS["max_train"], seed=args.seed)
     found_acc = {str(e): [_train_standalone(space, found.best, raw, e, SEEDS[k] + 777)
                           for k in (0, 1)] for e in args.protocols}
     out = {"method": method, "train_s": train_s, "score_s": score_s,
@@ -184,9 +182,7 @@ def _train_standalone(space: NB201Space, arch: Any, data: Any, epochs: int, seed
 def part_darts(args: argparse.Namespace, work: Path) -> None:
     from nasforge.oneshot import darts_search
 
-    # the bilevel search needs its own validation split (not the test set)
-    raw = load_dataset("fashion-mnist", image_size=SETTINGS["image_size"],
-                       max_train=SETTINGS["max_train"], seed=args.seed)
+    raw, _ = _data(args.seed)  # the bilevel search needs its own validation split
     space = NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
     for label, mitigation in DARTS.items():
         path = work / f"darts-{label}.json"

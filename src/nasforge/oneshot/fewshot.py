@@ -16,7 +16,6 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -41,10 +40,6 @@ class FewShotSupernet(nn.Module):
     def forward(self, x: torch.Tensor, path: Any) -> torch.Tensor:
         p = path_indices(path)
         return self.parts[p[self.edge]](x, p)
-
-    def sample_path(self, rng: np.random.Generator) -> tuple[int, ...]:
-        """A uniformly random path of the whole space (what a search over it draws)."""
-        return self.parts[0].sample_path(rng)
 
 
 def split_supernet(supernet: Supernet, edge: int) -> FewShotSupernet:
