@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reserve", type=float, default=45.0,
                     help="seconds kept for the test, the latency timing and the export")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--head", default="",
+                    help="neck/head choices changed from the defaults, 'k=v;k=v' (e.g. "
+                         "'neck=pan;resolution=0.75'); the model directory then stores the "
+                         "with-head space")
     args = ap.parse_args(argv)
 
     import torch
@@ -44,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     data = nasforge.load_dataset(args.data, task="detection", seed=args.seed)
     space = nasforge.spaces.get("cnn")
     arch = space.known_good()[0]
+    if args.head:
+        from nasforge.spaces.headed import with_task_choices
+
+        space = with_task_choices(space, data.make_task())
+        arch = space.parse(f"{space.backbone_arch(space.known_good()[0]).text} + {args.head}")
     torch.manual_seed(args.seed)
     model = data.build_network(space, arch)
     task = data.make_task()

@@ -248,6 +248,7 @@ def search(
 
         space = spaces.default_for(input_kind_of(dataset))
     dataset_options, objectives = _task_defaults(dataset, task, dataset_options, objectives)
+    space, space_options = _task_space(dataset, dataset_options, space, space_options)
     estimator_options = _task_train_defaults(dataset, dataset_options, estimator,
                                              estimator_options)
     budget = _budget(trials, time_budget)
@@ -285,7 +286,7 @@ def search(
 
     setup = configure(plan)
     run_dir = Path(out) if out is not None else default_run_dir(
-        f"{setup.space.name}-{setup.strategy.name}")
+        f"{setup.space.label}-{setup.strategy.name}")
     if RunStore.exists(run_dir):
         if not resume:
             raise RunDirError(
@@ -333,6 +334,37 @@ def search(
     return _session(store, setup, data, budget, final_train=final_train,
                     final_epochs=final_epochs, progress=progress, executor=execution,
                     t_call=t_call, callbacks=callbacks)
+
+
+def _task_space(dataset: Any, dataset_options: Any, space: str | SearchSpace,
+                space_options: Mapping[str, Any] | None
+                ) -> tuple[str | SearchSpace, Mapping[str, Any] | None]:
+    """The space to search: the given one, with the architecture choices of the task's
+    own head added when it declares some (:meth:`~nasforge.tasks.Task.arch_choices`:
+    detection's neck and head) and the space builds backbones. A task option that is
+    wrong fails here, in one line, before anything loads."""
+    from nasforge import tasks
+    from nasforge.data import Dataset
+    from nasforge.spaces.headed import with_task_choices
+    from nasforge.tasks.base import Task
+
+    if isinstance(dataset, Dataset):
+        name, t_opts = dataset.task, dict(dataset.task_options)
+    else:
+        opts = dict(dataset_options or {})
+        name, t_opts = opts.get("task") or "classification", opts.get("task_options") or {}
+    if not isinstance(t_opts, Mapping):
+        raise NasforgeError(f"task_options must map option names to values, got {t_opts!r}")
+    if getattr(tasks.registry.factory(name), "arch_choices", None) is Task.arch_choices:
+        return space, space_options  # the task has no head of its own to search
+    task = tasks.get(name, **dict(t_opts))
+    if not task.arch_choices() or spaces.is_space_file(space):
+        return space, space_options
+    base = space if isinstance(space, SearchSpace) else spaces.resolve(space, space_options)
+    wrapped = with_task_choices(base, task)
+    if wrapped is base:
+        return space, space_options
+    return wrapped, None
 
 
 def _task_train_defaults(dataset: Any, dataset_options: Any, estimator: str | Estimator,

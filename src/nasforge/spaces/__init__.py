@@ -60,7 +60,7 @@ def check_input(space: SearchSpace, kind: str) -> None:
 
 
 # Importing the modules registers the built-in spaces.
-from nasforge.spaces import cnn, darts, file, mlp, mobile, nb201, seq, text  # noqa: E402,F401
+from nasforge.spaces import cnn, darts, file, headed, mlp, mobile, nb201, seq, text  # noqa: E402,F401,I001
 from nasforge.spaces.file import from_file, is_space_file  # noqa: E402
 
 

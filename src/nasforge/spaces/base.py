@@ -383,6 +383,10 @@ class SearchSpace(ABC):
         with torch.device("meta"):
             return list(self.build_backbone(arch, input_shape).levels)
 
+    #: choices that shape only the classification head, which :meth:`build_backbone`
+    #: drops: a task with its own head searches without them (``with-head``)
+    head_only_choices: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def has_backbone(cls) -> bool:
         """Whether :meth:`build_backbone` is implemented (a task can check before asking)."""
@@ -391,6 +395,12 @@ class SearchSpace(ABC):
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this space with ``spaces.get(name, **config)``."""
         return {}
+
+    @property
+    def label(self) -> str:
+        """What a person reads (run directory names, listings): the name, unless a space
+        wraps another (``cnn+detection``)."""
+        return self.name
 
     # -- compound scaling (EfficientNet; see nasforge.scaling) --------------------------
     #: whether :meth:`scale` is implemented: ``nasforge scale`` asks this, never the name

@@ -247,6 +247,8 @@ class CNNSpace(SearchSpace):
             "heads": list(self.heads),
         }
 
+    head_only_choices = ("head", "dropout")
+
     def choices(self) -> tuple[Choice, ...]:
         return self._choices
 

@@ -85,6 +85,21 @@ class Task(ABC):
         return space.build(arch, tuple(input_shape),
                            self.n_outputs() if n_outputs is None else int(n_outputs))
 
+    def arch_choices(self) -> tuple[Any, ...]:
+        """Architecture decisions of this task's own head (a detection neck's width, a
+        decoder's depth): :class:`~nasforge.spaces.Choice` objects the run adds after the
+        backbone space's (:class:`~nasforge.spaces.headed.WithHead`), so strategies search
+        them with the backbone. The first option of each is the task's default, what the
+        known-good designs get; an option the user fixed is a one-option choice. Empty
+        (the default): the space's network is the whole architecture."""
+        return ()
+
+    @classmethod
+    def arch_active(cls, name: str, values: Mapping[str, Any]) -> bool:
+        """Whether head choice ``name`` changes the network given the other ``values``
+        (an inactive one is reset to its first option, as a space's are)."""
+        return True
+
     def flip_targets(self, y: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
         """Targets ``y`` of a batch whose images ``flipped`` (bool per example) were
         mirrored left-right; unchanged unless the task is :attr:`spatial`."""

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasforge.errors import NasforgeError, RunDirError
+from nasforge.spaces.base import Arch, Choice, Value
 from nasforge.tasks.base import Task, register
 
 #: columns after the boxes, centerness and classes: x, y, stride, width, height
@@ -63,21 +64,36 @@ def _groups(ch: int) -> int:
     return next(g for g in (8, 4, 2, 1) if ch % g == 0)
 
 
-def _conv_norm_act(cin: int, cout: int, stride: int = 1, norm: str = "bn") -> nn.Sequential:
+def _conv_norm_act(cin: int, cout: int, stride: int = 1, norm: str = "bn",
+                   block: str = "conv") -> nn.Sequential:
     """3x3 conv, norm, ReLU; GroupNorm in the head (its weights are shared over levels
-    of different statistics, which batch norm would mix, as FCOS does)."""
-    layer: nn.Module = nn.BatchNorm2d(cout) if norm == "bn" else nn.GroupNorm(_groups(cout), cout)
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), layer, nn.ReLU())
+    of different statistics, which batch norm would mix, as FCOS does). ``block="dw"``:
+    the depthwise-separable form (3x3 depthwise, norm, ReLU, 1x1, norm, ReLU) of
+    MobileNet's blocks, a third of the FLOPs at 64 channels."""
+    def norm_layer(c: int) -> nn.Module:
+        return nn.BatchNorm2d(c) if norm == "bn" else nn.GroupNorm(_groups(c), c)
+
+    if block == "dw":
+        return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                             norm_layer(cin), nn.ReLU(),
+                             nn.Conv2d(cin, cout, 1, bias=False), norm_layer(cout), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), norm_layer(cout),
+                         nn.ReLU())
 
 
 class FPN(nn.Module):
     """Feature pyramid (Lin et al. 2017): 1x1 laterals, top-down nearest upsampling and
     addition, ``depth`` 3x3 convs per output; ``down`` stride-2 convs first bring a
     too-fine coarsest backbone level to the smallest stride used, and ``extra`` stride-2
-    convs on the coarsest output add levels above the backbone's (FCOS's P6, P7)."""
+    convs on the coarsest output add levels above the backbone's (FCOS's P6, P7).
+    ``pan``: PANet's bottom-up path after the top-down one (Liu et al. 2018, as in
+    YOLOv4-v8's necks): each level adds a stride-2 conv of the finer level's output and
+    convolves the sum, over every output level, the extra ones included (a backbone too
+    fine for the pyramid feeds it one level, whose coarser levels are all extra).
+    ``block``: ``conv`` or ``dw`` for the output and bottom-up convs."""
 
     def __init__(self, in_channels: Sequence[int], width: int, depth: int, down: int = 0,
-                 extra: int = 0) -> None:
+                 extra: int = 0, pan: bool = False, block: str = "conv") -> None:
         super().__init__()
         chans = list(in_channels)
         self.down = nn.Sequential(*[_conv_norm_act(chans[-1] if i == 0 else width, width, 2)
@@ -86,9 +102,14 @@ class FPN(nn.Module):
             chans[-1] = width
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in chans)
         self.output = nn.ModuleList(
-            nn.Sequential(*[_conv_norm_act(width, width) for _ in range(depth)])
+            nn.Sequential(*[_conv_norm_act(width, width, block=block) for _ in range(depth)])
             for _ in chans)
         self.extra = nn.ModuleList(_conv_norm_act(width, width, 2) for _ in range(extra))
+        n_up = len(chans) + extra - 1 if pan else 0
+        self.bottom_up = nn.ModuleList(_conv_norm_act(width, width, 2, block=block)
+                                       for _ in range(n_up))
+        self.merge = nn.ModuleList(_conv_norm_act(width, width, block=block)
+                                   for _ in range(n_up))
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         feats = list(feats)
@@ -101,6 +122,11 @@ class FPN(nn.Module):
         outs = [m(x) for m, x in zip(self.output, outs, strict=True)]
         for m in self.extra:
             outs.append(m(outs[-1]))
+        for i, (down, merge) in enumerate(zip(self.bottom_up, self.merge, strict=True)):
+            d = down(outs[i])
+            if d.shape[-2:] != outs[i + 1].shape[-2:]:  # odd sides: ceil vs floor
+                d = F.interpolate(d, size=outs[i + 1].shape[-2:], mode="nearest")
+            outs[i + 1] = merge(outs[i + 1] + d)
         return outs
 
 
@@ -116,21 +142,30 @@ class Scale(nn.Module):
 
 
 class FCOSHead(nn.Module):
-    """Shared classification and regression towers of ``depth`` conv-GN-ReLU; class
-    logits from the first, ``l, t, r, b`` (``exp``, times the level's stride) and the
-    centerness logit from the second. The class bias starts at the focal-loss prior
-    (``p = 0.01``) so the many background locations do not swamp the first steps."""
+    """Shared classification and regression towers of ``depth`` conv-GN-ReLU of
+    ``width`` channels (from the neck's ``in_width``); class logits from the first,
+    ``l, t, r, b`` (``exp``, times the level's stride) and the centerness logit from the
+    second. ``decoupled=False``: one tower feeds all three outputs (half the head's
+    FLOPs; the coupled head YOLOX measured against). The class bias starts at the
+    focal-loss prior (``p = 0.01``) so the many background locations do not swamp the
+    first steps."""
 
     def __init__(self, width: int, n_classes: int, depth: int, n_levels: int,
-                 prior: float = 0.01) -> None:
+                 prior: float = 0.01, in_width: int | None = None,
+                 decoupled: bool = True) -> None:
         super().__init__()
-        self.cls_tower = nn.Sequential(*[_conv_norm_act(width, width, norm="gn")
-                                         for _ in range(depth)])
-        self.reg_tower = nn.Sequential(*[_conv_norm_act(width, width, norm="gn")
-                                         for _ in range(depth)])
-        self.cls = nn.Conv2d(width, n_classes, 3, padding=1)
-        self.reg = nn.Conv2d(width, 4, 3, padding=1)
-        self.ctr = nn.Conv2d(width, 1, 3, padding=1)
+        cin = int(in_width or width)
+
+        def tower() -> nn.Sequential:
+            return nn.Sequential(*[_conv_norm_act(cin if i == 0 else width, width, norm="gn")
+                                   for i in range(depth)])
+
+        self.cls_tower = tower()
+        self.reg_tower = tower() if decoupled else None
+        cout = width if depth else cin
+        self.cls = nn.Conv2d(cout, n_classes, 3, padding=1)
+        self.reg = nn.Conv2d(cout, 4, 3, padding=1)
+        self.ctr = nn.Conv2d(cout, 1, 3, padding=1)
         self.scales = nn.ModuleList(Scale() for _ in range(n_levels))
         for m in (self.cls, self.reg, self.ctr):
             nn.init.normal_(m.weight, std=0.01)
@@ -138,12 +173,14 @@ class FCOSHead(nn.Module):
         nn.init.constant_(self.cls.bias, -math.log((1 - prior) / prior))
 
     def forward(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """``size``: the input's (height, width) in the pixels the boxes are wanted in
+        (the network's input before any resize: strides follow from it)."""
         h_in, w_in = size
         outs = []
         for k, f in enumerate(feats):
             n, _, h, w = f.shape
             c = self.cls_tower(f)
-            r = self.reg_tower(f)
+            r = self.reg_tower(f) if self.reg_tower is not None else c
             sy, sx = h_in / h, w_in / w  # the level's stride (ceil-halved maps: nearly)
             stride = max(sx, sy)
             ltrb = torch.exp(self.scales[k](self.reg(r)).clamp(max=10.0)) * stride
@@ -162,20 +199,32 @@ class FCOSHead(nn.Module):
 
 class Detector(nn.Module):
     """Backbone -> FPN -> FCOS head; ``forward`` gives the raw ``(N, A, 10 + C)`` tensor
-    described in the module docstring. ``backbone`` keeps the space's parameter names."""
+    described in the module docstring. ``backbone`` keeps the space's parameter names.
+    ``resolution`` < 1 resizes the input first (bilinear) and the head still answers in
+    the input's pixels, so nothing outside the network sees the resize."""
 
     def __init__(self, backbone: nn.Module, neck: FPN, head: FCOSHead,
-                 levels: Sequence[int]) -> None:
+                 levels: Sequence[int], resolution: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
         self.head = head
         self.use = list(levels)  # which backbone levels feed the neck
+        self.resolution = float(resolution)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        if self.resolution != 1.0:
+            x = F.interpolate(x, size=resized(size, self.resolution), mode="bilinear",
+                              align_corners=False)
         feats = self.backbone.forward_features(x)
         pyr = self.neck([feats[i] for i in self.use])
-        return self.head(pyr, (int(x.shape[-2]), int(x.shape[-1])))
+        return self.head(pyr, size)
+
+
+def resized(size: Sequence[int], resolution: float) -> tuple[int, ...]:
+    """``size`` times ``resolution``, rounded, at least 8 pixels a side."""
+    return tuple(max(8, int(round(int(s) * float(resolution)))) for s in size)
 
 
 def decode_raw(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -569,11 +618,16 @@ def unletterbox(boxes: np.ndarray, orig_hw: tuple[int, int], size: tuple[int, in
 class Detection(Task):
     """Anchor-free detection, FCOS (Tian et al. 2019; see the module docstring).
 
-    Options: ``fpn_width`` (channels of the neck and head, 64), ``fpn_depth`` (3x3 convs
-    after each FPN merge, 1), ``head_depth`` (convs of each shared tower, 2),
-    ``min_stride`` (the finest pyramid level, 8), ``n_levels`` (pyramid levels at least,
-    3), ``radius`` (centre sampling in strides, 1.5), ``size_range`` (a level's object
-    size range, in strides, 4). The default objective is ``val_map50_95``."""
+    The neck and head are searched with the backbone (:data:`HEAD_CHOICES`, through the
+    ``with-head`` space): ``neck`` (``fpn`` or ``pan``), ``neck_width``, ``neck_depth``
+    (3x3 convs per level after the merge), ``neck_block`` (``conv`` or depthwise-separable
+    ``dw``), ``n_levels`` (pyramid levels), ``head_tower`` (``decoupled`` towers or one
+    ``shared``), ``head_width``, ``head_depth`` (convs per tower) and ``resolution`` (the
+    input resized by this factor inside the network). Each is also an option: given, it is
+    fixed (``fpn_width`` / ``fpn_depth`` are the old names of the neck's); ``search_head``
+    false fixes them all at their defaults. Other options: ``min_stride`` (the finest
+    pyramid level, 8), ``radius`` (centre sampling in strides, 1.5), ``size_range`` (a
+    level's object size range, in strides, 4). The default objective is ``val_map50_95``."""
 
     primary = "map50_95"
     #: measured (benchmarks/results/detection.md): trials of 1/3 to 1.1 epochs all score
@@ -592,30 +646,63 @@ class Detection(Task):
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "label_smoothing": 0.0}
 
     def __init__(self, classes: list[str] | None = None, n_classes: int = 0,
-                 fpn_width: int = 64, fpn_depth: int = 1, head_depth: int = 2,
-                 min_stride: int = 8, n_levels: int = 3, radius: float = 1.5,
-                 size_range: float = 4.0) -> None:
+                 neck: str | None = None, neck_width: int | None = None,
+                 neck_depth: int | None = None, neck_block: str | None = None,
+                 n_levels: int | None = None, head_tower: str | None = None,
+                 head_width: int | None = None, head_depth: int | None = None,
+                 resolution: float | None = None, min_stride: int = 8, radius: float = 1.5,
+                 size_range: float = 4.0, search_head: bool = True,
+                 fpn_width: int | None = None, fpn_depth: int | None = None) -> None:
         self.classes = [str(c) for c in (classes or [])]
         self.n_classes = int(n_classes or len(self.classes))
-        for name, v, lo, hi in (("fpn_width", fpn_width, 8, 512), ("fpn_depth", fpn_depth, 0, 4),
-                                ("head_depth", head_depth, 0, 6), ("min_stride", min_stride, 1, 64),
-                                ("n_levels", n_levels, 1, 6)):
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise NasforgeError(f"detection: {name} must be an integer from {lo} to "
-                                    f"{hi}, got {v!r}")
+        # fpn_width / fpn_depth: the names before the neck could be a PAN (old model dirs)
+        neck_width = fpn_width if neck_width is None else neck_width
+        neck_depth = fpn_depth if neck_depth is None else neck_depth
+        given = {"neck": neck, "neck_width": neck_width, "neck_depth": neck_depth,
+                 "neck_block": neck_block, "n_levels": n_levels, "head_tower": head_tower,
+                 "head_width": head_width, "head_depth": head_depth,
+                 "resolution": resolution}
+        self.fixed = {k: _check_option(k, v) for k, v in given.items() if v is not None}
+        if not isinstance(min_stride, int) or isinstance(min_stride, bool) or \
+                not 1 <= min_stride <= 64:
+            raise NasforgeError(f"detection: min_stride must be an integer from 1 to 64, got "
+                                f"{min_stride!r}")
         for name, f in (("radius", radius), ("size_range", size_range)):
             if isinstance(f, bool) or not isinstance(f, int | float) or not \
                     (math.isfinite(f) and f > 0):
                 raise NasforgeError(f"detection: {name} must be a positive number, got {f!r}")
-        self.fpn_width, self.fpn_depth, self.head_depth = fpn_width, fpn_depth, head_depth
-        self.min_stride, self.n_levels = min_stride, n_levels
+        if not isinstance(search_head, bool):
+            raise NasforgeError(f"detection: search_head must be true or false, got "
+                                f"{search_head!r}")
+        self.search_head = search_head
+        self.min_stride = min_stride
         self.radius, self.size_range = float(radius), float(size_range)
 
     def options(self) -> dict[str, Any]:
-        return {"fpn_width": self.fpn_width, "fpn_depth": self.fpn_depth,
-                "head_depth": self.head_depth, "min_stride": self.min_stride,
-                "n_levels": self.n_levels, "radius": self.radius,
-                "size_range": self.size_range}
+        return {**self.fixed, "min_stride": self.min_stride, "radius": self.radius,
+                "size_range": self.size_range, "search_head": self.search_head}
+
+    def arch_choices(self) -> tuple[Choice, ...]:
+        """The neck and head choices (:data:`HEAD_CHOICES`), a fixed option as its only
+        value; none when ``search_head`` is off or every choice is fixed."""
+        out = tuple(Choice(k, (self.fixed[k],) if k in self.fixed else opts)
+                    for k, opts in HEAD_CHOICES.items())
+        return out if self.search_head and any(len(c.options) > 1 for c in out) else ()
+
+    @classmethod
+    def arch_active(cls, name: str, values: Mapping[str, Any]) -> bool:
+        # the block type shapes only the FPN's output convs and PAN's bottom-up path
+        if name == "neck_block":
+            return not (values.get("neck", "fpn") == "fpn" and values.get("neck_depth", 1) == 0)
+        return True
+
+    def head_config(self, arch: Any = None) -> dict[str, Any]:
+        """The neck and head of ``arch``: its head choices where it has them (an arch of
+        the ``with-head`` space), else the fixed options, else the defaults."""
+        cfg = {k: self.fixed.get(k, opts[0]) for k, opts in HEAD_CHOICES.items()}
+        if isinstance(arch, Arch):
+            cfg.update({k: v for k, v in arch.items if k in cfg})
+        return cfg
 
     def fit(self, y_train: np.ndarray) -> Detection:
         _coco_api()  # a missing evaluator fails here, before any training, in one line
@@ -634,15 +721,21 @@ class Detection(Task):
 
     def build_network(self, space: Any, arch: Any, input_shape: tuple[int, ...],
                       n_outputs: int | None = None) -> nn.Module:
-        """The space's backbone for ``arch`` with this task's FPN and FCOS head."""
+        """The space's backbone for ``arch`` with the neck and FCOS head of
+        :meth:`head_config`: pyramid levels from the first backbone level of stride
+        ``min_stride`` or more, ``n_levels`` of them (stride-2 convs added above the
+        backbone's coarsest level, or below it when the backbone stays finer)."""
         if not getattr(space, "has_backbone", lambda: False)():
             space.build_backbone(arch, input_shape)  # raises, naming the spaces that can
         if len(input_shape) != 3:
             raise NasforgeError(f"detection takes images (C, H, W), got input {input_shape}")
-        backbone = space.build_backbone(arch, tuple(input_shape))
+        cfg = self.head_config(arch)
+        shape = (int(input_shape[0]), *resized(input_shape[1:], cfg["resolution"]))
+        backbone = space.build_backbone(arch, shape)
         levels = list(backbone.levels)
-        side = min(int(input_shape[1]), int(input_shape[2]))
+        side = min(shape[1], shape[2])
         use = [i for i, lv in enumerate(levels) if lv.stride >= self.min_stride]
+        use = use[:cfg["n_levels"]]
         down = 0
         if not use:  # the backbone stays too fine: halve its coarsest level in the neck
             use = [len(levels) - 1]
@@ -653,13 +746,15 @@ class Detection(Task):
         else:
             strides = [levels[i].stride for i in use]
         extra = 0
-        while len(strides) + extra < self.n_levels and side / (strides[-1] * 2 ** (extra + 1)) >= 1:
+        while len(strides) + extra < cfg["n_levels"] and \
+                side / (strides[-1] * 2 ** (extra + 1)) >= 1:
             extra += 1
-        neck = FPN([levels[i].channels for i in use], self.fpn_width, self.fpn_depth,
-                   down=down, extra=extra)
-        head = FCOSHead(self.fpn_width, n_outputs or self.n_outputs(), self.head_depth,
-                        len(use) + extra)
-        return Detector(backbone, neck, head, use)
+        neck = FPN([levels[i].channels for i in use], cfg["neck_width"], cfg["neck_depth"],
+                   down=down, extra=extra, pan=cfg["neck"] == "pan", block=cfg["neck_block"])
+        head = FCOSHead(cfg["head_width"], n_outputs or self.n_outputs(), cfg["head_depth"],
+                        len(use) + extra, in_width=cfg["neck_width"],
+                        decoupled=cfg["head_tower"] == "decoupled")
+        return Detector(backbone, neck, head, use, resolution=cfg["resolution"])
 
     def encode(self, y: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(y, np.float32) if not torch.is_tensor(y) else y).float()
@@ -723,10 +818,55 @@ class Detection(Task):
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Detection:
         try:
-            opts = {k: state[k] for k in ("fpn_width", "fpn_depth", "head_depth",
-                                          "min_stride", "n_levels", "radius", "size_range")
-                    if k in state}
+            keys = (*HEAD_CHOICES, "fpn_width", "fpn_depth", "min_stride", "radius",
+                    "size_range", "search_head")
+            opts = {k: state[k] for k in keys if k in state}
+            if "fpn_width" in opts and "head_width" not in opts:  # before the head had its own
+                opts["head_width"] = opts["fpn_width"]
             return cls(classes=[str(c) for c in state.get("classes") or []],
                        n_classes=int(state.get("n_classes") or 0), **opts)
         except (TypeError, ValueError, NasforgeError) as e:
             raise RunDirError(f"the detection task's state is corrupt: {e}") from None
+
+
+#: the searched neck and head of a detector (:meth:`Detection.arch_choices`): each
+#: option's first value is the default, the hand design of benchmarks/results/detection.md
+#: (FPN of 64 channels, one conv per level, three levels, decoupled towers of two convs)
+HEAD_CHOICES: dict[str, tuple[Value, ...]] = {
+    "neck": ("fpn", "pan"),
+    "neck_width": (64, 32, 48, 96),
+    "neck_depth": (1, 0, 2),
+    "neck_block": ("conv", "dw"),
+    "n_levels": (3, 2, 4),
+    "head_tower": ("decoupled", "shared"),
+    "head_width": (64, 32, 48, 96),
+    "head_depth": (2, 1, 3),
+    "resolution": (1.0, 0.75, 0.5),
+}
+#: what a user may fix each of to (task options), beyond the searched values
+_OPTION_RANGES: dict[str, Any] = {
+    "neck": ("fpn", "pan"), "neck_block": ("conv", "dw"), "head_tower": ("decoupled", "shared"),
+    "neck_width": (8, 512), "head_width": (8, 512), "neck_depth": (0, 4),
+    "head_depth": (0, 6), "n_levels": (1, 6), "resolution": (0.25, 2.0),
+}
+
+
+def _check_option(name: str, v: Any) -> Value:
+    """A fixed neck/head option, validated, else the one-line error."""
+    allowed = _OPTION_RANGES[name]
+    if isinstance(allowed[0], str):
+        if v not in allowed:
+            raise NasforgeError(f"detection: {name} must be one of {', '.join(allowed)}, "
+                                f"got {v!r}")
+        return str(v)
+    lo, hi = allowed
+    if name == "resolution":
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (
+                math.isfinite(v) and lo <= v <= hi):
+            raise NasforgeError(f"detection: resolution must be a number from {lo} to {hi} "
+                                f"(a factor of the input size), got {v!r}")
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise NasforgeError(f"detection: {name} must be an integer from {lo} to {hi}, "
+                            f"got {v!r}")
+    return int(v)

@@ -17,6 +17,7 @@ prediction back to each original image (crop the padding, resize, argmax).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasforge.errors import NasforgeError, RunDirError
+from nasforge.spaces.base import Arch, Choice
 from nasforge.tasks.base import Task, register
 
 IGNORE = 255
@@ -67,16 +69,36 @@ class UNetDecoder(nn.Module):
 
 
 class Segmenter(nn.Module):
-    """Backbone -> U-Net decoder: ``(N, K, H, W)`` class logits."""
+    """Backbone -> U-Net decoder: ``(N, K, H, W)`` class logits. ``resolution`` < 1
+    resizes the input first; the logits come back at the input's size."""
 
-    def __init__(self, backbone: nn.Module, decoder: UNetDecoder) -> None:
+    def __init__(self, backbone: nn.Module, decoder: UNetDecoder,
+                 resolution: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
+        self.resolution = float(resolution)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.backbone.forward_features(x),
-                            (int(x.shape[-2]), int(x.shape[-1])))
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        if self.resolution != 1.0:
+            x = F.interpolate(x, size=resized(size, self.resolution), mode="bilinear",
+                              align_corners=False)
+        return self.decoder(self.backbone.forward_features(x), size)
+
+
+def resized(size: Sequence[int], resolution: float) -> tuple[int, ...]:
+    """``size`` times ``resolution``, rounded, at least 8 pixels a side."""
+    return tuple(max(8, int(round(int(s) * float(resolution)))) for s in size)
+
+
+#: the searched decoder (:meth:`Segmentation.arch_choices`); the first of each is the
+#: default
+DECODER_CHOICES: dict[str, tuple[Any, ...]] = {
+    "decoder_width": (32, 16, 48, 64),
+    "decoder_depth": (1, 2),
+    "resolution": (1.0, 0.75, 0.5),
+}
 
 
 class Probabilities(nn.Module):
@@ -171,9 +193,12 @@ class SegmentationResults(list):  # type: ignore[type-arg]
 @register("segmentation", help="a class per pixel: a U-Net decoder on the searched backbone, "
           "cross-entropy, mIoU and Dice (the YOLO layout with masks/)")
 class Segmentation(Task):
-    """Semantic segmentation (see the module docstring). Options: ``decoder_width``
-    (channels, 32), ``decoder_depth`` (convs per decoder level, 1). The default objective
-    is ``val_miou``."""
+    """Semantic segmentation (see the module docstring). The decoder is searched with
+    the backbone (:data:`DECODER_CHOICES`, through the ``with-head`` space):
+    ``decoder_width`` (channels), ``decoder_depth`` (convs per decoder level) and
+    ``resolution`` (the input resized by this factor inside the network); each is also an
+    option that, given, is fixed, and ``search_head`` false fixes them all at their
+    defaults (32, 1, 1.0). The default objective is ``val_miou``."""
 
     primary = "miou"
     #: as detection (a dense-prediction head learns as slowly; not measured separately)
@@ -188,15 +213,42 @@ class Segmentation(Task):
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "label_smoothing": 0.0}
 
     def __init__(self, classes: list[str] | None = None, n_classes: int = 0,
-                 decoder_width: int = 32, decoder_depth: int = 1) -> None:
+                 decoder_width: int | None = None, decoder_depth: int | None = None,
+                 resolution: float | None = None, search_head: bool = True) -> None:
         self.classes = [str(c) for c in (classes or [])]
         self.n_classes = int(n_classes or len(self.classes))
+        self.fixed: dict[str, Any] = {}
         for name, v, lo, hi in (("decoder_width", decoder_width, 4, 512),
                                 ("decoder_depth", decoder_depth, 1, 4)):
+            if v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise NasforgeError(f"segmentation: {name} must be an integer from {lo} to "
                                     f"{hi}, got {v!r}")
-        self.decoder_width, self.decoder_depth = decoder_width, decoder_depth
+            self.fixed[name] = v
+        if resolution is not None:
+            if isinstance(resolution, bool) or not isinstance(resolution, int | float) or \
+                    not (math.isfinite(resolution) and 0.25 <= resolution <= 2.0):
+                raise NasforgeError(f"segmentation: resolution must be a number from 0.25 "
+                                    f"to 2.0 (a factor of the input size), got {resolution!r}")
+            self.fixed["resolution"] = float(resolution)
+        if not isinstance(search_head, bool):
+            raise NasforgeError(f"segmentation: search_head must be true or false, got "
+                                f"{search_head!r}")
+        self.search_head = search_head
+
+    def arch_choices(self) -> tuple[Choice, ...]:
+        out = tuple(Choice(k, (self.fixed[k],) if k in self.fixed else opts)
+                    for k, opts in DECODER_CHOICES.items())
+        return out if self.search_head and any(len(c.options) > 1 for c in out) else ()
+
+    def head_config(self, arch: Any = None) -> dict[str, Any]:
+        """The decoder of ``arch``: its choices where it has them, else the fixed options,
+        else the defaults."""
+        cfg = {k: self.fixed.get(k, opts[0]) for k, opts in DECODER_CHOICES.items()}
+        if isinstance(arch, Arch):
+            cfg.update({k: v for k, v in arch.items if k in cfg})
+        return cfg
 
     def fit(self, y_train: np.ndarray) -> Segmentation:
         _metrics_api()  # a missing torchmetrics fails here, before any training
@@ -215,10 +267,12 @@ class Segmentation(Task):
                       n_outputs: int | None = None) -> nn.Module:
         if len(input_shape) != 3:
             raise NasforgeError(f"segmentation takes images (C, H, W), got {input_shape}")
-        backbone = space.build_backbone(arch, tuple(input_shape))
-        dec = UNetDecoder([lv.channels for lv in backbone.levels], self.decoder_width,
-                          self.decoder_depth, n_outputs or self.n_outputs())
-        return Segmenter(backbone, dec)
+        cfg = self.head_config(arch)
+        shape = (int(input_shape[0]), *resized(input_shape[1:], cfg["resolution"]))
+        backbone = space.build_backbone(arch, shape)
+        dec = UNetDecoder([lv.channels for lv in backbone.levels], cfg["decoder_width"],
+                          cfg["decoder_depth"], n_outputs or self.n_outputs())
+        return Segmenter(backbone, dec, resolution=cfg["resolution"])
 
     def encode(self, y: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y).long()
@@ -268,14 +322,13 @@ class Segmentation(Task):
 
     def state(self) -> dict[str, Any]:
         return {"task": self.name, "classes": self.classes, "n_classes": self.n_classes,
-                "decoder_width": self.decoder_width, "decoder_depth": self.decoder_depth}
+                **self.fixed, "search_head": self.search_head}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Segmentation:
         try:
+            opts = {k: state[k] for k in (*DECODER_CHOICES, "search_head") if k in state}
             return cls(classes=[str(c) for c in state.get("classes") or []],
-                       n_classes=int(state.get("n_classes") or 0),
-                       decoder_width=state.get("decoder_width", 32),
-                       decoder_depth=state.get("decoder_depth", 1))
+                       n_classes=int(state.get("n_classes") or 0), **opts)
         except (TypeError, ValueError, NasforgeError) as e:
             raise RunDirError(f"the segmentation task's state is corrupt: {e}") from None

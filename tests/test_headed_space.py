@@ -1,0 +1,206 @@
+"""The ``with-head`` space: a backbone space plus the neck/head choices of detection and
+the decoder choices of segmentation, searched, stored and rebuilt like any space."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nasforge import spaces, tasks
+from nasforge.errors import ArchParseError, NasforgeError
+from nasforge.spaces.headed import WithHead, with_task_choices
+from nasforge.tasks import detection as D
+from nasforge.tasks.segmentation import DECODER_CHOICES
+
+SHAPE = (1, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def det() -> D.Detection:
+    return tasks.get("detection", n_classes=3)
+
+
+@pytest.fixture(scope="module")
+def space(det) -> WithHead:
+    sp = with_task_choices(spaces.get("cnn", max_blocks=6, widths=[16, 32, 64],
+                                      stem_widths=[16]), det)
+    assert isinstance(sp, WithHead)
+    return sp
+
+
+def _params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_the_head_choices_follow_the_backbone_and_round_trip(space):
+    names = [c.name for c in space.choices()]
+    assert names[-len(D.HEAD_CHOICES):] == list(D.HEAD_CHOICES)
+    assert space.label == "cnn+detection" and space.name == "with-head"
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        a = space.sample(rng)
+        assert space.parse(a.text) == a and space.from_json(space.to_json(a)) == a
+        assert space.backbone_arch(a).space == "cnn"
+        assert len(space.encode(a)) == space.encoding_size
+
+
+def test_a_stored_config_rebuilds_the_same_space(space):
+    cfg = json.loads(json.dumps(space.config(), sort_keys=True))  # as the run store keeps it
+    again = spaces.get("with-head", **cfg)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        a = space.sample(rng)
+        assert again.parse(a.text) == again.make(a.as_dict())
+        assert again.parse(a.text).text == a.text
+
+
+def test_known_good_designs_get_the_default_head_and_the_classifier_head_is_inactive(space):
+    base = space.backbone
+    kg = space.known_good()
+    assert kg and len(kg) <= len(base.known_good())
+    first = {k: v[0] for k, v in D.HEAD_CHOICES.items()}
+    assert all(space.head_values(a) == first for a in kg)
+    # the cnn's classifier head and its dropout are dropped by build_backbone: not searched
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        a = space.sample(rng)
+        assert a["head"] == "gap" and a["dropout"] == 0.0
+        m = space.mutate(a, rng)
+        assert m != a and m["head"] == "gap"
+    assert all(n["head"] == "gap" for n in space.neighbors(kg[0]))
+
+
+def test_the_default_head_is_the_hand_design_of_the_plain_space(space, det):
+    """An old model directory (plain cnn space, no head choices) builds the same network
+    as the wrapped space's known-good design: same parameter names and shapes."""
+    a = space.known_good()[0]
+    plain = space.backbone_arch(a)
+    fixed = tasks.get("detection", n_classes=3, search_head=False)
+    torch.manual_seed(0)
+    old = fixed.build_network(space.backbone, plain, SHAPE)
+    new = det.build_network(space, a, SHAPE)
+    assert {k: v.shape for k, v in old.state_dict().items()} == \
+        {k: v.shape for k, v in new.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", list(D.HEAD_CHOICES))
+def test_every_option_of_every_head_choice_builds_and_trains(space, det, name):
+    """Each option changes the network (params or anchors) and a training step runs."""
+    base = space.known_good()[0]
+    x = torch.rand(2, *SHAPE)
+    y = torch.tensor([[[0, 0.1, 0.1, 0.5, 0.6], [2, 0.5, 0.4, 0.9, 0.9]]] * 2)
+    seen = set()
+    for opt in D.HEAD_CHOICES[name]:
+        a = space.make({**base.as_dict(), name: opt})
+        torch.manual_seed(0)
+        net = det.build_network(space, a, SHAPE)
+        out = net(x)
+        assert out.shape[0] == 2 and out.shape[-1] == det.raw_width()
+        assert torch.all(out[0, :, -2:] == 64)  # boxes in the input's pixels, resized or not
+        loss = det.loss()(out, y)
+        loss.backward()
+        assert torch.isfinite(loss)
+        seen.add((_params(net), out.shape[1]))
+    assert len(seen) == len(D.HEAD_CHOICES[name]), f"{name}: options build the same network"
+
+
+def test_head_options_move_params_and_anchors_the_expected_way(space, det):
+    base = space.known_good()[0].as_dict()
+
+    def net(**kw):
+        return det.build_network(space, space.make({**base, **kw}), SHAPE)
+
+    def anchors(**kw):
+        return net(**kw).eval()(torch.zeros(1, *SHAPE)).shape[1]
+
+    assert _params(net(neck="pan")) > _params(net(neck="fpn"))
+    assert _params(net(neck_block="dw")) < _params(net(neck_block="conv"))
+    assert _params(net(head_tower="shared")) < _params(net(head_tower="decoupled"))
+    assert _params(net(head_width=32)) < _params(net(head_width=96))
+    assert anchors(resolution=0.5) < anchors(resolution=0.75) < anchors(resolution=1.0)
+    # levels: strides 8, 16, 32 on 64 px -> 64 + 16 + 4 anchors; two levels: 64 + 16
+    assert anchors(n_levels=3) == 8 * 8 + 4 * 4 + 2 * 2
+    assert anchors(n_levels=2) == 8 * 8 + 4 * 4
+
+
+def test_a_fixed_option_is_a_one_option_choice_and_bad_options_say_so(space):
+    t = tasks.get("detection", n_classes=3, neck="pan", resolution=0.75)
+    cs = {c.name: c.options for c in t.arch_choices()}
+    assert cs["neck"] == ("pan",) and cs["resolution"] == (0.75,)
+    assert cs["neck_width"] == D.HEAD_CHOICES["neck_width"]
+    assert tasks.get("detection", search_head=False).arch_choices() == ()
+    plain = spaces.get("cnn")
+    assert with_task_choices(plain, tasks.get("detection", search_head=False)) is plain
+    assert with_task_choices(plain, tasks.get("classification")) is plain
+    for bad in ({"neck": "bifpn"}, {"neck_width": 3}, {"resolution": 9}, {"head_depth": 1.5},
+                {"search_head": "yes"}):
+        with pytest.raises(NasforgeError) as e:
+            tasks.get("detection", **bad)
+        assert "\n" not in str(e.value) and next(iter(bad)) in str(e.value)
+    with pytest.raises(ArchParseError, match="neck_width"):
+        space.parse(space.known_good()[0].text.replace("neck_width=64", "neck_width=65"))
+    with pytest.raises(NasforgeError, match="clashes"):
+        WithHead("cnn", "detection", [["head", ["a", "b"]]])
+
+
+def test_old_task_state_keeps_its_head_width():
+    t = D.Detection.from_state({"task": "detection", "n_classes": 2, "fpn_width": 96,
+                                "fpn_depth": 2, "head_depth": 3, "n_levels": 3})
+    cfg = t.head_config()
+    assert cfg["neck_width"] == 96 and cfg["head_width"] == 96 and cfg["neck_depth"] == 2
+    assert D.Detection.from_state(t.state()).head_config() == cfg
+
+
+def test_segmentation_searches_its_decoder(space):
+    seg = tasks.get("segmentation", n_classes=3)
+    sp = with_task_choices(space.backbone, seg)
+    assert [c.name for c in sp.head_choices()] == list(DECODER_CHOICES)
+    base = sp.known_good()[0].as_dict()
+    sizes = set()
+    for w in DECODER_CHOICES["decoder_width"]:
+        for r in DECODER_CHOICES["resolution"]:
+            net = seg.build_network(sp, sp.make({**base, "decoder_width": w, "resolution": r}),
+                                    SHAPE)
+            out = net(torch.zeros(2, *SHAPE))
+            assert out.shape == (2, 3, 64, 64)  # at the input's size whatever the resize
+            sizes.add(_params(net))
+    assert len(sizes) == len(DECODER_CHOICES["decoder_width"])
+    fixed = tasks.get("segmentation", decoder_width=16)
+    assert {c.name: c.options for c in fixed.arch_choices()}["decoder_width"] == (16,)
+
+
+def test_a_search_stores_the_wrapped_space_and_exports_a_searched_head(tmp_path):
+    """The run searches the head and the model directory rebuilds it (load, ONNX)."""
+    import onnxruntime as ort
+
+    import nasforge
+    from nasforge.data.scenes import make_scenes
+    from nasforge.store import RunStore
+
+    data = make_scenes(tmp_path / "scenes", n_images=16, seed=1, size=48, min_px=12,
+                       max_px=24, max_objects=2, fashion=False)
+    res = nasforge.search(str(data), task="detection", trials=3, final_epochs=1,
+                          estimator_options={"epochs": 1}, out=tmp_path / "r",
+                          progress=False, strategy="random",
+                          dataset_options={"task_options": {"neck": "pan",
+                                                            "resolution": 0.75}},
+                          space_options={"max_blocks": 3, "widths": [16, 32],
+                                         "stem_widths": [16]})
+    with RunStore.open(tmp_path / "r") as store:
+        assert store.config["space"]["name"] == "with-head"
+        archs = [t.arch for t in store.trials()]
+    assert archs and all(" + neck=pan;" in str(a) and "resolution=0.75" in str(a)
+                         for a in archs)
+    assert (tmp_path / "r").name == "r"
+    model = nasforge.load(res.model_dir)
+    assert model.module is not None
+    x = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)
+    with torch.no_grad():
+        want = model.module(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(res.model_dir / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.allclose(got, want, atol=1e-4)
