@@ -204,3 +204,42 @@ def test_a_search_stores_the_wrapped_space_and_exports_a_searched_head(tmp_path)
                                 providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     assert np.allclose(got, want, atol=1e-4)
+
+
+def child_detection_search(data: str, out: str) -> None:
+    """Run in a subprocess by the kill test: a small detection search."""
+    import nasforge
+
+    nasforge.search(data, task="detection", trials=5, final_epochs=1, strategy="random",
+                    estimator_options={"epochs": 1}, out=out, progress=False,
+                    space_options={"max_blocks": 3, "widths": [16, 32], "stem_widths": [16]})
+
+
+@pytest.mark.slow
+def test_a_detection_search_killed_with_sigkill_resumes_with_its_head_choices(tmp_path):
+    """kill -9 mid-search, then resume: the stored with-head space is rebuilt from its
+    config, no finished trial is lost or redone, and the run ends with its model."""
+    import sys
+    from pathlib import Path
+
+    from helpers import assert_kept, sigkill_after_trials, stored_after_kill
+
+    from nasforge.data.scenes import make_scenes
+    from nasforge.run.api import resume
+
+    data = make_scenes(tmp_path / "scenes", n_images=16, seed=2, size=48, min_px=12,
+                       max_px=24, max_objects=2, fashion=False)
+    out = tmp_path / "run"
+    here = str(Path(__file__).resolve().parent)
+    code = (f"import sys; sys.path.insert(0, {here!r}); import test_headed_space as t; "
+            f"t.child_detection_search({str(data)!r}, {str(out)!r})")
+    assert sys.executable
+    sigkill_after_trials(code, out, 2, poll=0.05)
+    before, _running = stored_after_kill(out)
+    assert 2 <= len(before) < 5
+    res = resume(out, progress=False)
+    done = [t for t in res.trials if t.done]
+    assert len(done) == 5 and len({t.id for t in done}) == 5
+    assert_kept(before, {t.id: t for t in done})
+    assert all(" + neck=" in str(t.arch) for t in done)
+    assert res.model_dir is not None and (res.model_dir / "model.onnx").is_file()
