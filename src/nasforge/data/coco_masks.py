@@ -29,6 +29,7 @@ padding); an image file whose size differs from its JSON entry is refused too.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,10 @@ def class_map(image: CocoMaskImage) -> np.ndarray:
                 rle = coco_mask.frPyObjects(seg, h, w)
             else:
                 rle = {"size": [h, w], "counts": seg["counts"].encode("ascii")}
-            m = coco_mask.decode(rle)
+            with warnings.catch_warnings():  # pycocotools' Cython vs numpy 2's copy=
+                warnings.filterwarnings("ignore", "__array__ implementation",
+                                        DeprecationWarning)
+                m = coco_mask.decode(rle)
         except (ValueError, TypeError) as e:  # checked before: pycocotools refused it
             raise DataError(f"{a.where}: pycocotools cannot rasterize it: {e}") from None
         masks.append((-int(coco_mask.area(rle)), i, m.astype(bool), a.cls))
