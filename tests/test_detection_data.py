@@ -341,6 +341,11 @@ def test_a_coco_square_polygon_sets_exactly_its_pixels(tmp_path) -> None:
     yml = _seg_layout(tmp_path, _seg_doc(10, 10, [(1, [[2, 2, 6, 2, 6, 6, 2, 6]])]))
     want = np.zeros((10, 10), np.int64)
     want[2:6, 2:6] = 2  # class 1 ('b') is 2 in the map, 0 background
+    from nasforge.data.coco_masks import class_map, read_coco_masks
+
+    _, files, maps = read_coco_masks(tmp_path / "seg.json", tmp_path, "train", None)
+    assert files == [tmp_path / "images" / "a.png"]
+    assert np.array_equal(class_map(maps[files[0]]), want)  # at the image's own size
     d = load_detection(yml, task="segmentation", image_size=20, verbose=False)
     assert d.task == "segmentation" and d.classes == ["background", "a", "b"]
     assert d.y_train.shape == (1, 20, 20) and d.y_train.dtype == np.int64
