@@ -282,3 +282,256 @@ def test_coco_json_splits_load_like_the_yolo_labels(tmp_path):
         with pytest.raises(DataError, match=msg) as e:
             load_detection(root / "coco.yaml", verbose=False)
         assert "annotations[0]" in str(e.value)
+
+
+# -- COCO JSON masks (segmentation) --------------------------------------------------------
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE counts of a binary mask: column-major run lengths, zeros
+    first (written by hand here so the test does not trust the loader's reader)."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], edges, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat[0] else runs
+
+
+def _rle(mask: np.ndarray) -> dict:
+    """pycocotools' compressed RLE of a binary mask, JSON-ready."""
+    from pycocotools import mask as coco_mask
+
+    r = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
+
+
+def _row_polygons(mask: np.ndarray) -> list[list[float]]:
+    """A binary mask as polygons that rasterize back to exactly its pixels: one
+    rectangle [x0, x1) x [y, y + 1) per horizontal run (COCO's pixel k spans [k, k+1))."""
+    polys = []
+    for y, row in enumerate(mask.astype(np.int8)):
+        d = np.diff(np.concatenate([[0], row, [0]]))
+        for x0, x1 in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True):
+            polys.append([float(v) for v in (x0, y, x1, y, x1, y + 1, x0, y + 1)])
+    return polys
+
+
+def _seg_doc(w: int, h: int, segs: list, cats=("a", "b"), **extra) -> dict:
+    """One image ``a.png`` of ``w x h`` with one annotation per ``(category index, seg)``."""
+    anns = [{"id": 100 + i, "image_id": 1, "category_id": c + 1, "iscrowd": 0,
+             "segmentation": s, **extra} for i, (c, s) in enumerate(segs)]
+    return {"images": [{"id": 1, "file_name": "a.png", "width": w, "height": h}],
+            "annotations": anns,
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(cats)]}
+
+
+def _seg_layout(tmp_path, doc: dict, w: int = 10, h: int = 10):
+    import json
+
+    (tmp_path / "images").mkdir(exist_ok=True)
+    _image(tmp_path / "images" / "a.png", w, h)
+    (tmp_path / "seg.json").write_text(json.dumps(doc))
+    (tmp_path / "data.yaml").write_text("train: seg.json\nval: seg.json\n")
+    return tmp_path / "data.yaml"
+
+
+def test_a_coco_square_polygon_sets_exactly_its_pixels(tmp_path) -> None:
+    pytest.importorskip("pycocotools")
+    # the square (2, 2) - (6, 6) in pixel coordinates covers pixels 2..5 in x and y
+    yml = _seg_layout(tmp_path, _seg_doc(10, 10, [(1, [[2, 2, 6, 2, 6, 6, 2, 6]])]))
+    want = np.zeros((10, 10), np.int64)
+    want[2:6, 2:6] = 2  # class 1 ('b') is 2 in the map, 0 background
+    from nasforge.data.coco_masks import class_map, read_coco_masks
+
+    _, files, maps = read_coco_masks(tmp_path / "seg.json", tmp_path, "train", None)
+    assert files == [tmp_path / "images" / "a.png"]
+    assert np.array_equal(class_map(maps[files[0]]), want)  # at the image's own size
+    d = load_detection(yml, task="segmentation", image_size=20, verbose=False)
+    assert d.task == "segmentation" and d.classes == ["background", "a", "b"]
+    assert d.y_train.shape == (1, 20, 20) and d.y_train.dtype == np.int64
+    assert np.array_equal(d.y_train[0], np.kron(want, np.ones((2, 2), np.int64)))
+    # the same file without --task is a detection data set: its bbox-free polygon is refused
+    # there, so give it a box and check the route picks boxes
+    doc = _seg_doc(10, 10, [(1, [[2, 2, 6, 2, 6, 6, 2, 6]])], bbox=[2, 2, 4, 4])
+    _seg_layout(tmp_path, doc)
+    det = load_detection(yml, image_size=20, verbose=False)
+    assert det.task == "detection" and np.allclose(det.y_train[0, 0], [1, .2, .2, .6, .6])
+
+
+def test_coco_masks_are_letterboxed_like_png_masks(tmp_path) -> None:
+    pytest.importorskip("pycocotools")
+    # a 10 x 6 image: padded above and below, nearest-neighbour, 255 in the padding
+    want = np.zeros((6, 10), np.uint8)
+    want[1:4, 2:9] = 1
+    want[3:6, 0:3] = 2
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    segs = [(k, _row_polygons(want == k + 1)) for k in (0, 1)]
+    cm = load_detection(_seg_layout(coco, _seg_doc(10, 6, segs), 10, 6),
+                        task="segmentation", image_size=16, verbose=False)
+    png = tmp_path / "png"
+    png.mkdir()
+    _layout(png, names="[a, b]")
+    (png / "masks" / "train").mkdir(parents=True)
+    (png / "masks" / "val").mkdir(parents=True)
+    for s in ("train", "val"):
+        _image(png / "images" / s / "a.png", 10, 6)
+        Image.fromarray(want).save(png / "masks" / s / "a.png")
+    pm = load_detection(png, task="segmentation", image_size=16, verbose=False)
+    assert (cm.y_train == 255).any() and np.array_equal(cm.y_train, pm.y_train)
+    assert np.array_equal(cm.y_val, pm.y_val)
+
+
+def test_coco_rle_round_trips_through_pycocotools_encode(tmp_path) -> None:
+    pytest.importorskip("pycocotools")
+    rng = np.random.default_rng(0)
+    a = rng.random((12, 17)) < 0.3
+    b = ~a & (rng.random((12, 17)) < 0.5)
+    a[0, 0] = True  # a run of ones first: the counts start with a zero run
+    # compressed string (pycocotools.mask.encode) and an iscrowd uncompressed counts list
+    doc = _seg_doc(17, 12, [(0, _rle(a)), (1, {"size": [12, 17], "counts": _runs(b)})])
+    doc["annotations"][1]["iscrowd"] = 1
+    d = load_detection(_seg_layout(tmp_path, doc, 17, 12), task="segmentation",
+                       image_size=17, verbose=False)
+    # 17 x 12 in a 17 square: 2 rows of padding above, 3 below
+    got = d.y_train[0]
+    assert (got[:2] == 255).all() and (got[14:] == 255).all()
+    assert np.array_equal(got[2:14], a * 1 + b * 2)
+
+
+def test_overlapping_coco_masks_smaller_wins_then_later(tmp_path) -> None:
+    pytest.importorskip("pycocotools")
+    from nasforge.data.coco_masks import class_map, read_coco_masks
+
+    big = [[0, 0, 8, 0, 8, 8, 0, 8]]      # 64 px, class a
+    small = [[4, 4, 10, 4, 10, 10, 4, 10]]  # 36 px, class b, listed first
+    same = [[2, 2, 8, 2, 8, 8, 2, 8]]     # 36 px too, class a, listed after small
+    _seg_layout(tmp_path, _seg_doc(10, 10, [(1, small), (0, big)]))
+    _, _, maps = read_coco_masks(tmp_path / "seg.json", tmp_path, "train", None)
+    m = class_map(next(iter(maps.values())))
+    assert (m[4:10, 4:10] == 2).all()  # the smaller one wins although listed first
+    assert m[0, 0] == 1 and m[7, 3] == 1 and (m[8:, :4] == 0).all()
+    _seg_layout(tmp_path, _seg_doc(10, 10, [(1, small), (0, same)]))
+    _, _, maps = read_coco_masks(tmp_path / "seg.json", tmp_path, "train", None)
+    m = class_map(next(iter(maps.values())))
+    assert (m[4:8, 4:8] == 1).all()  # equal areas: the later annotation wins
+    assert m[9, 9] == 2 and m[2, 2] == 1
+
+
+@pytest.mark.parametrize("seg, why", [
+    ([[1, 1, 5, 5]], "polygon 0 has 2 point(s): a polygon needs at least 3"),
+    ([[1, 1, 5, 1, 5, 5, 1, 5], [1, 1, 5, 1, 5]], "polygon 1 has an odd number"),
+    ([[1, 1, 50, 1, 50, 5]], "outside its 10 x 10 image"),
+    ([[1, 1, 5, "x", 5, 5]], "finite numbers"),
+    ({"size": [10, 12], "counts": [120]}, "size [10, 12] (height, width) does not match"),
+    ({"size": [10, 10], "counts": [5, 10]}, "runs cover 15 pixels"),
+    ({"size": [10, 10], "counts": "P1"}, "runs cover"),
+    ({"size": [10, 10], "counts": "\u00e9\u00e9"}, "not COCO's compressed RLE"),
+    ({"size": [10, 10], "counts": [50, -1, 51]}, "non-negative"),
+    (None, "has no mask"),
+    ([], "has no mask"),
+    ("polygon", "must be polygons"),
+])
+def test_bad_coco_masks_fail_in_one_line_naming_file_and_annotation(tmp_path, seg, why):
+    import json
+
+    doc = _seg_doc(10, 10, [(0, [[0, 0, 3, 0, 3, 3]]), (1, seg)], bbox=[0, 0, 3, 3])
+    if seg is None:
+        del doc["annotations"][1]["segmentation"]  # a box only
+    yml = _seg_layout(tmp_path, doc)
+    with pytest.raises(DataError) as e:
+        load_detection(yml, task="segmentation", verbose=False)
+    msg = str(e.value)
+    assert why in msg and "\n" not in msg, msg
+    assert msg.startswith(f"{tmp_path / 'seg.json'}: annotations[1] (id 101)"), msg
+    # a detection load of the same file does not look at the masks
+    (tmp_path / "seg.json").write_text(json.dumps(doc))
+    assert load_detection(yml, verbose=False).task == "detection"
+
+
+def test_a_coco_image_whose_file_differs_from_its_json_size_is_refused(tmp_path) -> None:
+    pytest.importorskip("pycocotools")
+    yml = _seg_layout(tmp_path, _seg_doc(12, 10, [(0, [[0, 0, 3, 0, 3, 3]])]), 10, 10)
+    with pytest.raises(DataError, match=r"images\[0\] 'a.png': the JSON says 12 x 10, the "
+                                         r"image .* is 10 x 10"):
+        load_detection(yml, task="segmentation", verbose=False)
+
+
+def _scenes_to_coco(root, split: str, names: list[str], form: str) -> dict:
+    """The PNG masks of ``root``'s ``split`` as a COCO instances document: one
+    annotation per class present, as row polygons, compressed or uncompressed RLE."""
+    images, anns = [], []
+    for i, f in enumerate(sorted((root / "images" / split).iterdir())):
+        m = np.asarray(Image.open(root / "masks" / split / f.name))
+        h, w = m.shape
+        images.append({"id": i + 1, "file_name": f.name, "width": w, "height": h})
+        for c in sorted(set(np.unique(m).tolist()) - {0}):
+            on = m == c
+            seg = (_row_polygons(on) if form == "polygons" else _rle(on)
+                   if form == "rle" else {"size": [h, w], "counts": _runs(on)})
+            yy, xx = np.nonzero(on)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c,
+                         "iscrowd": int(form == "counts"), "segmentation": seg,
+                         "bbox": [int(xx.min()), int(yy.min()), int(xx.max() - xx.min() + 1),
+                                  int(yy.max() - yy.min() + 1)]})
+    cats = [{"id": k + 1, "name": n} for k, n in enumerate(names)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def test_coco_json_of_the_generated_masks_loads_like_the_png_masks(scenes, tmp_path):
+    import json
+
+    pytest.importorskip("pycocotools")
+    from nasforge.data import load_dataset
+    from nasforge.data.detection import layout_task
+
+    names = read_layout(scenes).names
+    png = load_detection(scenes, task="segmentation", image_size=64, verbose=False)
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    for split, form in (("train", "polygons"), ("val", "rle"), ("test", "counts")):
+        (ann / f"{split}.json").write_text(json.dumps(_scenes_to_coco(scenes, split, names,
+                                                                      form)))
+    yml = tmp_path / "coco.yaml"
+    yml.write_text(f"path: {scenes}\ntrain: {ann}/train.json\nval: {ann}/val.json\n"
+                   f"test: {ann}/test.json\n")
+    # the route: --task segmentation reads the masks, no task the boxes
+    coco = load_dataset(str(yml), task="segmentation", image_size=64, verbose=False)
+    assert coco.task == "segmentation" and coco.classes == png.classes
+    assert np.allclose(coco.x_train, png.x_train)
+    for part in ("y_train", "y_val", "y_test"):
+        assert np.array_equal(getattr(coco, part), getattr(png, part)), part
+    assert layout_task(yml) == "detection"
+    det = load_dataset(str(yml), image_size=64, verbose=False)
+    assert det.task == "detection" and det.y_train.shape[-1] == 5
+    yml.write_text(yml.read_text() + "masks: true\n")  # segmentation without --task
+    assert layout_task(yml) == "segmentation"
+
+
+@pytest.mark.slow
+def test_a_tiny_segmentation_search_on_coco_json_from_the_cli(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("torchmetrics")
+    from nasforge.cli import main
+
+    root = make_scenes(tmp_path / "s", kind="segmentation", n_images=12, seed=1, size=64,
+                       fashion=False).parent
+    names = read_layout(root).names
+    for split in ("train", "val", "test"):
+        (root / f"{split}.json").write_text(json.dumps(_scenes_to_coco(root, split, names,
+                                                                       "rle")))
+    (root / "coco.yaml").write_text("train: train.json\nval: val.json\ntest: test.json\n")
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--task", "segmentation", "--dataset", str(root / "coco.yaml"),
+              "--trials", "1", "--epochs", "1", "--final-epochs", "1", "--space-opt",
+              "max_blocks=3", "--space-opt", "widths=[16,24]", "--space-opt",
+              "stem_widths=[16]", "--out", str(run), "--no-progress"])
+    out = capsys.readouterr()
+    assert e.value.code in (0, None), out.err
+    summary = json.loads((run / "best" / "summary.json").read_text())
+    assert 0.0 <= summary["metrics"]["test_miou"] <= 1.0
+    doc = json.loads((run / "best" / "arch.json").read_text())
+    assert doc["task"]["task"] == "segmentation"

@@ -7,7 +7,8 @@ one label file per image under the matching ``.../labels/...`` with a line
 ``class cx cy w h`` per object (normalized to the image; YOLO's polygon lines
 ``class x1 y1 x2 y2 ...`` are read as their bounding box). Segmentation adds one PNG mask
 per image under ``.../masks/...``: 0 is background, ``k + 1`` is class ``k`` of
-``names``, 255 is ignored.
+``names``, 255 is ignored; a COCO JSON split's masks come from its annotations'
+``segmentation`` polygons or RLE instead (:mod:`nasforge.data.coco_masks`).
 
 Images are letterboxed to a square (aspect kept, grey padding, as YOLO does), so
 targets come as arrays the rest of nasforge handles: detection ``y`` is ``(N, M, 5)``
@@ -25,12 +26,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nasforge.data.dataset import Dataset, random_split
 from nasforge.errors import DataError
+
+if TYPE_CHECKING:
+    from nasforge.data.coco_masks import CocoMaskImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: a coordinate may exceed [0, 1] by this much (rounding in label tools) and is clipped
@@ -130,6 +134,8 @@ class Layout:
     masks: bool
     #: boxes per image of the splits given as COCO JSON files (else from label files)
     coco: dict[Path, list[Box]] | None = None
+    #: for segmentation, the masks per image of the COCO splits instead (else PNG masks)
+    coco_masks: dict[Path, CocoMaskImage] | None = None
 
 
 def _names(doc: dict[str, Any], where: Path) -> list[str]:
@@ -156,16 +162,15 @@ def _names(doc: dict[str, Any], where: Path) -> list[str]:
     return out
 
 
-def read_coco(path: Path, root: Path, split: str, names: list[str] | None
-              ) -> tuple[list[str], list[Path], dict[Path, list[Box]]]:
-    """A COCO instances file: the class names (its categories, in id order, unless
-    ``names`` is given), the images it lists and their boxes (normalized xyxy).
+#: one image of a COCO file: its file, width and height in the JSON, ``images[k]``'s k
+CocoImage = tuple[Path, int, int, int]
 
-    ``file_name`` is found under ``root/images/<split>/``, ``root/images/``, ``root/<split>/``
-    or the JSON's own folder, in that order (the layouts COCO exports come in). Crowd
-    annotations are skipped (COCO's own evaluation ignores them); a box outside its image,
-    an unknown category or a missing image stops the load naming the file and the entry.
-    """
+
+def coco_head(path: Path, root: Path, split: str, names: list[str] | None
+              ) -> tuple[dict[str, Any], list[str], dict[int, int], dict[int, CocoImage]]:
+    """What every COCO instances file reader needs: the parsed document, the class names
+    (its categories, in id order, unless ``names`` is given), category id -> class index
+    and image id -> :data:`CocoImage` (``file_name`` found as :func:`read_coco` says)."""
     import json
 
     try:
@@ -186,7 +191,7 @@ def read_coco(path: Path, root: Path, split: str, names: list[str] | None
             raise DataError(f"{path}: no 'categories': name the classes in data.yaml")
     index = {cid: i for i, (cid, _) in enumerate(cat_ids)}
     dirs = [root / "images" / split, root / "images", root / split, path.parent]
-    images: dict[int, tuple[Path, int, int]] = {}
+    images: dict[int, CocoImage] = {}
     for k, im in enumerate(doc["images"]):
         try:
             iid, fname = int(im["id"]), str(im["file_name"])
@@ -200,33 +205,57 @@ def read_coco(path: Path, root: Path, split: str, names: list[str] | None
                             f"{', '.join(str(d) for d in dirs)}")
         if w < 1 or h < 1:
             raise DataError(f"{path}: images[{k}] has size {w} x {h}")
-        images[iid] = (f, w, h)
-    boxes: dict[Path, list[Box]] = {f: [] for f, _, _ in images.values()}
+        images[iid] = (f, w, h, k)
+    return doc, names, index, images
+
+
+def coco_category(a: dict[str, Any], where: str, images: dict[int, CocoImage],
+                  index: dict[int, int], n_names: int) -> tuple[CocoImage, int]:
+    """An annotation's image and class index (refused, at ``where``, if unknown)."""
+    try:
+        iid, cid = int(a["image_id"]), int(a["category_id"])
+    except (TypeError, KeyError, ValueError):
+        raise DataError(f"{where} needs an integer 'image_id' and 'category_id'") from None
+    if iid not in images:
+        raise DataError(f"{where}: image_id {iid} is not in 'images'")
+    if cid not in index or index[cid] >= n_names:
+        raise DataError(f"{where}: category_id {cid} is not one of the "
+                        f"{n_names} categories")
+    return images[iid], index[cid]
+
+
+def read_coco(path: Path, root: Path, split: str, names: list[str] | None
+              ) -> tuple[list[str], list[Path], dict[Path, list[Box]]]:
+    """A COCO instances file: the class names (its categories, in id order, unless
+    ``names`` is given), the images it lists and their boxes (normalized xyxy).
+
+    ``file_name`` is found under ``root/images/<split>/``, ``root/images/``, ``root/<split>/``
+    or the JSON's own folder, in that order (the layouts COCO exports come in). Crowd
+    annotations are skipped (COCO's own evaluation ignores them); a box outside its image,
+    an unknown category or a missing image stops the load naming the file and the entry.
+    For segmentation the masks are read instead (:func:`nasforge.data.coco_masks.read_coco_masks`).
+    """
+    doc, names, index, images = coco_head(path, root, split, names)
+    boxes: dict[Path, list[Box]] = {im[0]: [] for im in images.values()}
     for k, a in enumerate(doc["annotations"]):
         where = f"{path}: annotations[{k}]"
         if not isinstance(a, dict):
             raise DataError(f"{where} is not an object")
         if a.get("iscrowd"):
             continue
+        (f, w, h, _), cls = coco_category(a, where, images, index, len(names))
         try:
-            iid, cid = int(a["image_id"]), int(a["category_id"])
             x, y, bw, bh = (float(v) for v in a["bbox"])
         except (TypeError, KeyError, ValueError):
             raise DataError(f"{where} needs 'image_id', 'category_id' and 'bbox' [x, y, w, "
                             "h]") from None
-        if iid not in images:
-            raise DataError(f"{where}: image_id {iid} is not in 'images'")
-        if cid not in index or index[cid] >= len(names):
-            raise DataError(f"{where}: category_id {cid} is not one of the "
-                            f"{len(names)} categories")
-        f, w, h = images[iid]
         vals = (x / w, y / h, (x + bw) / w, (y + bh) / h)
         if not all(math.isfinite(v) for v in vals) or bw <= 0 or bh <= 0 or \
                 min(vals) < -COORD_TOLERANCE or max(vals) > 1 + COORD_TOLERANCE:
             raise DataError(f"{where}: bbox {[x, y, bw, bh]} is not inside its {w} x {h} "
                             "image")
         x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in vals)
-        boxes[f].append(Box(index[cid], x0, y0, x1, y1))
+        boxes[f].append(Box(cls, x0, y0, x1, y1))
     return names, list(boxes), boxes
 
 
@@ -256,9 +285,13 @@ def _images_of(entry: Any, root: Path, where: Path, split: str) -> list[Path]:
     return out
 
 
-def read_layout(path: str | os.PathLike[str]) -> Layout:
-    """Parse ``data.yaml`` (or the folder holding it)."""
+def read_layout(path: str | os.PathLike[str], task: str | None = None) -> Layout:
+    """Parse ``data.yaml`` (or the folder holding it). COCO JSON split entries are read
+    for ``task``: boxes for detection, masks (:mod:`nasforge.data.coco_masks`) for
+    segmentation; None: segmentation when data.yaml has ``masks``."""
     import yaml
+
+    from nasforge.data.coco_masks import read_coco_masks
 
     p = Path(path).expanduser()
     yml = p if p.is_file() else next((p / n for n in ("data.yaml", "data.yml")
@@ -283,13 +316,19 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
         not coco_entries else None
     splits: dict[str, list[Path]] = {}
     coco: dict[Path, list[Box]] = {}
+    coco_masks: dict[Path, CocoMaskImage] = {}
+    seg = task == "segmentation" if task else bool(doc.get("masks"))
     for split, entry in coco_entries.items():
         jp = Path(entry).expanduser()
         jp = jp if jp.is_absolute() else root / jp
         if not jp.is_file():
             raise DataError(f"{yml}: the '{split}' entry {entry!r} is not there ({jp})")
-        names, splits[split], b = read_coco(jp, root, split, names)
-        coco.update(b)
+        if seg:
+            names, splits[split], m = read_coco_masks(jp, root, split, names)
+            coco_masks.update(m)
+        else:
+            names, splits[split], b = read_coco(jp, root, split, names)
+            coco.update(b)
         if not splits[split]:
             raise DataError(f"{jp}: the '{split}' split lists no images")
     assert names is not None
@@ -301,7 +340,7 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
                                 f"({', '.join(IMAGE_SUFFIXES)})")
             splits[split] = files
     return Layout(root=root, names=names, splits=splits, masks=bool(doc.get("masks")),
-                  coco=coco or None)
+                  coco=coco or None, coco_masks=coco_masks or None)
 
 
 def is_yolo_layout(path: Any) -> bool:
@@ -444,9 +483,12 @@ def _default_size(files: Sequence[Path]) -> int:
 
 
 def _read_split(files: list[Path], names: list[str], size: int, task: str,
-                coco: dict[Path, list[Box]] | None = None
+                coco: dict[Path, list[Box]] | None = None,
+                coco_masks: dict[Path, CocoMaskImage] | None = None
                 ) -> tuple[np.ndarray, Any, dict[str, int]]:
     from PIL import Image
+
+    from nasforge.data.coco_masks import class_map
 
     xs = np.empty((len(files), 3, size, size), dtype=np.float32)
     ys: list[Any] = []
@@ -455,6 +497,17 @@ def _read_split(files: list[Path], names: list[str], size: int, task: str,
         im = _open_rgb(f)
         xs[i] = letterbox(im, size).transpose(2, 0, 1)
         s, nh, nw, top, left = letterbox_params(im.height, im.width, size)
+        if task == "segmentation" and coco_masks is not None and f in coco_masks:
+            cm = coco_masks[f]
+            if (cm.width, cm.height) != im.size:
+                raise DataError(f"{cm.where}: the JSON says {cm.width} x {cm.height}, the "
+                                f"image {f} is {im.width} x {im.height}")
+            counts["objects"] += len(cm.annotations)
+            counts["empty"] += not cm.annotations
+            # the same letterbox as a PNG mask's: nearest neighbour, IGNORE in the padding
+            ys.append(letterbox(Image.fromarray(class_map(cm)), size,
+                                Image.Resampling.NEAREST, fill=IGNORE))
+            continue
         if task == "segmentation":
             mp = _sibling(f, "masks", ".png")
             if not mp.is_file():
@@ -518,7 +571,7 @@ def load_detection(path: str | os.PathLike[str], *, task: str | None = None,
     ``val`` split is held out of ``train`` (``val_fraction``), a missing ``test`` split
     is the validation split's images again (said when loading). ``task_options`` go to
     the task (e.g. the detection neck's ``fpn_width``)."""
-    lay = read_layout(path)
+    lay = read_layout(path, task)
     task = task or ("segmentation" if lay.masks else "detection")
     if task not in ("detection", "segmentation"):
         raise DataError(f"a YOLO-layout data set is for detection or segmentation, not {task!r}")
@@ -545,7 +598,8 @@ def load_detection(path: str | os.PathLike[str], *, task: str | None = None,
     for name, files in (("train", train), ("val", val), ("test", test)):
         if not files:
             raise DataError(f"the '{name}' split of {path} is empty")
-        x, y, counts[name] = _read_split(files, lay.names, size, task, lay.coco)
+        x, y, counts[name] = _read_split(files, lay.names, size, task, lay.coco,
+                                         lay.coco_masks)
         parts[name] = (x, y)
     if task == "detection":
         m = max(max((len(r) for r in y), default=0) for _, y in parts.values())
