@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -149,6 +150,41 @@ def costs(net: Any, size: int, in_ch: int = 3) -> dict[str, Any]:
         net(torch.zeros(1, in_ch, size, size))
     return {"params": sum(p.numel() for p in net.parameters()),
             "flops": int(counter.get_total_flops())}
+
+
+def interleaved_latency(paths: Mapping[str, str | Path], repeats: int = 200,
+                        block: int = 10) -> dict[str, dict[str, float]]:
+    """ONNX Runtime batch-1 latency (ms, one thread) of several graphs measured in turns
+    (``block`` runs of each, round after round, after 20 warm-ups each), so a load that
+    comes and goes on the core slows them all alike: median and p90 per graph."""
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    runs: dict[str, Any] = {}
+    for name, path in paths.items():
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+        shape[0] = 1
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        for _ in range(20):
+            sess.run(None, {inp.name: x})
+        runs[name] = (sess, {inp.name: x}, [])
+    for _ in range(max(1, repeats // block)):
+        for sess, feed, ts in runs.values():
+            for _ in range(block):
+                t = time.perf_counter()
+                sess.run(None, feed)
+                ts.append(1000 * (time.perf_counter() - t))
+    out = {}
+    for name, (_, _, ts) in runs.items():
+        ts.sort()
+        out[name] = {"onnx_ms": statistics.median(ts), "onnx_ms_p90": ts[int(0.9 * (len(ts) - 1))]}
+    return out
 
 
 # ----------------------------------------------------------------------------- data
@@ -297,13 +333,18 @@ def render(journal: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
              "the classes present, background included, over all test pixels at once). "
              "FLOPs: torch's `FlopCounterMode` at batch 1 (2 per multiply-add). Latency: "
              f"ONNX Runtime, batch 1, one thread, median of {s['repeats']} runs (softmax "
-             "probabilities out, no argmax).", "",
+             "probabilities out, no argmax)"
+             + (", the graphs measured in turns (10 runs of each, round after round) "
+                "after all were trained, so a passing load slows all alike"
+                if steps.get("latency") else "") + ".", "",
              "| system | mIoU | Dice | pixel acc. | params | GFLOPs | ONNX ms (p90) | wall s "
              "| epochs | notes |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    turns = steps.get("latency", {})
     for name in SYSTEMS:
         tr, sc = steps.get(f"train_{name}", {}), steps.get(f"score_{name}", {})
         if not tr:
             continue
+        sc = {**sc, **turns.get(name, {})}
         notes = []
         if tr.get("status") == "failed":
             notes.append("training FAILED (see below)")
@@ -323,6 +364,7 @@ def render(journal: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
             f"{_f(tr.get('wall_s'), '.0f')} | {_f(sc.get('epochs'), '.3g')} | "
             f"{'; '.join(notes)} |")
     lines += ["", "## Reading", "", verdict(steps), ""]
+    lines += earlier_runs(journal)
     lines += per_class_table(steps, s)
     for name in SYSTEMS:
         tr, sc = steps.get(f"train_{name}", {}), steps.get(f"score_{name}", {})
@@ -354,6 +396,27 @@ def render(journal: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def earlier_runs(journal: Mapping[str, Any]) -> list[str]:
+    """The replaced runs of systems that were run again (``journal["earlier"]``: a list
+    of ``{"note", "steps": {"train_X", "score_X"}}``, set by hand when a run is redone)."""
+    out: list[str] = []
+    for e in journal.get("earlier") or []:
+        st = e.get("steps", {})
+        out += ["## Replaced runs (kept for the record)", "", str(e.get("note", "")), "",
+                "| system | mIoU | Dice | wall s | epochs | ONNX ms (p90), measured alone |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for n in SYSTEMS:
+            tr, sc = st.get(f"train_{n}"), st.get(f"score_{n}")
+            if tr is None or sc is None:
+                continue
+            out.append(f"| {LABELS[n]} | {_f(sc.get('miou'), '.4f')} | "
+                       f"{_f(sc.get('dice'), '.4f')} | {_f(tr.get('wall_s'), '.0f')} | "
+                       f"{_f(sc.get('epochs'), '.3g')} | {_f(sc.get('onnx_ms'), '.2f')} "
+                       f"({_f(sc.get('onnx_ms_p90'), '.2f')}) |")
+        out.append("")
+    return out
+
+
 def per_class_table(steps: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
     names = [n for n in SYSTEMS if steps.get(f"score_{n}", {}).get("per_class_iou")]
     if not names:
@@ -371,8 +434,9 @@ def per_class_table(steps: Mapping[str, Any], settings: Mapping[str, Any]) -> li
 
 
 def verdict(steps: Mapping[str, Any]) -> str:
-    nf, un = steps.get("score_nasforge", {}), steps.get("score_unet", {})
-    hd = steps.get("score_hand", {})
+    turns = steps.get("latency", {})
+    nf, un, hd = ({**steps.get(f"score_{n}", {}), **turns.get(n, {})}
+                  for n in ("nasforge", "unet", "hand"))
     if nf.get("miou") is None or un.get("miou") is None:
         return "Not all systems were scored, so the goal cannot be judged (see above)."
     d = nf["miou"] - un["miou"]
@@ -408,8 +472,9 @@ def plot(journal: Mapping[str, Any], path: Path) -> None:
     done = [n for n in SYSTEMS if journal["steps"].get(f"score_{n}", {}).get("miou")
             is not None]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    turns = journal["steps"].get("latency", {})
     for i, n in enumerate(done):
-        sc = journal["steps"][f"score_{n}"]
+        sc = {**journal["steps"][f"score_{n}"], **turns.get(n, {})}
         a1.bar(i - 0.2, sc["miou"], 0.4, color=colours[n], label="mIoU" if not i else None)
         a1.bar(i + 0.2, sc["dice"], 0.4, color=colours[n], alpha=0.5,
                label="Dice" if not i else None)
@@ -493,6 +558,15 @@ def main(argv: list[str] | None = None) -> int:
             save_journal(jpath, journal)
             print(f"[{time.strftime('%H:%M:%S')}] {s}: scored mIoU {sc.get('miou')}",
                   flush=True)
+    onnx = {n: str(Path(journal["steps"][f"train_{n}"]["model_dir"]) / "model.onnx")
+            for n in SYSTEMS if _done(journal, f"score_{n}")
+            and (Path(journal["steps"][f"train_{n}"]["model_dir"]) / "model.onnx").is_file()}
+    if len(onnx) > 1 and journal["steps"].get("latency", {}).get("systems") != sorted(onnx):
+        print(f"[{time.strftime('%H:%M:%S')}] ONNX latencies of {', '.join(onnx)} in turns",
+              flush=True)
+        journal["steps"]["latency"] = {"status": "ok", "systems": sorted(onnx),
+                                       **interleaved_latency(onnx, args.repeats)}
+        save_journal(jpath, journal)
     import onnxruntime
 
     meta = {"cpu": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             steps += 1
             seen += len(idx)
-            run_loss += float(loss)
+            run_loss += float(loss.detach())
             nb += 1
         epoch += 1
         print(f"epoch {epoch} ({seen / len(x):.2f} epochs seen): loss {run_loss / max(nb, 1):.4f}"
