@@ -263,3 +263,28 @@ def test_no_search_when_trials_would_see_under_an_epoch():
     # the plain single-trial plan also keeps its trial short
     q = plan_job(60.0, 4.0)
     assert q.n_configs == 1 and q.min_trial_s <= 3.0 and q.search_s < 10
+
+
+def test_the_winner_reserve_probes_at_the_job_batch_size_and_counts_the_latency_timing(
+        monkeypatch):
+    from types import SimpleNamespace
+
+    from nasforge.run import budget as B
+    from nasforge.run import plan as P
+
+    seen = {}
+
+    def probe(net, data, batch_size=128, steps=3):
+        seen.update(batch_size=batch_size, steps=steps)
+        return Probe(step_s=1.0, infer_s=0.01, n_train=100, n_val=10, n_test=20,
+                     batch_size=batch_size)
+
+    monkeypatch.setattr(B, "measure_probe", probe)
+    est = SimpleNamespace(config=lambda: {"batch_size": 32, "augment": "none"})
+    setup = SimpleNamespace(space=None, estimator=est)
+    data = SimpleNamespace(build_network=lambda space, arch: torch.nn.Identity(), y_test=[])
+    r = P._winner_reserve(setup, data, SimpleNamespace(arch="a"), planned=99.0)
+    assert seen == {"batch_size": 32, "steps": 1}
+    post = B.EXPORT_FIXED_S + 0.01 * 20
+    assert r == pytest.approx(1.5 * (post + P.LATENCY_FORWARDS * 0.01))
+    assert P.LATENCY_FORWARDS * 0.01 > 10  # the batch-32 timings dominate a slow network

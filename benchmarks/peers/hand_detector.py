@@ -8,6 +8,8 @@ cosine over the wall-clock time) on train + val for the budget counted from proc
 less a reserve for the test and the ONNX export, then tested, measured and exported to
 ``OUT/best`` by the same code as a search's winner (``nasforge.run.finalize.finish_model``),
 so its ``summary.json`` and ``model.onnx`` are the same kind as nasforge's.
+``--task segmentation`` does the same with the segmentation task's default U-Net
+decoder in place of the FPN/FCOS head (the segmentation benchmark's ``hand`` system).
 
     PYTHONPATH=src taskset -c 1 python benchmarks/peers/hand_detector.py \
         --data DATA/data.yaml --budget 480 --out RUN
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="neck/head choices changed from the defaults, 'k=v;k=v' (e.g. "
                          "'neck=pan;resolution=0.75'); the model directory then stores the "
                          "with-head space")
+    ap.add_argument("--task", default="detection", choices=("detection", "segmentation"))
     args = ap.parse_args(argv)
 
     import torch
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasforge.run.budget import RECIPE
     from nasforge.run.finalize import finish_model
 
-    data = nasforge.load_dataset(args.data, task="detection", seed=args.seed)
+    data = nasforge.load_dataset(args.data, task=args.task, seed=args.seed)
     space = nasforge.spaces.get("cnn")
     arch = space.known_good()[0]
     if args.head:
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     kw = {k: recipe[k] for k in ("batch_size", "optimizer", "lr", "weight_decay",
                                  "label_smoothing", "augment", "warmup")}
     secs = args.budget - (time.monotonic() - T0) - args.reserve
-    print(f"hand detector {arch.text}: {sum(p.numel() for p in model.parameters()):,} params, "
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"hand {args.task} model {arch.text}: {n_params:,} params, "
           f"training {secs:.0f} s on train + val", flush=True)
     final, model_dir = finish_model(
         model, arch, space, data, Path(args.out) / "best",

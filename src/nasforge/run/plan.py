@@ -50,12 +50,21 @@ def _flips(setup: _Setup) -> bool:
     return str(setup.estimator.config().get("augment") or "none").startswith("flip")
 
 
+#: examples through the network when the final model's ``summary.json`` latencies are
+#: timed (``finish_model``'s 50 repeats: torch at batch 1 twice and ONNX Runtime once,
+#: 5 warm-ups each; torch and ONNX Runtime at batch 32, 12 repeats + 2 warm-ups each)
+LATENCY_FORWARDS = 3 * (50 + 5) + 2 * (12 + 2) * 32
+
+
 def _winner_reserve(setup: _Setup, data: Dataset, rec: TrialRecord, planned: float) -> float:
     """Seconds to keep for testing and exporting the chosen network: its own inference
     time on the test split (timed on the untrained network, which is as fast) plus the
     task's scoring of it (timed on a sample and scaled: a detector's box decoding, NMS
-    and COCO evaluation cost more than its forward passes), with a 1.5x margin;
-    ``planned`` if it cannot be timed."""
+    and COCO evaluation cost more than its forward passes) plus the summary's latency
+    timings (:data:`LATENCY_FORWARDS` examples' forward passes), with a 1.5x margin;
+    ``planned`` if it cannot be timed. The probe runs at the estimator's batch size, as
+    the plan's own does (at its default of 128 it timed two training steps of 128 and
+    512-example inference passes for a segmenter that trains at 32)."""
     import time
 
     import numpy as np
@@ -66,7 +75,8 @@ def _winner_reserve(setup: _Setup, data: Dataset, rec: TrialRecord, planned: flo
     try:
         torch.manual_seed(0)
         net = data.build_network(setup.space, rec.arch)
-        probe = measure_probe(net, data, steps=1)
+        bs = int(setup.estimator.config().get("batch_size") or 128)
+        probe = measure_probe(net, data, batch_size=bs, steps=1)
     except Exception:  # noqa: BLE001 - keep the plan's figure
         return planned
     score_s = 0.0
@@ -83,7 +93,8 @@ def _winner_reserve(setup: _Setup, data: Dataset, rec: TrialRecord, planned: flo
             score_s = (time.perf_counter() - t0) * len(data.y_test) / k
     except Exception:  # noqa: BLE001 - the forward-pass estimate alone
         score_s = 0.0
-    return max(MIN_PROBED_RESERVE_S, 1.5 * (probe.post_s(_flips(setup)) + score_s))
+    latency_s = LATENCY_FORWARDS * probe.infer_s
+    return max(MIN_PROBED_RESERVE_S, 1.5 * (probe.post_s(_flips(setup)) + score_s + latency_s))
 
 
 def _planned(plan: Any, dataset: Any, strategy: str | Strategy | None,
