@@ -517,11 +517,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--quick", action="store_true", help="300 images of 96 px, 60 s each")
+    ap.add_argument("--tag", default="", help="write segmentation_TAG.* (another setting "
+                    "beside the main report)")
     args = ap.parse_args(argv)
     if args.quick:
         args.images, args.size, args.budget, args.repeats = 300, 96, 60.0, 50
         args.hand_reserve, args.unet_reserve = 20.0, 10.0
     name = "segmentation_quick" if args.quick else "segmentation"
+    if args.tag:
+        name += f"_{args.tag}"
     work = Path(args.work or ROOT / "runs" / f"bench-{name}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     systems = [s for s in args.systems.split(",") if s]
