@@ -192,9 +192,13 @@ def test_a_search_stores_the_wrapped_space_and_exports_a_searched_head(tmp_path)
     with RunStore.open(tmp_path / "r") as store:
         assert store.config["space"]["name"] == "with-head"
         archs = [t.arch for t in store.trials()]
+        space_spec = store.config["space"]
     assert archs and all(" + neck=pan;" in str(a) and "resolution=0.75" in str(a)
                          for a in archs)
-    assert (tmp_path / "r").name == "r"
+    from nasforge.cli._show import _space_label
+
+    assert _space_label(space_spec) == "cnn+detection"
+    assert _space_label({"name": "with-head", "options": {"bad": 1}}) == "with-head"
     model = nasforge.load(res.model_dir)
     assert model.module is not None
     x = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)

@@ -47,9 +47,10 @@ def show(
     con = _console()
     ds = config.get("dataset") or {}
     name_of = lambda k: (config.get(k) or {}).get("name", "?")  # noqa: E731
+    space_label = _space_label(config.get("space") or {})
     con.print(Text(f"Run {run_dir}", style="bold"), soft_wrap=True)
     con.print(
-        f"dataset {ds.get('resolved') or ds.get('name', '?')}  space {name_of('space')}  "
+        f"dataset {ds.get('resolved') or ds.get('name', '?')}  space {space_label}  "
         f"strategy {name_of('strategy')}  estimator {name_of('estimator')}  "
         f"seed {config.get('seed', '?')}  status {meta.get('status', '?')}",
         soft_wrap=True,
@@ -149,3 +150,13 @@ def _input_kind(model_dir: Any) -> str:
     except (NasforgeError, OSError):
         return "image"
     return str(doc.get("input_kind") or "image") if isinstance(doc, dict) else "image"
+
+
+def _space_label(spec: dict) -> str:
+    """The space as a person reads it (``cnn+detection`` for a wrapped one), else its name."""
+    from nasforge import spaces
+
+    try:
+        return spaces.get(spec["name"], **dict(spec.get("options") or {})).label
+    except Exception:  # noqa: BLE001 - a damaged or foreign config: show what it says
+        return str(spec.get("name", "?"))
