@@ -376,3 +376,16 @@ def test_search_help_shows_the_defaults(capsys):
     assert code == 0
     text = " ".join((out + err).split())
     assert "default: 10" in text and "runs/SPACE-STRATEGY-TIME" in text  # not eaten as markup
+
+
+def test_summary_lines_show_every_tasks_primary_metric():
+    """The summary line reads the metric names from the registered tasks: a segmentation
+    run's test mIoU shows (it was left out when the list was written by hand)."""
+    from nasforge.cli._app import _metrics_line
+
+    line = _metrics_line({"test_miou": 0.19, "test_dice": 0.28, "test_loss": 0.7,
+                          "params": 122117, "peak_memory_mb": 3.2})
+    assert "test_miou 0.19" in line and "test_dice" in line and "params" in line
+    assert "peak_memory_mb" not in line
+    assert _metrics_line({"test_accuracy": 0.9, "val_accuracy": 0.8}).startswith(
+        "test_accuracy")

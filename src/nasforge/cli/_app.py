@@ -242,13 +242,26 @@ def _execution(
 
 # ------------------------------------------------------------------------------ output
 #: the metrics a one-line summary shows (search's report and `nasforge show`), in order
-_SHOWN = ("test_accuracy", "val_accuracy", "test_rmse", "test_r2", "val_rmse", "val_r2",
-          "test_map50_95", "test_map50", "val_map50_95", "val_map50",
-          "val_loss", "params", "flops", "latency_ms", "train_time_s")  # fmt: skip
+_COSTS = ("val_loss", "params", "flops", "latency_ms", "train_time_s")
+
+
+def _shown() -> list[str]:
+    """The metrics a summary line shows, in order: every registered task's primary metric
+    and its other reported ones (test, then validation; mae is left to the tables), then
+    the costs. Read from the tasks' declarations, so a new task's metrics show too."""
+    from nasforge import tasks
+
+    names: list[str] = []
+    for n in tasks.registry.names():
+        cls = tasks.registry.factory(n)
+        names += [cls.primary, *(m for m in cls.metric_names  # type: ignore[attr-defined]
+                                 if m not in (cls.primary, "loss", "mae"))]  # type: ignore[attr-defined]
+    names = list(dict.fromkeys(names))
+    return [*(f"{p}_{m}" for m in names for p in ("test", "val")), *_COSTS]
 
 
 def _metrics_line(metrics: dict[str, Any]) -> str:
-    keys = [k for k in _SHOWN if k in metrics] or sorted(metrics)[:6]
+    keys = [k for k in _shown() if k in metrics] or sorted(metrics)[:6]
     return "  ".join(f"{k} {_fmt(metrics[k])}" for k in keys)
 
 
