@@ -270,3 +270,28 @@ def test_the_onnx_check_is_relative_for_large_outputs(space, det, tmp_path):
     net = det.serve(det.build_network(space, a, SHAPE)).eval()
     export_onnx(net, SHAPE, tmp_path / "m.onnx")
     assert (tmp_path / "big.onnx").is_file() and (tmp_path / "m.onnx").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(__import__("nasforge").strategies.registry.names()))
+def test_every_strategy_searches_the_head_choices(space, name):
+    """Each registered strategy asks and is told on the wrapped space with no change:
+    its suggestions are archs of that space and the head choices vary."""
+    from nasforge import strategies
+    from nasforge.estimators.base import Result
+
+    try:
+        st = strategies.get(name, space=space, seed=0, metric="val_map50_95", mode="max")
+    except NasforgeError:
+        st = strategies.get(name, space=space, seed=0)
+    rng = np.random.default_rng(0)
+    heads = set()
+    for _ in range(25):
+        s = st.ask()
+        if s is None:
+            break
+        assert space.parse(s.arch.text) == s.arch
+        heads.add(tuple(space.head_values(s.arch).items()))
+        st.tell(s, Result(metrics={"val_map50_95": float(rng.random()),
+                                   "val_accuracy": float(rng.random()), "params": 1e3,
+                                   "latency_ms": 1.0}, cost=1.0))
+    assert len(heads) >= 2, f"{name} never changed the head"
