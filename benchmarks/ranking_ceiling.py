@@ -420,7 +420,7 @@ def part_report(args: argparse.Namespace, work: Path) -> None:
               "like: the method's mean tau against seed A and against seed B, over the "
               "seed-vs-seed tau.", ""]
     if not truth:
-        (RESULTS / "ranking_ceiling.md").write_text("\n".join(lines) + "\n")
+        _write_md(lines)
         return
     ref = max(truth)
     ceil = out["protocols"][ref]
@@ -483,11 +483,17 @@ def part_report(args: argparse.Namespace, work: Path) -> None:
                      f"{'met' if r['matched'] else 'NOT met'}.")
     out["machine"] = {"python": platform.python_version(), "torch": torch.__version__}
     RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ranking_ceiling.json").write_text(json.dumps(out, indent=1))
+    _write_md(lines)
+
+
+def _write_md(lines: list[str]) -> None:
+    """The generated ``lines``, then the hand-written lines of the file there (kept)."""
     md = RESULTS / "ranking_ceiling.md"
     tail = kept_tail(md.read_text()) if md.exists() else []
-    (RESULTS / "ranking_ceiling.json").write_text(json.dumps(out, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines + [KEEP_MARK] + tail) + "\n")
-    _log(f"wrote {RESULTS / 'ranking_ceiling.md'}")
+    _log(f"wrote {md}")
 
 
 def _darts_lines(work: Path, args: argparse.Namespace, truth: dict[int, list[float]],
