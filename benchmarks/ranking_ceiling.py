@@ -19,17 +19,27 @@ themselves. This benchmark measures that ceiling first and every supernet agains
    lr 3e-3); the derived cell is trained with both stand-alone seeds and placed among the
    random architectures (does it beat the median one?), with its share of parameter-free
    edges (the collapse).
-4. ``report``: tau of each method against the mean of the two stand-alone seeds (and
+4. ``localsearch``: the baseline a supernet search has to match, ``nasforge.search``
+   with the ``local-search`` strategy and the ``train`` estimator (each trial trains a
+   stand-alone network ``--ls-epochs`` epochs, batch 64, lr 0.05, and scores it on the
+   same 10k test images the supernet searches scored their candidates on), one run per
+   seed of ``--ls-seeds`` for the longest supernet method's CPU time (supernet training
+   plus its search's evaluations, from the journals). The local search does not look at
+   its budget, so its pick at a shorter budget is the best trial finished by then (what
+   a run stopped there returns); each pick is trained like the supernet picks.
+5. ``report``: tau of each method against the mean of the two stand-alone seeds (and
    against each seed), absolutely and as a fraction of the ceiling; dead cells (no op
    path from the cell's input to its output: output identically zero) reported apart.
 
 Accuracies for the ranking are taken on the full 10,000-image test set for both sides
 (a 450-image validation split alone has a standard error of ~2 points, which would
-bury the ranking in sampling noise); nothing here selects a model.
+bury the ranking in sampling noise). The searches (each supernet's evolution, the local
+search) select on the same 10k test images: their picks' accuracies are optimistic,
+alike for both sides of the comparison.
 
 Parts write JSON under ``--work`` and can run in parallel (one core each, ``taskset``):
 ``python benchmarks/ranking_ceiling.py --part standalone --seed-index 0`` (and 1),
-``--part supernet --method spos-20``, ..., then ``--part report`` writes
+``--part supernet --method spos-20``, ..., ``--part localsearch``, then ``--part report`` writes
 ``benchmarks/results/ranking_ceiling.md`` and ``.json``. ``--part all`` runs everything.
 """
 
@@ -61,6 +71,8 @@ METHODS = ("spos-20", "spos-60", "fair-12", "fewshot-20+8")
 DARTS = {"darts-1": None, "darts-1-minus": "darts-minus", "darts-1-beta": "beta-decay"}
 PARAM_FREE = ("none", "skip_connect", "avg_pool_3x3")
 SEEDS = (1000, 2000)
+#: the line ``--part report`` writes after its generated part; what follows it is kept
+KEEP_MARK = "<!-- generated above by --part report; hand-written below, kept on regenerating -->"
 
 
 def _log(msg: str) -> None:
@@ -203,6 +215,163 @@ def part_darts(args: argparse.Namespace, work: Path) -> None:
         _log(f"{label}: {arch.text} in {search_s:.0f} s, stand-alone {accs}")
 
 
+def supernet_cost(r: dict[str, Any]) -> float:
+    """A supernet method's total CPU seconds as a search: its supernet training plus its
+    evolution search's candidate evaluations (the 50-arch ranking is analysis, left out)."""
+    return float(r["train_s"]) + float(r["found_search_s"])
+
+
+def incumbent_at(trials: list[dict[str, Any]], budget_s: float) -> dict[str, Any] | None:
+    """The pick of a search stopped at ``budget_s``: the best ``val`` among the trials
+    finished by then (``end_s``, seconds from the search's start; ``val`` None: failed),
+    with how many trials had finished and when the last of them did. None: none had."""
+    done = [t for t in trials if t["end_s"] <= budget_s]
+    ok = [t for t in done if t["val"] is not None]
+    if not ok:
+        return None
+    best = max(ok, key=lambda t: t["val"])  # the first of equals, as the store's order
+    return {"arch": best["arch"], "val": best["val"], "trials": len(done),
+            "used_s": max(t["end_s"] for t in done)}
+
+
+def kept_tail(old: str) -> list[str]:
+    """The hand-written lines of a report file to keep when regenerating it: those after
+    :data:`KEEP_MARK`, or in a file from before the mark, those after the generated
+    ``- Best method:`` goal line (nothing when neither is there)."""
+    lines = old.splitlines()
+    if KEEP_MARK in lines:
+        return lines[lines.index(KEEP_MARK) + 1:]
+    for i, line in enumerate(lines):
+        if line.startswith("- Best method:"):
+            return lines[i + 1:]
+    return []
+
+
+def _method_costs(work: Path, methods: list[str]) -> dict[str, float]:
+    return {m: supernet_cost(json.loads(p.read_text())) for m in methods
+            if (p := work / f"supernet-{m}.json").exists()}
+
+
+def part_localsearch(args: argparse.Namespace, work: Path) -> None:
+    import shutil
+
+    import nasforge
+    from nasforge import estimators
+
+    raw, data = _data(args.seed)
+    space = NB201Space(C=SETTINGS["C"], N=SETTINGS["N"])
+    costs = _method_costs(work, args.methods)
+    if not costs:
+        raise SystemExit("no supernet journals: run --part supernet first")
+    budget = args.ls_budget or max(costs.values())
+    epochs = max(args.protocols)
+    cache_path = work / "localsearch-picks.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for seed in args.ls_seeds:
+        path = work / f"localsearch-s{seed}.json"
+        if not path.exists():
+            run_dir = work / f"localsearch-s{seed}-run"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            est = estimators.get("train", epochs=args.ls_epochs,
+                                 batch_size=SETTINGS["batch_size"], lr=SETTINGS["lr"],
+                                 measure_latency=False, seed=seed)
+            t0 = time.time()
+            res = nasforge.search(data, space=space, strategy="local-search", estimator=est,
+                                  trials=None, time_budget=budget, seed=seed, out=run_dir,
+                                  final_train=False, progress=False)
+            wall = time.time() - t0
+            trials = [{"arch": t.arch, "end_s": (t.finished_at or t0) - t0,
+                       "val": t.metrics.get("val_accuracy") if t.ok else None}
+                      for t in res.trials if t.done]
+            path.write_text(json.dumps({"seed": seed, "epochs": args.ls_epochs,
+                                        "budget_s": budget, "wall_s": wall,
+                                        "trials": trials}))
+            _log(f"local search seed {seed}: {len(trials)} trials in {wall:.0f} s")
+        journal = json.loads(path.read_text())
+        for m, cost in costs.items():
+            inc = incumbent_at(journal["trials"], cost)
+            key = f"{inc['arch']}@{epochs}" if inc else None
+            if key is None or key in cache:
+                continue
+            cache[key] = [_train_standalone(space, space.parse(inc["arch"]), raw, epochs,
+                                            SEEDS[k] + 777) for k in (0, 1)]
+            cache_path.write_text(json.dumps(cache))
+            _log(f"local search seed {seed}, pick at {m}'s {cost:.0f} s: {inc['arch']} "
+                 f"{cache[key]}")
+
+
+def _localsearch_lines(work: Path, args: argparse.Namespace, truth: dict[int, list[float]],
+                       out: dict[str, Any]) -> list[str]:
+    journals = [json.loads(p.read_text()) for s in args.ls_seeds
+                if (p := work / f"localsearch-s{s}.json").exists()]
+    cache_path = work / "localsearch-picks.json"
+    if not journals or not cache_path.exists():
+        return []
+    cache = json.loads(cache_path.read_text())
+    ref = max(truth)
+    rand = np.array(truth[ref])
+    costs = _method_costs(work, args.methods)
+    ep = journals[0]["epochs"]
+    # noise of a difference of two 2-seed means: one run's sd (from seed A - seed B of the
+    # random architectures: var(A - B) = 2 sd^2), as var(mean2 - mean2') = 2 sd^2 / 2
+    pa, pb = (np.array(out["protocols"][ref][k]) for k in ("seed_a", "seed_b"))
+    noise = float(np.std(pa - pb, ddof=1) / np.sqrt(2))
+    lines = ["", "## 4. Supernet picks against local search (`train`) at equal CPU time", "",
+             f"`nasforge.search(strategy='local-search', estimator=train)`: each trial trains "
+             f"a stand-alone network {ep} epochs (batch {SETTINGS['batch_size']}, lr "
+             f"{SETTINGS['lr']}, the same training pool) and scores it on the 10k test "
+             "images, as the supernet searches scored their candidates; in-process, one "
+             "torch thread, pinned to one core. One run per seed "
+             f"({', '.join(str(j['seed']) for j in journals)}) for "
+             f"{journals[0]['budget_s']:.0f} s; the pick at a method's CPU time is the best "
+             "trial finished by then (local search does not look at its budget, so this is "
+             "what a run stopped there returns). CPU time counted: for a supernet, its "
+             "training plus its evolution search (100 candidates, BN recalibration and "
+             "scoring each); for local search, the wall time from the `nasforge.search` "
+             "call to the end of the last trial counted (model building, training, "
+             "scoring, the run store). Neither counts data loading or the 10-epoch "
+             "training of the pick. Each pick is trained under the 10-epoch protocol with "
+             "both stand-alone seeds (mean), like the supernet picks; 'beats' is the share "
+             f"of the {len(rand)} random architectures (mean of their two seeds) it beats. "
+             "The last column compares the supernet pick with the median local-search "
+             f"pick; sd: the noise of a difference of two 2-seed means, {noise:.4f} (one "
+             "stand-alone run's sd, from the random architectures' seed A - seed B).", "",
+             "| method | CPU s (supernet train + search) | supernet pick: acc (beats) | "
+             "local search, median over seeds: acc (beats) | time used s | trials | "
+             "local search per seed: acc (beats) | supernet pick >= local search median |",
+             "|---|--:|--:|--:|--:|--:|---|---|"]
+    out["localsearch"] = {}
+    for m, cost in costs.items():
+        r = json.loads((work / f"supernet-{m}.json").read_text())
+        sn_acc = float(np.mean(r["found_acc"][str(ref)]))
+        sn_beats = float(np.mean(rand < sn_acc))
+        rows = []
+        for j in journals:
+            if j["budget_s"] < cost - 1.0:  # this run stopped before the method's time
+                continue
+            inc = incumbent_at(j["trials"], cost)
+            accs = cache.get(f"{inc['arch']}@{ref}") if inc else None
+            if accs is None:
+                continue
+            acc = float(np.mean(accs))
+            rows.append({"seed": j["seed"], **inc, "acc": acc,
+                         "beats": float(np.mean(rand < acc))})
+        if not rows:
+            continue
+        med = {k: float(np.median([x[k] for x in rows]))
+               for k in ("acc", "beats", "used_s", "trials")}
+        met = sn_acc >= med["acc"]
+        out["localsearch"][m] = {"cost_s": cost, "supernet_acc": sn_acc,
+                                 "supernet_beats": sn_beats, "median": med, "seeds": rows,
+                                 "matched": met, "noise_sd": noise}
+        per = ", ".join(f"{x['acc']:.4f} ({x['beats']:.0%})" for x in rows)
+        lines.append(f"| {m} | {cost:.0f} | {sn_acc:.4f} ({sn_beats:.0%}) | {med['acc']:.4f} "
+                     f"({med['beats']:.0%}) | {med['used_s']:.0f} | {med['trials']:.0f} | "
+                     f"{per} | {'yes' if met else 'no'} ({sn_acc - med['acc']:+.4f}, "
+                     f"{(sn_acc - med['acc']) / noise:+.1f} sd) |")
+    return lines
+
+
 def _tau_block(x: list[float], truth: list[float], keep: list[bool]) -> tuple[float, float]:
     xs = [v for v, k in zip(x, keep, strict=True) if k]
     ts = [v for v, k in zip(truth, keep, strict=True) if k]
@@ -251,7 +420,7 @@ def part_report(args: argparse.Namespace, work: Path) -> None:
               "like: the method's mean tau against seed A and against seed B, over the "
               "seed-vs-seed tau.", ""]
     if not truth:
-        (RESULTS / "ranking_ceiling.md").write_text("\n".join(lines) + "\n")
+        _write_md(lines)
         return
     ref = max(truth)
     ceil = out["protocols"][ref]
@@ -295,6 +464,7 @@ def part_report(args: argparse.Namespace, work: Path) -> None:
                      f"arch | {secs:.0f} (all {len(archs)}) | {t_all:.3f} | {t_alive:.3f} | "
                      f"{ta:.3f} / {tb:.3f} | {frac:.2f} | - |")
     lines += _darts_lines(work, args, truth, out)
+    lines += _localsearch_lines(work, args, truth, out)
     best = max(out["methods"].items(), key=lambda kv: kv[1]["tau_alive"], default=None)
     lines += ["", "## Goals (issue #17: tau >= 0.5 absolute and >= 0.8 of the ceiling)", ""]
     if best is not None:
@@ -303,11 +473,27 @@ def part_report(args: argparse.Namespace, work: Path) -> None:
                      f"({r['fraction']:.2f} of the ceiling {ceil['tau_alive']:.3f}): "
                      f"absolute goal {'met' if r['tau_alive'] >= 0.5 else 'NOT met'}, "
                      f"ceiling goal {'met' if r['fraction'] >= 0.8 else 'NOT met'}.")
+    for m, r in out.get("localsearch", {}).items():
+        lines.append(f"- `{m}` against local search at its {r['cost_s']:.0f} CPU s: the "
+                     f"supernet pick {r['supernet_acc']:.4f} beats "
+                     f"{r['supernet_beats']:.0%} of the random architectures (median random "
+                     f"{'beaten' if r['supernet_beats'] > 0.5 else 'NOT beaten'}); local "
+                     f"search's median pick {r['median']['acc']:.4f} "
+                     f"({r['median']['beats']:.0%}): matches local search "
+                     f"{'met' if r['matched'] else 'NOT met'}.")
     out["machine"] = {"python": platform.python_version(), "torch": torch.__version__}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ranking_ceiling.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "ranking_ceiling.md").write_text("\n".join(lines) + "\n")
-    _log(f"wrote {RESULTS / 'ranking_ceiling.md'}")
+    _write_md(lines)
+
+
+def _write_md(lines: list[str]) -> None:
+    """The generated ``lines``, then the hand-written lines of the file there (kept)."""
+    md = RESULTS / "ranking_ceiling.md"
+    tail = kept_tail(md.read_text()) if md.exists() else []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(lines + [KEEP_MARK] + tail) + "\n")
+    _log(f"wrote {md}")
 
 
 def _darts_lines(work: Path, args: argparse.Namespace, truth: dict[int, list[float]],
@@ -343,7 +529,8 @@ def _darts_lines(work: Path, args: argparse.Namespace, truth: dict[int, list[flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("standalone", "supernet", "darts", "report", "all"),
+    ap.add_argument("--part", choices=("standalone", "supernet", "darts", "localsearch",
+                                       "report", "all"),
                     default="all")
     ap.add_argument("--seed-index", type=int, choices=(0, 1), default=0)
     ap.add_argument("--method", default="spos-20", help=f"one of {', '.join(METHODS)}")
@@ -354,10 +541,15 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=100, help="supernet search size")
     ap.add_argument("--darts-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ls-seeds", default="0,1,2", help="local-search seeds, comma list")
+    ap.add_argument("--ls-epochs", type=int, default=3, help="epochs of a local-search trial")
+    ap.add_argument("--ls-budget", type=float, default=None,
+                    help="seconds per local-search run (default: the longest method's)")
     ap.add_argument("--work", default=str(HERE.parent / "runs" / "ranking-ceiling"))
     args = ap.parse_args()
     args.protocols = [int(v) for v in args.protocols.split(",")]
     args.methods = [m for m in args.methods.split(",") if m]
+    args.ls_seeds = [int(v) for v in args.ls_seeds.split(",") if v]
     torch.set_num_threads(1)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -371,6 +563,8 @@ def main() -> None:
             part_supernet(args, work)
     if args.part in ("darts", "all"):
         part_darts(args, work)
+    if args.part in ("localsearch", "all"):
+        part_localsearch(args, work)
     if args.part in ("report", "all"):
         part_report(args, work)
 
