@@ -147,10 +147,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--quick", action="store_true", help="200 images of 64 px, 40 s each")
+    ap.add_argument("--variants", default="", help="comma list of head texts to run "
+                    "('default' for the default head); all when empty")
+    ap.add_argument("--tag", default="", help="write detection_heads_TAG.*")
     args = ap.parse_args(argv)
     if args.quick:
         args.images, args.size, args.budget, args.reserve, args.repeats = 200, 64, 40, 15, 30
     name = "detection_heads_quick" if args.quick else "detection_heads"
+    if args.tag:
+        name += f"_{args.tag}"
+    if args.variants:
+        wanted = {"" if v == "default" else v for v in args.variants.split(",")}
+        unknown = wanted - set(VARIANTS.values())
+        if unknown:
+            ap.error(f"unknown variants {sorted(unknown)}; choose from "
+                     f"{', '.join(v or 'default' for v in VARIANTS.values())}")
+        for k in [k for k, v in VARIANTS.items() if v not in wanted]:
+            del VARIANTS[k]
     work = Path(args.work or ROOT / "runs" / f"bench-{name}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("budget", "reserve", "images", "size", "seed",
