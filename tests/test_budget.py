@@ -315,3 +315,17 @@ def test_on_few_examples_the_classic_design_is_tried_first(tmp_path):
                            resume=True)
     assert [t.arch for t in more.trials] == [HAND, sp.known_good()[0].text]
 
+
+def test_no_search_when_one_rung_of_short_trials_precedes_a_long_final_training():
+    """The 120-s job on the 5-class folder: 6.6-s trials ranked the fast design first, but
+    at 106 s the classic design was 2-4 points better. Trials under a tenth of a final
+    training of many epochs do not rank for it: the plan trains the first design."""
+    folder = Probe(step_s=0.2, infer_s=3e-4, n_train=2_160, n_val=240, n_test=600)
+    p = plan_job(120.0, 3.5, probe=folder)
+    assert p.n_configs == 1 and p.min_trial_s <= 3.0
+    assert any("rank networks by how fast they start" in line for line in p.describe())
+    assert p.final_s > 0.8 * (120.0 - 3.5 - p.reserve_s)
+    # a Fashion-MNIST job of 5 or 15 minutes (a few epochs in its final training) searches
+    fashion = Probe(step_s=0.07, infer_s=2e-4, n_train=54_000, n_val=6_000, n_test=10_000)
+    assert plan_job(300.0, 5.0, probe=fashion, tta=True).n_configs == 3
+    assert plan_job(900.0, 5.0, probe=fashion, tta=True).n_configs == 6
