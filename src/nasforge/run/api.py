@@ -32,7 +32,7 @@ from nasforge.executors import Executor, make_executor, validate_execution
 from nasforge.run.display import _Display, _summary_table
 from nasforge.run.finalize import _candidates, _final, _write_reports
 from nasforge.run.loop import Callback, Run
-from nasforge.run.plan import _planned, _probed_plan, _winner_reserve
+from nasforge.run.plan import _n_examples, _planned, _probed_plan, _winner_reserve
 from nasforge.run.setup import IDENTITY_KEYS, _build, _diff, _goals, _load_data, _rebuild, _Setup
 from nasforge.spaces.base import Arch, SearchSpace
 from nasforge.store import RunStore, TrialRecord, trials_dataframe
@@ -586,6 +586,8 @@ def _session(store: RunStore, setup: _Setup, data: Dataset | None, budget: dict[
     display: _Display | None = None
     loop: Run | None = None
     try:
+        if data is not None:  # the known-good designs in the order for these data
+            strat.order_known_for(_n_examples(data))
         state, _ = store.strategy_state()
         if state is not None:
             try:

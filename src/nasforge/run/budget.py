@@ -47,6 +47,15 @@ WIDE_BRACKET_EPOCHS = 3.0
 #: design trained the whole budget got 10.2 (0.46); classification trials of about an
 #: epoch do rank (0 by default: the rule is off)
 MIN_RANKING_EPOCHS = 0.0
+#: with a probe: no search when the bracket is one rung (nothing promoted: the trials
+#: alone choose) whose trials are under this share of the final training, and that
+#: training runs at least ``MANY_FINAL_EPOCHS`` epochs of the probed design. Measured on
+#: the 5-class image folder at 120 s (benchmarks/results/hand_design_small.md): 6.6-s
+#: trials of the known-good designs ranked the fast design first (val 0.84, 5 epochs),
+#: yet trained by the same code for 106 s the classic design beat it by 2-4.5 points;
+#: such short trials rank by how fast a network starts, not by where it ends
+SHORT_TRIAL_SHARE = 0.1
+MANY_FINAL_EPOCHS = 10.0
 #: the recipe used by trials and the final training alike, chosen by measurement
 #: (benchmarks/results/fashion_mnist.md): AdamW beat SGD-Nesterov on the same network
 #: and budget, label smoothing and a short warm-up help short schedules
@@ -287,6 +296,16 @@ def plan_job(total_s: float, spent_s: float = 0.0, *, final_share: float = FINAL
                     f"(one ~{probe.epoch_s:.0f} s here), too little to "
                     "rank networks: the first known-good design is checked in a short trial "
                     "and trained with the search's time too (give more time for a search)")
+    elif probe is not None and plan.n_configs > 1 and plan.max_trial_s <= plan.min_trial_s \
+            and plan.max_trial_s < SHORT_TRIAL_SHARE * plan.final_s and \
+            plan.final_s >= MANY_FINAL_EPOCHS * probe.epoch_s:
+        _prior_only(plan, trial_overhead_s, floor,
+                    f"trials of {plan.max_trial_s:.0f} s are under "
+                    f"{SHORT_TRIAL_SHARE:.0%} of the final training "
+                    f"(~{plan.final_s / probe.epoch_s:.0f} epochs here) and would rank "
+                    "networks by how fast they start: the first known-good design is "
+                    "checked in a short trial and trained with the search's time too "
+                    "(give more time for a search)")
     elif plan.n_configs == 1:
         _prior_only(plan, trial_overhead_s, floor,
                     "the budget allows a single trial: the first known-good design is "

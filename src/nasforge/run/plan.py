@@ -30,7 +30,7 @@ def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
     from nasforge.run.budget import measure_probe, plan_job
 
     space = setup.space
-    known = space.known_good()
+    known = space.known_good_for(_n_examples(data))
     try:
         arch = known[0] if known else space.sample(np.random.default_rng(0))
         torch.manual_seed(0)
@@ -43,6 +43,11 @@ def _probed_plan(plan: Any, setup: _Setup, data: Dataset) -> Any:
     # search starts: nasforge.run.api._session)
     return plan_job(plan.total_s, plan.spent_s, probe=probe, tta=_flips(setup),
                     min_ranking_epochs=data.make_task().min_ranking_epochs)
+
+
+def _n_examples(data: Dataset) -> int:
+    """Training + validation examples: what the final training sees."""
+    return len(data.y_train) + len(data.y_val)
 
 
 def _flips(setup: _Setup) -> bool:

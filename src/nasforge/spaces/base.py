@@ -450,6 +450,11 @@ class SearchSpace(ABC):
         """
         return []
 
+    def known_good_for(self, n_examples: int) -> list[Arch]:
+        """:meth:`known_good` in the order to try them on a data set of ``n_examples``
+        training (and validation) examples; the same order by default."""
+        return self.known_good()
+
     # -- construction ------------------------------------------------------------------
     def _choice_map(self) -> dict[str, Choice]:
         cache = self.__dict__.get("_choice_cache")

@@ -117,6 +117,13 @@ class Strategy(ABC):
         #: keep writing that format, whose history the run's trials cannot replace
         self._full_state = False
 
+    def order_known_for(self, n_examples: int) -> None:
+        """Try the space's known-good designs in its order for a data set of
+        ``n_examples`` (:meth:`~nasforge.spaces.base.SearchSpace.known_good_for`); called
+        before the first ``ask`` (and before a resumed state is loaded, which keeps only
+        how many were used)."""
+        self._known = [a.text for a in self.space.known_good_for(int(n_examples))]
+
     # -- the interface -----------------------------------------------------------------
     @abstractmethod
     def ask(self) -> Suggestion:

@@ -230,6 +230,14 @@ class MultiFidelityStrategy(Strategy):
         return StrategySampler(spec, self.space, self.seed, self.metric, self.mode,
                                **self.sampler_options)
 
+    def order_known_for(self, n_examples: int) -> None:
+        """The order for these data, also for a strategy sampler's own known-good list
+        (the evolution sampler of a time-budgeted job asks its inner strategy)."""
+        super().order_known_for(n_examples)
+        inner = getattr(self.sampler, "inner", None)
+        if isinstance(inner, Strategy):
+            inner.order_known_for(n_examples)
+
     def config(self) -> dict[str, Any]:
         return {
             **super().config(),
