@@ -132,7 +132,10 @@ class WithHead(SearchSpace):
                f"{self._head_text(arch)}"
 
     def known_good(self) -> list[Arch]:
-        """The backbone's known-good designs with the task's default head."""
+        """The backbone's known-good designs with the task's default head. Their order is
+        the backbone's plain one: ``known_good_for`` is not delegated, since the cnn's
+        small-data order (the classic design first) was measured for classifiers, while
+        the detection benchmarks measured the first design with this head."""
         first = {c.name: c.options[0] for c in self._head}
         return [self.make({**a.as_dict(), **first}) for a in self.backbone.known_good()]
 
