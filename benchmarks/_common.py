@@ -28,6 +28,21 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def write_report(out: str | Path, name: str, markdown: str, journal: dict[str, Any],
+                 meta: dict[str, Any], plot: Any) -> None:
+    """``OUT/NAME.md`` (``markdown``), ``NAME.json`` (the journal and ``meta``) and
+    ``NAME.png`` (``plot(journal, path)``): what a journalled benchmark writes at the end."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(markdown)
+    (out / f"{name}.json").write_text(json.dumps({**journal, "meta": meta}, indent=1,
+                                                 default=str) + "\n")
+    plot(journal, out / f"{name}.png")
+    print(f"wrote {out / (name + '.md')}", flush=True)
+
+
 def prepare(ap: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> bool:
     """Set torch's threads (``--threads``), pick a new run folder (``--out``, default
     ``runs/bench-<name>-<time>``) and check that Fashion-MNIST is there; False (with a

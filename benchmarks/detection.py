@@ -53,7 +53,7 @@ RESULTS = HERE / "results"
 PEERS = HERE / "peers"
 if str(ROOT / "src") not in sys.path:  # score with this checkout's nasforge, as the jobs run
     sys.path.insert(0, str(ROOT / "src"))
-from _common import cpu_name  # noqa: E402 - benchmarks/ is the script's folder
+from _common import cpu_name, write_report  # noqa: E402 - benchmarks/ is the script's folder
 
 SYSTEMS = ("nasforge", "yolo", "hand")
 LABELS = {"nasforge": "nasforge search (--task detection)",
@@ -563,13 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"cpu": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": "python benchmarks/detection.py " + " ".join(argv or sys.argv[1:])}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(render(journal, meta))
-    (out / f"{name}.json").write_text(json.dumps({**journal, "meta": meta}, indent=1,
-                                                 default=str) + "\n")
-    plot(journal, out / f"{name}.png")
-    print(f"wrote {out / (name + '.md')}", flush=True)
+    write_report(args.out, name, render(journal, meta), journal, meta, plot)
     return 0
 
 

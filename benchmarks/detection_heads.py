@@ -34,7 +34,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(HERE))
 import detection as DB  # noqa: E402 - the detection benchmark's runner and scorers
-from _common import cpu_name  # noqa: E402
+from _common import cpu_name, write_report  # noqa: E402
 
 #: one change from the default head each ("" = the default)
 VARIANTS = {
@@ -53,8 +53,13 @@ VARIANTS = {
 JOURNAL = "journal.json"
 
 
+def _slug(head: str) -> str:
+    """A variant's folder and journal key: its head text with non-alphanumerics as ``_``."""
+    return "".join(c if c.isalnum() else "_" for c in (head or "default"))
+
+
 def run_variant(name: str, head: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    slug = "".join(c if c.isalnum() else "_" for c in (head or "default"))
+    slug = _slug(head)
     out = work / slug
     cmd = [sys.executable, str(HERE / "peers" / "hand_detector.py"), "--data",
            str(work / "data" / "data.yaml"), "--budget", str(args.budget), "--seed",
@@ -98,7 +103,7 @@ def render(journal: dict[str, Any], meta: dict[str, Any], args: argparse.Namespa
              "| wall s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, head in VARIANTS.items():
-        slug = "".join(c if c.isalnum() else "_" for c in (head or "default"))
+        slug = _slug(head)
         t, s = st.get(f"train_{slug}", {}), st.get(f"score_{slug}", {})
         if s.get("status", "ok") != "ok" or "map50_95" not in s:
             lines.append(f"| {name} | failed | | | | | | {t.get('wall_s', 0):.0f} |")
@@ -121,7 +126,7 @@ def plot(journal: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for head in VARIANTS.values():
-        slug = "".join(c if c.isalnum() else "_" for c in (head or "default"))
+        slug = _slug(head)
         s = journal["steps"].get(f"score_{slug}", {})
         if "map50_95" in s:
             ax.scatter(s["onnx_ms"], s["map50_95"], color="black" if not head else "C0")
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         journal["steps"]["data"] = DB.make_data(work, args, args.core)
         DB.save_journal(work / JOURNAL, journal)
     for label, head in VARIANTS.items():
-        slug = "".join(c if c.isalnum() else "_" for c in (head or "default"))
+        slug = _slug(head)
         if not DB._done(journal, f"train_{slug}"):
             print(f"[{time.strftime('%H:%M:%S')}] {label}: {args.budget:g} s", flush=True)
             journal["steps"][f"train_{slug}"] = run_variant(label, head, work, args)
@@ -195,13 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"cpu": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": "python benchmarks/detection_heads.py " + " ".join(argv or sys.argv[1:])}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(render(journal, meta, args))
-    (out / f"{name}.json").write_text(json.dumps({**journal, "meta": meta}, indent=1,
-                                                 default=str) + "\n")
-    plot(journal, out / f"{name}.png")
-    print(f"wrote {out / (name + '.md')}", flush=True)
+    write_report(args.out, name, render(journal, meta, args), journal, meta, plot)
     return 0
 
 

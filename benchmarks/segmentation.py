@@ -55,7 +55,7 @@ PEERS = HERE / "peers"
 for _p in (str(ROOT / "src"), str(HERE)):  # this checkout's nasforge; the sibling scripts
     if _p not in sys.path:
         sys.path.insert(0, _p)
-from _common import cpu_name  # noqa: E402
+from _common import cpu_name, write_report  # noqa: E402
 from detection import (  # noqa: E402 - the detection benchmark's plumbing, shared
     _done,
     _f,
@@ -581,15 +581,9 @@ def main(argv: list[str] | None = None) -> int:
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": "python benchmarks/segmentation.py " + " ".join(
                 sys.argv[1:] if argv is None else argv)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     view = {**journal, "settings": {**journal["settings"],
                                     "classes": journal.get("settings_classes")}}
-    (out / f"{name}.md").write_text(render(view, meta))
-    (out / f"{name}.json").write_text(json.dumps({**journal, "meta": meta}, indent=1,
-                                                 default=str) + "\n")
-    plot(journal, out / f"{name}.png")
-    print(f"wrote {out / (name + '.md')}", flush=True)
+    write_report(args.out, name, render(view, meta), journal, meta, plot)
     return 0
 
 

@@ -80,17 +80,6 @@ class UNet(nn.Module):
         return self.classify(x)
 
 
-class Probabilities(nn.Module):
-    """The served network: softmax over the classes, per pixel (as nasforge serves)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.inner(x), dim=1)
-
-
 def load(path: str | Path) -> tuple[UNet, dict]:
     """``(network in eval mode, the saved checkpoint dict)`` of ``OUT/model.pt``."""
     ck = torch.load(Path(path), map_location="cpu", weights_only=False)
@@ -183,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     onnx_path = out / "model.onnx"
     onnx_error = None
     try:
+        from nasforge.tasks.segmentation import Probabilities  # softmax, as nasforge serves
+
         torch.onnx.export(Probabilities(net), torch.zeros(1, int(x.shape[1]), x.shape[-2],
                                                           x.shape[-1]),
                           str(onnx_path), input_names=["input"],

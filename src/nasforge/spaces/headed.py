@@ -247,15 +247,13 @@ class WithHead(SearchSpace):
 def with_task_choices(space: SearchSpace, task: Any) -> SearchSpace:
     """``space`` with ``task``'s :meth:`~nasforge.tasks.Task.arch_choices` added, or
     ``space`` itself when the task adds none or the space builds no backbones."""
+    from nasforge import spaces
+
     choices = task.arch_choices()
+    # an unregistered space could not be rebuilt from the stored config: left as it is
     if not choices or isinstance(space, WithHead) or not space.has_backbone() \
-            or space.name not in _registered():
+            or space.name not in spaces.names():
         return space
     return WithHead(space.name, task.name, [[c.name, list(c.options)] for c in choices],
                     backbone_options=space.config())
 
-
-def _registered() -> list[str]:
-    from nasforge import spaces
-
-    return spaces.names()

@@ -16,6 +16,12 @@ registry: Registry[Task] = Registry("task")
 register = registry.register
 
 
+def resized(size: Any, resolution: float) -> tuple[int, ...]:
+    """An image side (or sides) times a network's input ``resolution`` choice, rounded,
+    at least 8 pixels a side (what detection's and segmentation's in-network resize use)."""
+    return tuple(max(8, int(round(int(s) * float(resolution)))) for s in size)
+
+
 class Task(ABC):
     """What a network predicts and how it is judged.
 

@@ -46,7 +46,7 @@ from torch import nn
 
 from nasforge.errors import NasforgeError, RunDirError
 from nasforge.spaces.base import Arch, Choice, Value
-from nasforge.tasks.base import Task, register
+from nasforge.tasks.base import Task, register, resized
 
 #: columns after the boxes, centerness and classes: x, y, stride, width, height
 N_EXTRA = 5
@@ -220,11 +220,6 @@ class Detector(nn.Module):
         feats = self.backbone.forward_features(x)
         pyr = self.neck([feats[i] for i in self.use])
         return self.head(pyr, size)
-
-
-def resized(size: Sequence[int], resolution: float) -> tuple[int, ...]:
-    """``size`` times ``resolution``, rounded, at least 8 pixels a side."""
-    return tuple(max(8, int(round(int(s) * float(resolution)))) for s in size)
 
 
 def decode_raw(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

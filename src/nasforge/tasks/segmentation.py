@@ -30,7 +30,7 @@ from torch import nn
 
 from nasforge.errors import NasforgeError, RunDirError
 from nasforge.spaces.base import Arch, Choice
-from nasforge.tasks.base import Task, register
+from nasforge.tasks.base import Task, register, resized
 
 IGNORE = 255
 METRICS_INSTALL = "pip install 'nasforge[segmentation]' (torchmetrics)"
@@ -85,11 +85,6 @@ class Segmenter(nn.Module):
             x = F.interpolate(x, size=resized(size, self.resolution), mode="bilinear",
                               align_corners=False)
         return self.decoder(self.backbone.forward_features(x), size)
-
-
-def resized(size: Sequence[int], resolution: float) -> tuple[int, ...]:
-    """``size`` times ``resolution``, rounded, at least 8 pixels a side."""
-    return tuple(max(8, int(round(int(s) * float(resolution)))) for s in size)
 
 
 #: the searched decoder (:meth:`Segmentation.arch_choices`); the first of each is the
