@@ -22,9 +22,11 @@ from nasforge.oneshot.ofa import (
     load_supernet,
     run_ofa,
     save_supernet,
+    smallest_config,
     specialize,
     train_progressive,
 )
+from nasforge.oneshot.ofa import shrink as shrink_mod
 from nasforge.spaces.mobile import MobileSpace
 
 
@@ -202,6 +204,79 @@ def test_progressive_shrinking_runs_every_phase_on_tiny_data():
         train_progressive(sn, data, {"kernel": 1}, kd_ratio=1.0)
     with pytest.raises(NasforgeError, match="phase"):
         train_progressive(sn, data, {"width": 1})
+
+
+def test_smallest_config_follows_the_phase():
+    sp = _space()
+    data = _tiny_data(n=32)
+    sn = OFASupernet(sp, data.input_shape, data.num_classes)
+    k_min, d_max, e_max = sp.kernels[0], sp.depths[-1], sp.expansions[-1]
+    assert smallest_config(sn, "kernel") == [[(k_min, e_max)] * d_max] * sp.num_stages
+    assert smallest_config(sn, "expand") == [[(k_min, sp.expansions[0])] * sp.depths[0]
+                                             ] * sp.num_stages  # fmt: skip
+    # half-way through the depth phase the smallest depth is not allowed yet
+    assert len(smallest_config(sn, "depth", 0.01)[0]) == sp.depths[1]
+
+
+def _record_steps(monkeypatch, sn: OFASupernet) -> list[list]:
+    """Patch the supernet's forward to log the sub-network configs of every training call."""
+    calls: list = []
+    orig = OFASupernet.forward
+
+    def forward(self, x, arch=None):
+        if self.training:
+            calls.append(self.config_of(arch))
+        return orig(self, x, arch)
+
+    monkeypatch.setattr(OFASupernet, "forward", forward)
+    return calls
+
+
+def test_the_sandwich_rule_trains_the_largest_and_the_smallest_every_step(monkeypatch):
+    sp = _space()
+    data = _tiny_data(n=64)
+    torch.manual_seed(0)
+    sn = OFASupernet(sp, data.input_shape, data.num_classes)
+    calls = _record_steps(monkeypatch, sn)
+    hist = train_progressive(sn, data, {"expand": 1}, batch_size=16, seed=0, sandwich=True,
+                             subnets_per_step=2)  # fmt: skip
+    steps = hist["phases"]["expand"]["steps"]
+    assert steps > 0 and len(calls) == 4 * steps
+    largest, smallest = sn.config_of(None), smallest_config(sn, "expand")
+    for s in range(steps):
+        assert calls[4 * s] == largest and calls[4 * s + 1] == smallest
+    # without the rule, neither end is forced into a step: plain random draws
+    calls.clear()
+    train_progressive(sn, data, {"expand": 1}, batch_size=16, seed=0, subnets_per_step=2)
+    assert len(calls) == 2 * steps and calls.count(largest) < steps
+
+
+def test_inplace_distillation_teaches_from_the_steps_largest(monkeypatch):
+    sp = _space()
+    data = _tiny_data(n=64)
+    torch.manual_seed(0)
+    sn = OFASupernet(sp, data.input_shape, data.num_classes)
+    hard, soft = [], []
+    ce, sce = shrink_mod.F.cross_entropy, shrink_mod._soft_ce
+
+    def count_ce(out, y, *a, **k):
+        hard.append(out.shape)
+        return ce(out, y, *a, **k)
+
+    def record_soft(out, target):
+        soft.append(target.requires_grad)
+        return sce(out, target)
+
+    monkeypatch.setattr(shrink_mod.F, "cross_entropy", count_ce)
+    monkeypatch.setattr(shrink_mod, "_soft_ce", record_soft)
+    hist = train_progressive(sn, data, {"expand": 1}, batch_size=16, seed=0, sandwich=True,
+                             inplace_kd=True)  # fmt: skip
+    steps = hist["phases"]["expand"]["steps"]
+    # the largest learns from the labels; smallest + 1 random from its detached soft labels
+    assert len(hard) == steps and len(soft) == 2 * steps and not any(soft)
+    assert all(np.isfinite(r["train_loss"]) for r in hist["phases"]["expand"]["curve"])
+    with pytest.raises(NasforgeError, match="sandwich"):
+        train_progressive(sn, data, {"expand": 1}, inplace_kd=True)
 
 
 def test_training_lowers_the_loss():

@@ -17,8 +17,11 @@ One elastic supernet holds every sub-network of :class:`~nasforge.spaces.mobile.
 :func:`train_progressive` trains it once with *progressive shrinking*: the largest network
 first, then elastic kernel, then depth, then expansion, one (or ``subnets_per_step``)
 sampled sub-network(s) per step, optionally distilled from the largest network
-(``kd_ratio``). :func:`specialize` then picks a sub-network for a parameter or latency
-budget *without retraining*: constrained evolution (or random search) over sub-networks
+(``kd_ratio``), optionally with the sandwich rule (``sandwich``: the largest and the
+smallest sub-network every step too) and in-place distillation (``inplace_kd``: the
+others learn from the largest's soft labels of the same step). :func:`specialize` then
+picks a sub-network for a parameter or latency budget *without retraining*: constrained
+evolution (or random search) over sub-networks
 whose cost is measured on the extracted stand-alone network (params counted, CPU latency
 batch 1 median via :func:`nasforge.metrics.measure_latency`, cached in a
 :class:`CostModel`) and whose accuracy is the inherited-weight accuracy on the validation
@@ -41,7 +44,12 @@ private helpers included; patch a name where it is looked up.
 from __future__ import annotations
 
 from nasforge.oneshot.ofa.run import OFAResult, _parse_phase_epochs, register_cli, run_ofa
-from nasforge.oneshot.ofa.shrink import _phase_epochs, _soft_ce, train_progressive
+from nasforge.oneshot.ofa.shrink import (
+    _phase_epochs,
+    _soft_ce,
+    smallest_config,
+    train_progressive,
+)
 from nasforge.oneshot.ofa.specialize import (
     Constraint,
     CostModel,
@@ -77,5 +85,6 @@ __all__ = [
     "run_ofa",
     "save_supernet",
     "specialize",
+    "smallest_config",
     "train_progressive",
 ]

@@ -67,6 +67,8 @@ def run_ofa(
     shrink_lr: float | None = None,
     subnets_per_step: int = 1,
     kd_ratio: float = 0.0,
+    sandwich: bool = False,
+    inplace_kd: bool = False,
     kernel_transform: bool = True,
     data_fraction: float = 1.0,
     strategy: str = "evolution",
@@ -126,6 +128,7 @@ def run_ofa(
         "method": "ofa", "phase_epochs": pe, "batch_size": batch_size, "lr": lr,
         "shrink_lr": lr / 2 if shrink_lr is None else shrink_lr,
         "subnets_per_step": subnets_per_step, "kd_ratio": kd_ratio,
+        "sandwich": sandwich, "inplace_kd": inplace_kd,
         "kernel_transform": kernel_transform if sn is None else sn.kernel_transform,
         "data_fraction": data_fraction, "pretrained_supernet": sn is not None,
         "strategy": strategy, "candidates": candidates, "population_size": population_size,
@@ -146,6 +149,7 @@ def run_ofa(
             hist = train_progressive(
                 sn, data, pe, batch_size=batch_size, lr=lr, shrink_lr=shrink_lr,
                 subnets_per_step=subnets_per_step, kd_ratio=kd_ratio,
+                sandwich=sandwich, inplace_kd=inplace_kd,
                 data_fraction=data_fraction, seed=seed, device=device,
                 on_epoch=lambda p, e, r: say(f"  {p} epoch {e}: train loss {r['train_loss']:.3f}"),
             )  # fmt: skip
@@ -265,6 +269,12 @@ def register_cli(app: typer.Typer) -> None:
             str, typer.Option(help="Epochs per phase: largest,kernel,depth,expand.")
         ] = "2,1,1,1",
         kd_ratio: Annotated[float, typer.Option(help="Distillation from the largest net.")] = 0.0,
+        sandwich: Annotated[
+            bool, typer.Option(help="Sandwich rule: also train the largest and smallest each step.")
+        ] = False,
+        inplace_kd: Annotated[
+            bool, typer.Option(help="In-place distillation from the step's largest (--sandwich).")
+        ] = False,
         candidates: Annotated[int, typer.Option(help="Sub-networks to evaluate.")] = 50,
         strategy: Annotated[str, typer.Option(help="evolution or random.")] = "evolution",
         finetune_epochs: Annotated[int, typer.Option(help="Fine-tune the winner (0: no).")] = 0,
@@ -285,6 +295,7 @@ def register_cli(app: typer.Typer) -> None:
             dataset, max_latency_ms=max_latency_ms, max_params=max_params, out=out,
             supernet=supernet, width_mult=width_mult,
             phase_epochs=_parse_phase_epochs(phase_epochs), kd_ratio=kd_ratio,
+            sandwich=sandwich, inplace_kd=inplace_kd,
             candidates=candidates, strategy=strategy, finetune_epochs=finetune_epochs,
             max_val=max_val, latency_threads=latency_threads, image_size=image_size,
             max_train=max_train, batch_size=batch_size, data_dir=data_dir, seed=seed,
@@ -300,4 +311,3 @@ def register_cli(app: typer.Typer) -> None:
             print(f"model: {res.model_dir}  (nasforge predict {res.model_dir} IMAGE.png)")
         if res.supernet_dir is not None:
             print(f"supernet: {res.supernet_dir}  (reuse with --supernet)")
-

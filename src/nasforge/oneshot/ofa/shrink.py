@@ -16,13 +16,38 @@ import torch.nn.functional as F
 from nasforge.data import stratified_subset
 from nasforge.errors import NasforgeError
 from nasforge.oneshot.inherited import device_tensor
-from nasforge.oneshot.ofa.supernet import PHASES, OFASupernet
+from nasforge.oneshot.ofa.supernet import PHASES, OFASupernet, StageConfig
 
 if TYPE_CHECKING:
     from nasforge.data import Dataset
 
 
 # --------------------------------------------------------------- progressive shrinking
+def smallest_config(supernet: OFASupernet, phase: str, progress: float = 1.0) -> StageConfig:
+    """The smallest sub-network ``phase`` trains: its smallest kernel, depth and expansion."""
+    ks, ds, es = supernet.phase_options(phase, progress)
+    return [[(int(ks[0]), int(es[0]))] * int(ds[0]) for _ in range(supernet.space.num_stages)]
+
+
+def _step_configs(
+    supernet: OFASupernet,
+    rng: np.random.Generator,
+    phase: str,
+    progress: float,
+    largest: StageConfig,
+    n_random: int,
+    sandwich: bool,
+) -> list[StageConfig]:
+    """The sub-networks one step trains: the largest alone in the largest phase; else
+    ``n_random`` random ones, after the largest and the smallest with the sandwich rule."""
+    if phase == "largest":
+        return [largest]
+    randoms = [supernet.sample_config(rng, phase, progress) for _ in range(n_random)]
+    if not sandwich:
+        return randoms
+    return [largest, smallest_config(supernet, phase, progress), *randoms]
+
+
 def _phase_epochs(phase_epochs: Mapping[str, int] | Sequence[int] | int) -> dict[str, int]:
     if isinstance(phase_epochs, int) and not isinstance(phase_epochs, bool):
         out = dict.fromkeys(PHASES, phase_epochs)
@@ -64,6 +89,8 @@ def train_progressive(
     grad_clip: float | None = 5.0,
     subnets_per_step: int = 1,
     kd_ratio: float = 0.0,
+    sandwich: bool = False,
+    inplace_kd: bool = False,
     data_fraction: float = 1.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -79,9 +106,17 @@ def train_progressive(
     (:meth:`OFASupernet.sample_config`) and accumulates their gradients; the hidden
     channels are importance-sorted when the expansion phase starts. With ``kd_ratio > 0``
     the loss adds ``kd_ratio`` x soft cross-entropy to a frozen copy of the network as it
-    was after the largest phase (needs that phase). ``deadline`` (``time.monotonic()``)
-    stops early between steps. Returns ``{"phases": {phase: {"epochs", "steps", "curve",
-    "time_s"}}, "train_time_s", "stopped_early"}``.
+    was after the largest phase (needs that phase).
+
+    ``sandwich`` (the sandwich rule of Yu & Huang 2019, BigNAS): every step of a
+    shrinking phase also trains the largest and the smallest sub-network the phase allows,
+    besides the ``subnets_per_step`` random ones, so both ends of the space get a gradient
+    each step (the random ones then cover the middle). ``inplace_kd`` (in-place
+    distillation, needs ``sandwich``): the other sub-networks learn from the largest's
+    soft labels of the same batch (detached) instead of the hard labels, a teacher that
+    improves as training goes and costs no extra forward pass. ``deadline``
+    (``time.monotonic()``) stops early between steps. Returns ``{"phases": {phase:
+    {"epochs", "steps", "curve", "time_s"}}, "train_time_s", "stopped_early"}``.
     """
     epochs = _phase_epochs(phase_epochs)
     if subnets_per_step < 1:
@@ -90,6 +125,11 @@ def train_progressive(
         raise NasforgeError(f"kd_ratio must be >= 0, got {kd_ratio}")
     if kd_ratio > 0 and epochs["largest"] < 1:
         raise NasforgeError("distillation (kd_ratio > 0) needs a largest phase (the teacher)")
+    if inplace_kd and not sandwich:
+        raise NasforgeError(
+            "in-place distillation (inplace_kd) learns from the largest "
+            "sub-network of each step: turn on sandwich too"
+        )
     if not 0.0 < data_fraction <= 1.0:
         raise NasforgeError(f"data_fraction must be in (0, 1], got {data_fraction}")
     shrink_lr = lr / 2 if shrink_lr is None else shrink_lr
@@ -153,12 +193,15 @@ def train_progressive(
                         soft = teacher(xb, largest)
                 opt.zero_grad(set_to_none=True)
                 step_loss = 0.0
-                for _ in range(subnets_per_step if phase != "largest" else 1):
-                    cfg = largest if phase == "largest" else supernet.sample_config(
-                        rng, phase, progress
-                    )
+                cfgs = _step_configs(supernet, rng, phase, progress, largest,
+                                     subnets_per_step, sandwich)  # fmt: skip
+                inplace: torch.Tensor | None = None
+                for j, cfg in enumerate(cfgs):
                     out = supernet(xb, cfg)
-                    loss = F.cross_entropy(out, yb)
+                    if inplace is not None:  # sandwich: cfgs[0] was the largest
+                        loss = _soft_ce(out, inplace)
+                    else:
+                        loss = F.cross_entropy(out, yb)
                     if soft is not None:
                         loss = loss + kd_ratio * _soft_ce(out, soft)
                     if not torch.isfinite(loss):
@@ -168,10 +211,12 @@ def train_progressive(
                         )
                     loss.backward()
                     step_loss += float(loss.detach())
+                    if j == 0 and inplace_kd and len(cfgs) > 1:
+                        inplace = out.detach()
                 if grad_clip:
                     nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
                 opt.step()
-                loss_sum += step_loss / (subnets_per_step if phase != "largest" else 1) * len(b)
+                loss_sum += step_loss / len(cfgs) * len(b)
                 seen += len(b)
                 step += 1
             if seen:
@@ -191,4 +236,3 @@ def train_progressive(
     history["num_train"] = n
     supernet.to(memory_format=torch.contiguous_format).eval()
     return history
-
