@@ -4,14 +4,15 @@ distillation help? Measured against the noise ceiling (issue #17, part 2).
 1. The truth and its ceiling: ``--nets`` uniformly sampled sub-networks of the ``mobile``
    space (width 0.5), each trained stand-alone from scratch twice (seeds A and B,
    ``--epochs`` epochs, SGD cosine, the same training subset); the ceiling is Kendall's tau
-   between the two runs, the truth their mean (as in ``ranking_ceiling.py``).
+   between the two runs, the truth their mean (as in ``ranking_ceiling.py``). Each epoch
+   count is kept: ``--resume --epochs 6`` adds a longer truth and ranks against both.
 2. Supernets, each trained once by progressive shrinking with the same phase epochs:
    ``ps-1`` (OFA as in ``ofa.py``: one random sub-network per step), ``ps-3`` (three
    random ones per step: the compute of a sandwich step), ``sandwich`` (largest + smallest
    + one random) and ``sandwich-kd`` (the same, the smaller two learning from the largest's
    soft labels: in-place distillation). Every sub-network of part 1 is scored with
-   inherited weights after BN recalibration; tau against the truth, absolute and as a
-   fraction of the ceiling; the smallest and largest sub-networks' inherited accuracies.
+   inherited weights after BN recalibration; tau against each truth, absolute and as a
+   fraction of its ceiling; the smallest and largest sub-networks' inherited accuracies.
 
 A journal (``--work``/journal.json) keeps every finished part: ``--resume`` skips them.
 Writes ``ofa_ranking.md``/``.json``/``.png`` to ``--out`` (default benchmarks/results).
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             sample.append(a)
     journal["archs"] = [a.text for a in sample]
 
-    # 1. stand-alone, twice
-    sa = journal.setdefault("standalone", {})
+    # 1. stand-alone, twice (kept per epoch count: a later run adds a longer truth)
+    sa = journal.setdefault("standalone", {}).setdefault(str(args.epochs), {})
     for tag, base in (("a", 1000), ("b", 2000)):
         rows = sa.setdefault(tag, [])
         for i, a in enumerate(sample[len(rows):], start=len(rows)):
@@ -128,16 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                             seed=base + i)  # fmt: skip
             rows.append({"val": h["val_accuracy"], "train_s": h["train_time_s"]})
             _save(jpath, journal)
-            _log(f"stand-alone {tag} {i + 1}/{len(sample)}: {h['val_accuracy']:.4f} "
-                 f"({h['train_time_s']:.0f} s)")  # fmt: skip
-    va = [r["val"] for r in sa["a"]]
-    vb = [r["val"] for r in sa["b"]]
-    truth = [(x + y) / 2 for x, y in zip(va, vb, strict=True)]
-    ceiling = kendall(va, vb)
-    journal["ceiling"] = ceiling
-    _log(f"ceiling (tau A vs B): {ceiling:.3f}")
+            _log(f"stand-alone {args.epochs} ep {tag} {i + 1}/{len(sample)}: "
+                 f"{h['val_accuracy']:.4f} ({h['train_time_s']:.0f} s)")  # fmt: skip
 
-    # 2. supernets
+    # 2. supernets: inherited scores (the taus are computed against every truth at the end)
     sups = journal.setdefault("supernets", {})
     pe = _parse_phase_epochs(args.phase_epochs)
     for name in [v for v in args.variants.split(",") if v]:
@@ -155,16 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         scores = [ev.score(a)[0] for a in sample]
         score_s = time.perf_counter() - t0
         ends = {k: ev.score(getattr(space, k)())[0] for k in ("smallest", "largest")}
-        tau = kendall(scores, truth)
         sups[name] = {"options": VARIANTS[name], "train_s": hist["train_time_s"],
                       "phase_s": {p: h["time_s"] for p, h in hist["phases"].items()},
-                      "score_s": score_s, "scores": scores, "ends": ends, "tau": tau,
-                      "tau_a": kendall(scores, va), "tau_b": kendall(scores, vb),
-                      "fraction": tau / ceiling if ceiling > 0 else None}  # fmt: skip
+                      "score_s": score_s, "scores": scores, "ends": ends}  # fmt: skip
         _save(jpath, journal)
-        _log(f"{name}: trained {hist['train_time_s']:.0f} s, tau {tau:.3f} "
-             f"({tau / ceiling if ceiling > 0 else float('nan'):.2f} of the ceiling), "
-             f"smallest {ends['smallest']:.3f} largest {ends['largest']:.3f}")
+        _log(f"{name}: trained {hist['train_time_s']:.0f} s, smallest {ends['smallest']:.3f} "
+             f"largest {ends['largest']:.3f}")
+    journal["ranking"] = ranking(journal)
+    for ep, r in journal["ranking"].items():
+        _log(f"{ep}-epoch truth: ceiling {r['ceiling']:.3f}; " + ", ".join(
+            f"{n} {m['tau']:.3f}" for n, m in r["methods"].items()))
     journal["load"].append(os.getloadavg()[0])
     journal["machine"] = {"python": platform.python_version(), "torch": torch.__version__}
     _save(jpath, journal)
@@ -177,10 +172,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def ranking(j: dict[str, Any]) -> dict[str, Any]:
+    """Per stand-alone epoch count: the ceiling tau(A, B) and each supernet's tau against
+    mean(A, B) (absolute, as a fraction of the ceiling) and against A and B alone."""
+    out: dict[str, Any] = {}
+    for ep, sa in sorted(j.get("standalone", {}).items(), key=lambda kv: int(kv[0])):
+        va, vb = [r["val"] for r in sa.get("a", [])], [r["val"] for r in sa.get("b", [])]
+        if not va or len(va) != len(vb):
+            continue
+        truth = [(x + y) / 2 for x, y in zip(va, vb, strict=True)]
+        ceiling = kendall(va, vb)
+        methods = {}
+        for name, r in j.get("supernets", {}).items():
+            sc = r["scores"][: len(truth)]
+            tau = kendall(sc, truth)
+            methods[name] = {"tau": tau, "tau_a": kendall(sc, va), "tau_b": kendall(sc, vb),
+                             "fraction": tau / ceiling if ceiling > 0.05 else None}  # fmt: skip
+        out[ep] = {"ceiling": ceiling, "train_s": sum(r["train_s"] for r in sa["a"] + sa["b"]),
+                   "methods": methods}  # fmt: skip
+    return out
+
+
+STEPS = {"ps-1": "1 random", "ps-3": "3 random", "sandwich": "largest + smallest + 1",
+         "sandwich-kd": "largest + smallest + 1, in-place KD"}  # fmt: skip
+
+
 def _markdown(j: dict[str, Any], data: Any, tail: list[str] = ()) -> str:
     s = j["settings"]
-    va = [r["val"] for r in j["standalone"]["a"]]
-    sa_s = sum(r["train_s"] for tag in ("a", "b") for r in j["standalone"][tag])
+    rk = j.get("ranking") or ranking(j)
+    truths = ", ".join(f"{ep} epoch(s) ({r['train_s']:.0f} s for both seeds)"
+                       for ep, r in rk.items())  # fmt: skip
     lines = [
         "# Once-for-All: does the supernet rank, with and without the sandwich rule?",
         "",
@@ -193,33 +214,39 @@ def _markdown(j: dict[str, Any], data: Any, tail: list[str] = ()) -> str:
         "",
         f"- Data: Fashion-MNIST, stratified pool of {s['max_train']} training images, "
         f"{len(data.y_train)} train / {len(data.y_val)} validation.",
-        f"- Space: `mobile`, width_mult {s['width_mult']}; {len(va)} uniformly sampled "
-        "sub-networks.",
-        f"- Truth: each sub-network trained stand-alone for {s['epochs']} epoch(s) twice "
-        f"(seeds A and B; {sa_s:.0f} s in all); the ceiling is tau(A, B), the truth "
-        "mean(A, B).",
+        f"- Space: `mobile`, width_mult {s['width_mult']}; {len(j['archs'])} uniformly "
+        "sampled sub-networks.",
+        f"- Truth: each sub-network trained stand-alone twice (seeds A and B) for {truths}; "
+        "the ceiling is tau(A, B), the truth mean(A, B).",
         f"- Supernets: progressive shrinking, phase epochs {s['phase_epochs']} "
         "(largest,kernel,depth,expand), batch "
         f"{s['batch_size']}; scored with inherited weights after BN recalibration "
-        "(8 batches).",
+        "(8 batches), the same seed and data for every variant.",
         "",
-        "## Ranking",
+        "## Supernets",
         "",
-        f"Noise ceiling: Kendall tau between seeds A and B = **{j['ceiling']:.3f}**.",
-        "",
-        "| supernet | per shrinking step | train s | tau vs truth | of the ceiling | "
-        "tau vs A / B | smallest | largest |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
+        "| supernet | per shrinking step | train s | smallest (inherited val) | largest |",
+        "|---|---|--:|--:|--:|",
     ]
-    steps = {"ps-1": "1 random", "ps-3": "3 random", "sandwich": "largest + smallest + 1",
-             "sandwich-kd": "largest + smallest + 1, in-place KD"}  # fmt: skip
     for name, r in j["supernets"].items():
-        frac = f"{r['fraction']:.2f}" if r["fraction"] is not None else "n/a"
-        lines.append(
-            f"| `{name}` | {steps.get(name, '')} | {r['train_s']:.0f} | **{r['tau']:.3f}** | "
-            f"{frac} | {r['tau_a']:.3f} / {r['tau_b']:.3f} | {r['ends']['smallest']:.3f} | "
-            f"{r['ends']['largest']:.3f} |"
-        )
+        lines.append(f"| `{name}` | {STEPS.get(name, '')} | {r['train_s']:.0f} | "
+                     f"{r['ends']['smallest']:.3f} | {r['ends']['largest']:.3f} |")
+    for ep, r in rk.items():
+        lines += [
+            "",
+            f"## Ranking against the {ep}-epoch stand-alone truth",
+            "",
+            f"Noise ceiling: Kendall tau between seeds A and B = **{r['ceiling']:.3f}**"
+            + (" (no agreement: the fraction of it is not reported)"
+               if r["ceiling"] <= 0.05 else "") + ".",
+            "",
+            "| supernet | tau vs mean(A, B) | of the ceiling | tau vs A / B |",
+            "|---|--:|--:|--:|",
+        ]  # fmt: skip
+        for name, m in r["methods"].items():
+            frac = f"{m['fraction']:.2f}" if m["fraction"] is not None else "n/a"
+            lines.append(f"| `{name}` | **{m['tau']:.3f}** | {frac} | "
+                         f"{m['tau_a']:.3f} / {m['tau_b']:.3f} |")  # fmt: skip
     lines += ["", "![inherited vs stand-alone](ofa_ranking.png)", "", KEEP_MARK]
     return "\n".join(lines + list(tail)) + "\n"
 
@@ -239,19 +266,23 @@ def _plot(j: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    va = [r["val"] for r in j["standalone"]["a"]]
-    vb = [r["val"] for r in j["standalone"]["b"]]
+    rk = j.get("ranking") or ranking(j)
+    if not rk:
+        return
+    ep = max(rk, key=int)  # the longest (least noisy) truth
+    sa = j["standalone"][ep]
+    va, vb = [r["val"] for r in sa["a"]], [r["val"] for r in sa["b"]]
     truth = [(x + y) / 2 for x, y in zip(va, vb, strict=True)]
     names = list(j["supernets"])
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.2))
     axes = np.atleast_1d(axes)
     axes[0].scatter(va, vb, s=12)
-    axes[0].set(title=f"seed A vs B (tau {j['ceiling']:.2f})", xlabel="A", ylabel="B")
+    axes[0].set(title=f"{ep} ep: seed A vs B (tau {rk[ep]['ceiling']:.2f})", xlabel="A",
+                ylabel="B")  # fmt: skip
     for ax, name in zip(axes[1:], names, strict=True):
-        r = j["supernets"][name]
-        ax.scatter(r["scores"], truth, s=12)
-        ax.set(title=f"{name} (tau {r['tau']:.2f})", xlabel="inherited val",
-               ylabel="stand-alone mean")  # fmt: skip
+        ax.scatter(j["supernets"][name]["scores"], truth, s=12)
+        ax.set(title=f"{name} (tau {rk[ep]['methods'][name]['tau']:.2f})",
+               xlabel="inherited val", ylabel="stand-alone mean")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
