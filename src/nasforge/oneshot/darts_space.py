@@ -317,7 +317,7 @@ def train_darts_supernet(
     batch_size: int = 64,
     deadline: float | None = None,
     device: str | torch.device | None = None,
-    probe_steps: int = 3,
+    probe_steps: int = 2,
     **kw: Any,
 ) -> dict[str, Any]:
     """Train the shared weights of a darts supernet: SPOS (``sampling="uniform"``, one
@@ -328,7 +328,8 @@ def train_darts_supernet(
     no BN batch of one), plus a wall-clock budget: with ``seconds`` (and no ``epochs``)
     a few steps on a copy of the supernet time one step, the epochs are what fits in the
     rest of the budget (at least one), so the cosine schedule ends in time, and training
-    also stops at ``seconds`` whatever happens. ``device`` defaults to the supernet's.
+    also stops at ``seconds`` (checked between steps; the probe's own steps count
+    too). ``device`` defaults to the supernet's.
     Extra keywords go to ``train_supernet`` (``momentum``, ``weight_decay``, ``checkpoint``...).
     """
     from nasforge.oneshot.spos import train_supernet
@@ -359,25 +360,25 @@ def train_darts_supernet(
 
 def _probe_step(supernet: DartsSpaceSupernet, data: Dataset, sampling: str, seed: int,
                 lr: float, batch_size: int, dev: torch.device, steps: int) -> float:
-    """Seconds of one training step (of ``sampling``), timed on a copy of the supernet
-    (the first step, warm-up, not counted) so the real one starts untouched."""
+    """Seconds of one training step of ``sampling``, from ``steps`` single-path steps
+    timed on a copy of the supernet (the real one starts untouched; the first, warm-up,
+    step not counted); a strictly fair step is ``len(ops)`` paths."""
     net = copy.deepcopy(supernet).to(dev).train()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     rng = np.random.default_rng([seed, 13])
     bs = max(2, min(batch_size, len(data.y_train)))
     times = []
-    for _ in range(max(2, steps + 1)):
+    for _ in range(max(1, steps) + 1):
         idx = rng.choice(len(data.y_train), size=bs, replace=False)
         x = torch.as_tensor(data.x_train[idx], dtype=torch.float32, device=dev)
         y = torch.as_tensor(data.y_train[idx], dtype=torch.long, device=dev)
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        paths = net.fair_paths(rng) if sampling == "fair" else [net.sample_path(rng)]
-        for p in paths:
-            F.cross_entropy(net(x, p), y).backward()
+        F.cross_entropy(net(x, net.sample_path(rng)), y).backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    return float(np.mean(times[1:]))
+    paths = len(supernet.op_names) if sampling == "fair" else 1
+    return float(np.mean(times[1:])) * paths
 
 
 def darts_inherited_estimator(supernet: DartsSpaceSupernet, data: Dataset,
