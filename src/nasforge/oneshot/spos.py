@@ -69,6 +69,10 @@ def train_supernet(
 ) -> dict[str, Any]:
     """Train the shared weights, one uniformly sampled path per step (SPOS).
 
+    ``supernet``: a :class:`Supernet`, or any module with ``sample_path(rng, fixed)`` and
+    ``fair_paths(rng, fixed)`` whose forward takes ``(x, path)`` (the darts one,
+    :func:`~nasforge.oneshot.darts_space.train_darts_supernet`).
+
     ``sampling="fair"``: FairNAS's strict fairness instead: each step accumulates the
     gradients of ``NUM_OPS`` paths that use every op of every edge once
     (:meth:`Supernet.fair_paths`), then takes one optimizer step; an epoch then costs
@@ -257,10 +261,14 @@ class InheritedWeightsEstimator(InheritedWeights):
     check_max_val = False
     config_keys = ("calib_batches", "batch_size", "seed")
 
-    supernet: Supernet
+    supernet: Any  # a Supernet, a FewShotSupernet or a DartsSpaceSupernet
 
-    def subnet(self, arch: Arch | str | tuple[int, ...]) -> tuple[int, ...]:
-        """The path (one op index per edge) of ``arch``."""
+    def subnet(self, arch: Arch | str | tuple[int, ...]) -> Any:
+        """The path of ``arch``: one op index per edge on NAS-Bench-201; a supernet that
+        names its paths itself (``path_of``: the darts one) is asked instead."""
+        path_of = getattr(self.supernet, "path_of", None)
+        if path_of is not None:
+            return path_of(arch)
         return path_indices(arch)
 
 
