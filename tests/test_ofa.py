@@ -334,7 +334,9 @@ def test_specialization_respects_a_latency_constraint():
     limit = max(lo * 1.5, (lo + hi) / 2)
     res = specialize(ev, costs, Constraint(max_latency_ms=limit), num_candidates=5,
                      population_size=3, seed=0)  # fmt: skip
-    assert len(res.trials) == 5
+    # how many sub-networks fit depends on latencies measured on a maybe-busy machine
+    # (3 of 5 in one CI run), so only "some, and every one within the limit" is stable
+    assert 1 <= len(res.trials) <= 5
     for a, r in res.trials:
         assert r.metrics["latency_ms"] == costs.table[a.text]["latency_ms"] <= limit
 
