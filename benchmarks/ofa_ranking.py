@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from ranking_ceiling import kendall, sample_archs  # noqa: E402
+
 RESULTS = HERE / "results"
 KEEP_MARK = "<!-- generated above; hand-written below, kept on regenerating -->"
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -51,12 +53,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def kendall(a: list[float], b: list[float]) -> float:
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
 
 
 def _save(path: Path, journal: dict[str, Any]) -> None:
@@ -110,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_train=args.max_train, val_fraction=args.val_fraction)  # fmt: skip
     _log(f"data: {len(data.y_train)} train / {len(data.y_val)} val")
     space = MobileSpace(width_mult=args.width_mult)
-    rng = np.random.default_rng([args.seed, 99])
-    sample: list[Any] = []
-    while len(sample) < args.nets:
-        a = space.sample(rng)
-        if a not in sample:
-            sample.append(a)
+    sample = sample_archs(space, args.nets, args.seed)
     journal["archs"] = [a.text for a in sample]
 
     # 1. stand-alone, twice (kept per epoch count: a later run adds a longer truth)

@@ -88,7 +88,8 @@ def _data(seed: int) -> tuple[Any, Any]:
     return data, dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test)
 
 
-def sample_archs(space: NB201Space, n: int, seed: int) -> list[Any]:
+def sample_archs(space: Any, n: int, seed: int) -> list[Any]:
+    """``n`` distinct uniform draws of any space (the other ranking benchmarks share it)."""
     rng = np.random.default_rng([seed, 99])
     archs: list[Any] = []
     while len(archs) < n:

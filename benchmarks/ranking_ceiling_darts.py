@@ -38,7 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ranking_ceiling import KEEP_MARK, kendall, kept_tail  # noqa: E402
+from ranking_ceiling import KEEP_MARK, kendall, kept_tail, sample_archs  # noqa: E402
 
 from nasforge.data import load_dataset  # noqa: E402
 from nasforge.oneshot import InheritedWeightsEstimator, spos_search  # noqa: E402
@@ -66,16 +66,6 @@ def _data(args: argparse.Namespace) -> Any:
 
 def _space(args: argparse.Namespace) -> DartsSpace:
     return DartsSpace(C=args.C, layers=args.layers)
-
-
-def sample_archs(space: DartsSpace, n: int, seed: int) -> list[Any]:
-    rng = np.random.default_rng([seed, 99])
-    archs: list[Any] = []
-    while len(archs) < n:
-        a = space.sample(rng)
-        if a not in archs:
-            archs.append(a)
-    return archs
 
 
 def _train_standalone(space: DartsSpace, arch: Any, data: Any, epochs: int, seed: int
