@@ -430,6 +430,13 @@ def test_run_ofa_refuses_a_regression_dataset_up_front(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_run_ofa_refuses_inplace_kd_without_the_sandwich_rule_up_front(tmp_path):
+    with pytest.raises(NasforgeError, match="add --sandwich"):
+        run_ofa(_tiny_data(n=32), max_params=10**6, out=tmp_path / "run", space=_space(),
+                inplace_kd=True)  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_ofa_command(tmp_path):
     import typer
     from typer.testing import CliRunner

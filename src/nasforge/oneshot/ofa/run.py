@@ -14,7 +14,7 @@ import typer  # the CLI options below are evaluated by typer from this module's 
 
 from nasforge.errors import NasforgeError
 from nasforge.estimators.base import Result
-from nasforge.oneshot.ofa.shrink import _phase_epochs, train_progressive
+from nasforge.oneshot.ofa.shrink import _phase_epochs, check_sandwich, train_progressive
 from nasforge.oneshot.ofa.specialize import (
     Constraint,
     CostModel,
@@ -107,6 +107,7 @@ def run_ofa(
     if strategy not in ("evolution", "random"):
         raise NasforgeError(f"strategy must be 'evolution' or 'random', not {strategy!r}")
     pe = _phase_epochs(phase_epochs)
+    check_sandwich(sandwich, inplace_kd)
     t_start = time.perf_counter()
     data, ds_cfg = _load_data(dataset, data_dir=data_dir, image_size=image_size,
                               max_train=max_train, val_fraction=val_fraction,

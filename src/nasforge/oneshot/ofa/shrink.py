@@ -29,6 +29,16 @@ def smallest_config(supernet: OFASupernet, phase: str, progress: float = 1.0) ->
     return [[(int(ks[0]), int(es[0]))] * int(ds[0]) for _ in range(supernet.space.num_stages)]
 
 
+def check_sandwich(sandwich: bool, inplace_kd: bool) -> None:
+    """Refuse in-place distillation without the sandwich rule (its teacher); called by
+    :func:`train_progressive` and up front by ``run_ofa``, before a run folder exists."""
+    if inplace_kd and not sandwich:
+        raise NasforgeError(
+            "in-place distillation (--inplace-kd) learns from the largest sub-network "
+            "that the sandwich rule trains each step: add --sandwich"
+        )
+
+
 def _step_configs(
     supernet: OFASupernet,
     rng: np.random.Generator,
@@ -125,11 +135,7 @@ def train_progressive(
         raise NasforgeError(f"kd_ratio must be >= 0, got {kd_ratio}")
     if kd_ratio > 0 and epochs["largest"] < 1:
         raise NasforgeError("distillation (kd_ratio > 0) needs a largest phase (the teacher)")
-    if inplace_kd and not sandwich:
-        raise NasforgeError(
-            "in-place distillation (inplace_kd) learns from the largest "
-            "sub-network of each step: turn on sandwich too"
-        )
+    check_sandwich(sandwich, inplace_kd)
     if not 0.0 < data_fraction <= 1.0:
         raise NasforgeError(f"data_fraction must be in (0, 1], got {data_fraction}")
     shrink_lr = lr / 2 if shrink_lr is None else shrink_lr
