@@ -149,11 +149,46 @@ def test_short_training_lowers_the_loss_and_inherited_scoring_works(sampling):
     assert found.best.space == "darts" and len(found.trials) == 3
 
 
-def test_a_time_budget_sets_the_epochs_and_is_kept():
+@pytest.mark.parametrize("sampling", ["uniform", "fair"])
+def test_a_time_budget_sets_the_epochs_and_is_kept(sampling):
     data = _tiny_data()
     sn = _supernet()
-    hist = train_darts_supernet(sn, data, seconds=4.0, seed=0, batch_size=32)
+    hist = train_darts_supernet(sn, data, seconds=4.0, seed=0, batch_size=32,
+                                sampling=sampling)
     assert hist["epochs"] >= 1 and hist["train_time_s"] < 4.0 + 1.0
+    assert hist["train_time_s"] > 4.0 * 0.5  # and used: not rounded down to fewer epochs
+
+
+def test_max_steps_spreads_the_schedule_over_the_steps_it_allows():
+    data = _tiny_data(n=320)  # 10 steps of 32 per epoch
+    sn = _supernet()
+    hist = train_darts_supernet(sn, data, 2, seed=0, batch_size=32, max_steps=7)
+    assert hist["steps"] == 7 and hist["epochs"] == 1 and not hist["stopped_early"]
+    with pytest.raises(NasforgeError, match="max_steps"):
+        train_darts_supernet(sn, data, 1, max_steps=0)
+
+
+def test_a_budget_under_one_fair_epoch_ends_its_schedule_in_time(monkeypatch):
+    """FairNAS epochs cost len(ops) paths per step: when even one does not fit the
+    budget, the schedule spans the steps that do, so training is not cut off at a high
+    learning rate (it used to stop at the deadline with most of the cosine left)."""
+    import nasforge.oneshot.darts_space as ds
+
+    monkeypatch.setattr(ds, "_probe_step", lambda *a, **k: 0.5)  # 0.5 s a step
+    seen: dict = {}
+
+    def fake_train(supernet, data, epochs, **kw):  # what train_supernet is asked to do
+        seen.update(kw, epochs=epochs)
+        return {"epochs": 1, "steps": kw.get("max_steps"), "curve": [], "stopped_early": False}
+
+    monkeypatch.setattr("nasforge.oneshot.spos.train_supernet", fake_train)
+    train_darts_supernet(_supernet(), _tiny_data(n=640), seconds=5.0, sampling="fair",
+                         batch_size=32)  # 20 steps an epoch, about 9-10 fit
+    assert seen["epochs"] == 1 and 8 <= seen["max_steps"] <= 10
+    seen.clear()
+    train_darts_supernet(_supernet(), _tiny_data(n=64), seconds=5.0, batch_size=32)
+    # 2 steps an epoch: 9-10 steps over 5 epochs, the last one partial or whole
+    assert 8 <= seen["max_steps"] <= 10 and seen["epochs"] == -(-seen["max_steps"] // 2)
 
 
 def test_no_batch_norm_batch_of_one():

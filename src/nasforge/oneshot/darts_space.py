@@ -326,8 +326,10 @@ def train_darts_supernet(
 
     This is :func:`~nasforge.oneshot.spos.train_supernet` (the same loop, checkpoints and
     no BN batch of one), plus a wall-clock budget: with ``seconds`` (and no ``epochs``)
-    a few steps on a copy of the supernet time one step, the epochs are what fits in the
-    rest of the budget (at least one), so the cosine schedule ends in time, and training
+    a few steps on a copy of the supernet time one step (a strictly fair step: a whole
+    fair round), the steps that fit in the rest of the budget become ``max_steps`` (over
+    as many epochs as they need, the last one partial), so the cosine schedule ends in
+    time, and training
     also stops at ``seconds`` (checked between steps; the probe's own steps count
     too). ``device`` defaults to the supernet's.
     Extra keywords go to ``train_supernet`` (``momentum``, ``weight_decay``, ``checkpoint``...).
@@ -349,8 +351,12 @@ def train_darts_supernet(
         deadline = end if deadline is None else min(deadline, end)
         step_s = _probe_step(supernet, data, sampling, seed, lr, batch_size, dev, probe_steps)
         n = len(data.y_train) * kw.get("data_fraction", 1.0)
-        per_epoch = step_s * math.ceil(n / min(batch_size, max(1, int(n))))
-        epochs = max(1, int((end - time.monotonic()) / per_epoch))
+        steps_per_epoch = math.ceil(n / min(batch_size, max(1, int(n))))
+        # the steps that fit the rest, whole epochs or not: rounding down to whole epochs
+        # left up to half the budget unused (a strict-fair epoch can cost most of it)
+        fit = max(1, int((end - time.monotonic()) / step_s))
+        epochs = math.ceil(fit / steps_per_epoch)
+        kw["max_steps"] = fit
     assert epochs is not None
     hist = train_supernet(supernet, data, epochs, batch_size=batch_size, lr=lr, seed=seed,
                           device=dev, deadline=deadline, sampling=sampling, **kw)
@@ -362,7 +368,8 @@ def _probe_step(supernet: DartsSpaceSupernet, data: Dataset, sampling: str, seed
                 lr: float, batch_size: int, dev: torch.device, steps: int) -> float:
     """Seconds of one training step of ``sampling``, from ``steps`` single-path steps
     timed on a copy of the supernet (the real one starts untouched; the first, warm-up,
-    step not counted); a strictly fair step is ``len(ops)`` paths."""
+    step not counted); a strictly fair step is timed as what it is, one fair round of
+    ``len(ops)`` paths (single random paths, times ``len(ops)``, misjudged it)."""
     net = copy.deepcopy(supernet).to(dev).train()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     rng = np.random.default_rng([seed, 13])
@@ -374,11 +381,11 @@ def _probe_step(supernet: DartsSpaceSupernet, data: Dataset, sampling: str, seed
         y = torch.as_tensor(data.y_train[idx], dtype=torch.long, device=dev)
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x, net.sample_path(rng)), y).backward()
+        for path in (net.fair_paths(rng) if sampling == "fair" else [net.sample_path(rng)]):
+            F.cross_entropy(net(x, path), y).backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    paths = len(supernet.op_names) if sampling == "fair" else 1
-    return float(np.mean(times[1:])) * paths
+    return float(np.mean(times[1:]))
 
 
 def darts_inherited_estimator(supernet: DartsSpaceSupernet, data: Dataset,

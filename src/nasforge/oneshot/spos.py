@@ -66,6 +66,7 @@ def train_supernet(
     resume: bool = False,
     sampling: str = "uniform",
     fixed: Mapping[int, int] | None = None,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train the shared weights, one uniformly sampled path per step (SPOS).
 
@@ -81,8 +82,10 @@ def train_supernet(
 
     SGD with Nesterov momentum and a per-step cosine schedule, like ``train_model``.
     ``deadline`` (a ``time.monotonic()`` time) stops training early between steps;
-    the history says so. Returns ``{"epochs", "steps", "curve", "train_time_s",
-    "stopped_early"}``.
+    the history says so. ``max_steps`` ends training after that many steps, with the
+    cosine schedule spread over them (a time budget shorter than one epoch still ends
+    at a low learning rate, instead of being cut off at a high one). Returns
+    ``{"epochs", "steps", "curve", "train_time_s", "stopped_early"}``.
 
     ``checkpoint``: a file written (atomically) at every epoch end and every
     ``checkpoint_every`` steps, holding everything the next step depends on (weights,
@@ -99,6 +102,9 @@ def train_supernet(
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool)
                                          or checkpoint_every < 1):
         raise NasforgeError(f"checkpoint_every must be >= 1 steps, got {checkpoint_every!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or max_steps < 1):
+        raise NasforgeError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     dev = torch.device(device)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -110,6 +116,8 @@ def train_supernet(
     bs = min(batch_size, n)
     n_used = n - 1 if n % bs == 1 and n > 1 else n  # no BN batch of one
     total = epochs * math.ceil(n_used / bs)
+    if max_steps is not None:
+        total = min(total, max_steps)
     supernet.to(dev).train()
     opt = torch.optim.SGD(
         supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -121,6 +129,8 @@ def train_supernet(
               "grad_clip": grad_clip, "data_fraction": data_fraction, "seed": seed}
     if sampling != "uniform" or fixed:  # only then: older checkpoints stay continuable
         recipe.update(sampling=sampling, fixed={str(k): int(v) for k, v in (fixed or {}).items()})
+    if max_steps is not None:
+        recipe["max_steps"] = total
     curve: list[dict[str, float]] = []
     step = 0
     stopped = False
@@ -153,7 +163,7 @@ def train_supernet(
             "loss_sum": loss_sum if at else 0.0, "seen": seen if at else 0,
             "curve": curve, "train_time_s": time.perf_counter() - t0,
             "numpy_rng": rng.bit_generator.state, "optimizer": o_plain,
-            "done": not at and epoch >= epochs,
+            "done": not at and (epoch >= epochs or step >= total),
         })
 
     for epoch in range(first_epoch, epochs + 1):
@@ -162,6 +172,8 @@ def train_supernet(
             loss_sum, seen = 0.0, 0
         assert perm is not None
         for i in range(pos, n_used, bs):
+            if step >= total:  # max_steps reached
+                break
             if deadline is not None and time.monotonic() > deadline:
                 stopped = True
                 break
@@ -186,7 +198,8 @@ def train_supernet(
             loss_sum += float(loss.detach()) * len(b)
             seen += len(b)
             step += 1
-            if checkpoint_every and step % checkpoint_every == 0 and i + bs < n_used:
+            if (checkpoint_every and step % checkpoint_every == 0 and i + bs < n_used
+                    and step < total):
                 save(epoch, i + bs)
         pos = 0
         if seen:
@@ -200,7 +213,7 @@ def train_supernet(
                 save(epoch, 0)
             if on_epoch is not None:
                 on_epoch(epoch, dict(rec))
-        if stopped:
+        if stopped or step >= total:
             break
     return {
         "epochs": len(curve),
