@@ -143,7 +143,10 @@ def report(jobs: list[dict[str, Any]], cores: list[int], path: Path) -> str:
             b = next((j["acc"] for j in jobs if (j["dataset"], j["system"], j["seed"])
                       == (data, "hand", s)), None)
             diffs.append("n/a" if a is None or b is None else f"{100 * (a - b):+.2f}")
-        lines.append(f"- {data}: " + ", ".join(diffs))
+        num = [float(d) for d in diffs if d != "n/a"]
+        mean = f"; mean {statistics.mean(num):+.2f}, nasforge ahead on {sum(d > 0 for d in num)} " \
+            f"of {len(num)} seeds" if num else ""
+        lines.append(f"- {data}: " + ", ".join(diffs) + mean)
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text

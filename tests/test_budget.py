@@ -11,7 +11,7 @@ import torch
 
 import nasforge
 from nasforge import spaces, strategies, tasks
-from nasforge.budget import JobPlan, Probe, measure_probe, plan_job
+from nasforge.budget import EXPORT_FIXED_S, JobPlan, Probe, measure_probe, plan_job
 from nasforge.data import from_arrays
 from nasforge.errors import NasforgeError
 from nasforge.estimators.training import train_model
@@ -57,7 +57,7 @@ def test_a_probe_replaces_the_guesses_with_measured_speeds():
     p = plan_job(900.0, 5.0, probe=fm, tta=True)
     assert p.n_configs == 6 and p.min_trial_s >= 10  # no wide bracket on long epochs
     assert p.max_trial_s >= fm.epoch_s  # the longest trials see an epoch: a search
-    assert p.reserve_s == pytest.approx(2 * (6.0 + 2 * 8e-4 * 10_000))  # measured, x2
+    assert p.reserve_s == pytest.approx(2 * (EXPORT_FIXED_S + 2 * 8e-4 * 10_000))  # x2
     assert p.probe["step_s"] == 0.066
     assert any("measured here" in line for line in p.describe())
     assert JobPlan.from_json(json.loads(json.dumps(p.to_json()))) == p

@@ -300,3 +300,47 @@ def test_unknown_name_and_file(tmp_path):
 
 def test_dataset_names():
     assert {"auto", "digits", "fashion-mnist"} <= set(dataset_names())
+
+
+# --------------------------------------------------------------- flips chosen by measurement
+def _mirror_images(symmetric: bool, n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of 12x12 images: symmetric ones (a bright row 2, 6 or 10 across the
+    whole width) or one-sided ones (a bright block on the left, on the right, or a bright
+    row), whose mirror swaps class 0 and 1."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(3, size=n)
+    x = rng.uniform(0, 0.3, size=(n, 12, 12)).astype(np.float32)
+    for i, c in enumerate(y):
+        if symmetric:
+            x[i, 2 + 4 * c, :] = 1.0
+        elif c == 2:
+            x[i, 6, :] = 1.0
+        elif c == 0:
+            x[i, 3:9, :4] = 1.0
+        else:
+            x[i, 3:9, 8:] = 1.0
+    return x, y
+
+
+def test_flips_are_chosen_where_a_mirror_keeps_the_class(tmp_path):
+    from PIL import Image
+
+    from nasforge.data import default_augment, from_arrays, mirror_score
+
+    sym = from_arrays(*_mirror_images(True), seed=0)
+    one_sided = from_arrays(*_mirror_images(False), seed=0)
+    assert mirror_score(sym) > 0.9 and default_augment(sym) == "flip"
+    assert mirror_score(one_sided) < 0.5 and default_augment(one_sided) == "none"
+    # named data sets keep their measured choice; digits fail the mirror test too
+    assert default_augment("digits") == "none"
+    assert mirror_score(load_dataset("digits", seed=0)) < 0.75
+    # an image folder is measured from its images (the name says nothing)
+    for kind, symmetric in (("sym", True), ("one", False)):
+        x, y = _mirror_images(symmetric, n=120)
+        for i, (im, c) in enumerate(zip(x, y, strict=True)):
+            d = tmp_path / kind / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((im * 255).astype(np.uint8), "L").save(d / f"{i}.png")
+    assert default_augment(str(tmp_path / "sym")) == "flip"
+    assert default_augment(str(tmp_path / "one")) == "none"
+    assert default_augment(str(tmp_path / "missing")) == "none"

@@ -61,13 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="fashion-mnist",
                     help="any nasforge data set (digits, an image folder); flips only on "
                     "Fashion-MNIST, as nasforge's default")
+    ap.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
+                    help="random horizontal flips: auto = what nasforge's default_augment "
+                    "says for this data set; on / off: the designer's own call")
     args = ap.parse_args(argv)
     clock = R.Clock(args.budget)
     R.setup(args.seed)
     data = R.load(args.seed, args.dataset)
     from nasforge.data import default_augment
 
-    R.RECIPE["flip"] = default_augment(args.dataset) == "flip"
+    R.RECIPE["flip"] = (default_augment(data) == "flip" if args.flip == "auto"
+                        else args.flip == "on")
     x, y = R.all_train(data)
     model = HandCNN(data.input_shape[0], data.num_classes, tuple(data.input_shape[1:]))
     params = R.count_params(model)
