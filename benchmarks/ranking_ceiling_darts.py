@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -154,8 +155,9 @@ def part_report(args: argparse.Namespace, work: Path) -> None:
         f"{n} uniformly sampled archs of `darts` (C={args.C}, layers={args.layers}, 4 nodes, "
         f"the 7 DARTS ops), Fashion-MNIST at {args.image_size}x{args.image_size}, "
         f"{args.max_train} training images (90 % train), accuracies on the first "
-        f"{args.test} test images; one torch thread, pinned to core 0 of a 2-core machine "
-        "whose core 1 ran another (2-hour) benchmark throughout.", "",
+        f"{args.test} test images; one torch thread, the process pinned to cores "
+        f"{sorted(os.sched_getaffinity(0))} of {os.cpu_count()} (the report's; "
+        "run the parts pinned alike).", "",
         "## 1. Noise ceiling", "",
         "| protocol | tau seed A vs B | median acc (mean of seeds) | median train s | "
         "total train s (both seeds) |", "|---|--:|--:|--:|--:|",
